@@ -8,7 +8,7 @@ QgsTask its own methods.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]

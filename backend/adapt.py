@@ -1,0 +1,246 @@
+"""Fisher-gated adaptation of a frozen segmentation ViT: DG (labelled) and DA (self-training).
+
+DG trains on labelled samples with cross-entropy. DA trains on unlabelled target samples: an EMA
+teacher labels them where it is confident, the student learns from those pseudo-labels (weighted by
+the confident fraction), and labelled source samples, when given, are trained on and pasted into the
+target images with ClassMix (DACS). In both, only the gated-on toolbox modules and the head train.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from backend.augment import IGNORE_INDEX, Sample, class_mix_masks, photometric_jitter, sample_batch
+from backend.fisher_gate import FisherGate, GateConfig
+from backend.model import SegmentationModel
+from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
+from backend.toolbox import ToolboxConfig
+
+DEFAULT_RESELECT_EVERY = {"dg": 100, "da": 50}
+
+
+@dataclass
+class AdaptConfig:
+    """Adaptation settings; saved in the adapter checkpoint so a run can be repeated.
+
+    ``tuning`` chooses what trains: ``toolbox`` (gated modules and head, the method), ``head`` (head
+    only) or ``full`` (every backbone weight and the head, the full fine-tuning baseline).
+    """
+
+    mode: str = "da"
+    steps: int = 200
+    batch_size: int = 4
+    crop_size: int = 256
+    lr: float = 1e-4
+    head_lr_scale: float = 1.0
+    weight_decay: float = 0.05
+    poly_power: float = 1.0
+    seed: int = 0
+    tuning: str = "toolbox"
+    toolbox: ToolboxConfig = field(default_factory=ToolboxConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    ema_momentum: float = 0.999
+    confidence: float = 0.9
+    class_mix: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dg", "da"):
+            raise ValueError(f"mode must be 'dg' or 'da', got {self.mode!r}")
+        if self.tuning not in ("toolbox", "head", "full"):
+            raise ValueError(f"tuning must be 'toolbox', 'head' or 'full', got {self.tuning!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.crop_size < 16:
+            raise ValueError("steps and batch_size must be >= 1 and crop_size >= 16")
+        if not 0.0 <= self.confidence < 1.0 or not 0.0 <= self.ema_momentum < 1.0:
+            raise ValueError("confidence and ema_momentum must be in [0, 1)")
+        if isinstance(self.toolbox, dict):
+            self.toolbox = ToolboxConfig(**self.toolbox)
+        if isinstance(self.gate, dict):
+            self.gate = GateConfig(**self.gate)
+        if self.gate.reselect_every is None:
+            self.gate.reselect_every = DEFAULT_RESELECT_EVERY[self.mode]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AdaptResult:
+    model: SegmentationModel
+    config: AdaptConfig
+    losses: list[float]
+    selection: list[dict]
+    trainable_parameters: int
+    seconds: float
+    pseudo_label_fraction: list[float] = field(default_factory=list)
+
+    @property
+    def active_modules(self) -> list[str]:
+        return self.model.toolbox.active_names if self.model.toolbox else []
+
+
+def adapt(
+    model: SegmentationModel,
+    samples: list[Sample],
+    config: AdaptConfig | None = None,
+    source: list[Sample] | None = None,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+) -> AdaptResult:
+    """Adapt ``model`` in place. DG: ``samples`` are labelled. DA: ``samples`` are the unlabelled
+    target; ``source`` optional labelled samples. Raises :class:`Cancelled` within a step of a cancel.
+    """
+    config = config or AdaptConfig()
+    if not samples:
+        raise ValueError("adaptation needs at least one sample")
+    if config.mode == "dg" and any(s.get("mask") is None for s in samples):
+        raise ValueError("DG adaptation needs labelled samples (a 'mask' in every sample)")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    started = time.perf_counter()
+
+    gate = _prepare_trainable(model, config)
+    teacher = _make_teacher(model) if config.mode == "da" else None
+    fractions: list[float] = []
+
+    def next_batches() -> tuple[Sample, Sample | None]:
+        batch = sample_batch(samples, config.batch_size, config.crop_size, generator)
+        extra = sample_batch(source, config.batch_size, config.crop_size, generator) if source else None
+        return batch, extra
+
+    def loss_on(batches: tuple[Sample, Sample | None]) -> torch.Tensor:
+        batch, source_batch = batches
+        if config.mode == "dg":
+            return F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE_INDEX)
+        loss, fraction = _self_training_loss(model, teacher, batch, source_batch, config, generator)
+        fractions.append(fraction)
+        return loss
+
+    if gate is not None:
+        progress(0.0, "scoring toolbox modules (Fisher information)")
+        gate.reselect(0, model, [next_batches() for _ in range(config.gate.fisher_batches)], loss_on, is_cancelled)
+        _mirror_gates(model, teacher)
+    optimizer = _optimizer(model, config, previous=None)
+    losses: list[float] = []
+    model.train()
+    for step in range(config.steps):
+        check_cancelled(is_cancelled)
+        if gate is not None and step > 0 and config.gate.selection != "all" and step % config.gate.reselect_every == 0:
+            batches = [next_batches() for _ in range(config.gate.fisher_batches)]
+            gate.reselect(step, model, batches, loss_on, is_cancelled)
+            _mirror_gates(model, teacher)
+            optimizer = _optimizer(model, config, previous=optimizer)
+        scale = (1.0 - step / config.steps) ** config.poly_power
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * scale
+        loss = loss_on(next_batches())
+        check_cancelled(is_cancelled)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if teacher is not None:
+            _update_teacher(teacher, model, config.ema_momentum)
+        losses.append(float(loss))
+        progress((step + 1) / config.steps, f"step {step + 1}/{config.steps}, loss {losses[-1]:.3f}")
+    model.eval()
+    return AdaptResult(
+        model=model,
+        config=config,
+        losses=losses,
+        selection=gate.history if gate else [],
+        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        seconds=time.perf_counter() - started,
+        pseudo_label_fraction=fractions,
+    )
+
+
+def _prepare_trainable(model: SegmentationModel, config: AdaptConfig) -> FisherGate | None:
+    """Set requires_grad for the chosen tuning; returns the gate when the toolbox is in use."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for parameter in model.head.parameters():
+        parameter.requires_grad_(True)
+    if config.tuning == "full":
+        for parameter in model.backbone.parameters():
+            parameter.requires_grad_(True)
+        return None
+    if config.tuning == "head":
+        return None
+    if model.toolbox is None:
+        model.add_toolbox(config.toolbox)
+    return FisherGate(model.toolbox, config.gate, seed=config.seed)
+
+
+def _optimizer(model: SegmentationModel, config: AdaptConfig, previous: torch.optim.Optimizer | None):
+    """AdamW over the trainable parameters only; state of parameters that stay trainable is carried over."""
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [
+        {"params": body, "initial_lr": config.lr},
+        {"params": head, "initial_lr": config.lr * config.head_lr_scale},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
+    if previous is not None:
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                if parameter in previous.state:
+                    optimizer.state[parameter] = previous.state[parameter]
+    return optimizer
+
+
+def _make_teacher(model: SegmentationModel) -> SegmentationModel:
+    teacher = copy.deepcopy(model).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def _mirror_gates(student: SegmentationModel, teacher: SegmentationModel | None) -> None:
+    if teacher is not None and teacher.toolbox is not None:
+        teacher.toolbox.set_active(student.toolbox.active_names)
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+
+
+@torch.no_grad()
+def _update_teacher(teacher: SegmentationModel, student: SegmentationModel, momentum: float) -> None:
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        if s.requires_grad:
+            t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+
+
+def _self_training_loss(
+    student: SegmentationModel,
+    teacher: SegmentationModel,
+    target: Sample,
+    source: Sample | None,
+    config: AdaptConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, float]:
+    """DACS: pseudo-labels from the teacher where confident, weighted by the confident fraction."""
+    with torch.no_grad():
+        probabilities = torch.softmax(teacher(target["image"]), dim=1)
+        confidence, pseudo = probabilities.max(dim=1)
+        confident = (confidence >= config.confidence) & target["valid"]
+        weight = confident.flatten(1).float().mean(dim=1)  # per image
+        pseudo = torch.where(confident, pseudo, IGNORE_INDEX)
+    pixel_weight = weight.view(-1, 1, 1).expand_as(pseudo).clone()
+    loss = torch.zeros(())
+    images = target["image"]
+    if source is not None:
+        loss = F.cross_entropy(student(source["image"]), source["mask"], ignore_index=IGNORE_INDEX)
+        if config.class_mix:
+            paste = class_mix_masks(source["mask"], generator)
+            images = torch.where(paste[:, None], source["image"], images)
+            pseudo = torch.where(paste, source["mask"], pseudo)
+            pixel_weight = torch.where(paste, torch.ones_like(pixel_weight), pixel_weight)
+    logits = student(photometric_jitter(images, generator))
+    per_pixel = F.cross_entropy(logits, pseudo, ignore_index=IGNORE_INDEX, reduction="none")
+    counted = (pseudo != IGNORE_INDEX).float()
+    loss = loss + (per_pixel * pixel_weight * counted).sum() / counted.sum().clamp(min=1.0)
+    return loss, float(confident.float().mean())

@@ -1,0 +1,150 @@
+"""Fisher gating: train and apply only the toolbox modules that matter for this scene.
+
+A module's importance is its empirical Fisher information: the squared gradient of the task loss,
+summed over the module's parameters and averaged over a few mini-batches, measured with every module
+temporarily active. The top-k modules are gated on; the choice is revisited every N steps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from backend.progress import CancelFn, check_cancelled, never_cancelled
+from backend.toolbox import Toolbox
+
+NORMALIZATIONS = ("none", "numel", "kind")
+SELECTIONS = ("fisher", "random", "all")
+
+
+@dataclass
+class GateConfig:
+    """How modules are chosen.
+
+    ``top_k``: a count (>= 1) or a fraction (< 1) of all modules. ``param_budget``, when set, caps the
+    selected modules' parameter count instead. ``normalization`` makes module kinds of different sizes
+    comparable: ``none`` (raw sums; favours big modules), ``numel`` (mean per parameter) or ``kind``
+    (each score divided by the mean score of its kind, so a module competes by how much it stands
+    out among its own kind). ``reselect_every`` of ``None`` lets adaptation pick its mode's default.
+    """
+
+    selection: str = "fisher"
+    top_k: float = 0.5
+    param_budget: int | None = None
+    reselect_every: int | None = None
+    fisher_batches: int = 2
+    normalization: str = "kind"
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.top_k <= 0 or (self.top_k >= 1 and self.top_k != int(self.top_k)):
+            raise ValueError(f"top_k must be a fraction in (0, 1) or a whole count, got {self.top_k}")
+        if self.fisher_batches < 1:
+            raise ValueError("fisher_batches must be >= 1")
+
+    def count(self, total: int) -> int:
+        k = int(self.top_k) if self.top_k >= 1 else round(self.top_k * total)
+        return max(1, min(total, k))
+
+
+def fisher_scores(
+    toolbox: Toolbox,
+    model: nn.Module,
+    batches: Iterable,
+    loss_fn: Callable[[object], torch.Tensor],
+    is_cancelled: CancelFn = never_cancelled,
+) -> dict[str, float]:
+    """Raw empirical Fisher of every module: mean over ``batches`` of the summed squared gradients.
+
+    All modules are switched on for the measurement and the previous gates restored afterwards;
+    gradients are cleared before and after, so an optimizer step in progress is not disturbed.
+    """
+    previous = toolbox.active_names
+    toolbox.set_active(list(toolbox.modules))
+    model.zero_grad(set_to_none=True)
+    totals = dict.fromkeys(toolbox.modules, 0.0)
+    count = 0
+    try:
+        for batch in batches:
+            check_cancelled(is_cancelled)
+            loss_fn(batch).backward()
+            for name, module in toolbox:
+                totals[name] += sum(float((p.grad**2).sum()) for p in module.parameters() if p.grad is not None)
+            model.zero_grad(set_to_none=True)
+            count += 1
+    finally:
+        toolbox.set_active(previous)
+        model.zero_grad(set_to_none=True)
+    if count == 0:
+        raise ValueError("Fisher scores need at least one batch")
+    return {name: total / count for name, total in totals.items()}
+
+
+def normalize_scores(toolbox: Toolbox, raw: dict[str, float], normalization: str) -> dict[str, float]:
+    if normalization == "none":
+        return dict(raw)
+    if normalization == "numel":
+        return {name: score / toolbox[name].num_parameters() for name, score in raw.items()}
+    kind_means: dict[str, float] = {}
+    for kind in {toolbox[name].kind for name in raw}:
+        values = [score for name, score in raw.items() if toolbox[name].kind == kind]
+        kind_means[kind] = sum(values) / len(values)
+    return {name: score / (kind_means[toolbox[name].kind] or 1.0) for name, score in raw.items()}
+
+
+def select_modules(toolbox: Toolbox, scores: dict[str, float], config: GateConfig) -> list[str]:
+    """The highest-scoring modules: ``top_k`` of them, or as many as fit ``param_budget``."""
+    ranked = sorted(scores, key=lambda name: (-scores[name], name))
+    if config.param_budget is None:
+        return ranked[: config.count(len(ranked))]
+    chosen, used = [], 0
+    for name in ranked:
+        size = toolbox[name].num_parameters()
+        if used + size <= config.param_budget:
+            chosen.append(name)
+            used += size
+    return chosen or ranked[:1]
+
+
+class FisherGate:
+    """Chooses the active modules and keeps the history of every choice (for the report and checkpoint)."""
+
+    def __init__(self, toolbox: Toolbox, config: GateConfig, seed: int = 0) -> None:
+        self.toolbox = toolbox
+        self.config = config
+        self.history: list[dict] = []
+        self._random = random.Random(seed)
+
+    def reselect(
+        self,
+        step: int,
+        model: nn.Module,
+        batches: Iterable,
+        loss_fn: Callable[[object], torch.Tensor],
+        is_cancelled: CancelFn = never_cancelled,
+    ) -> list[str]:
+        """Score the modules, gate on the chosen ones, record the event; returns the active names."""
+        names = list(self.toolbox.modules)
+        if self.config.selection == "all":
+            scores = dict.fromkeys(names, 1.0)
+            chosen = names
+        elif self.config.selection == "random":
+            scores = {name: self._random.random() for name in names}
+            chosen = select_modules(self.toolbox, scores, self.config)
+        else:
+            raw = fisher_scores(self.toolbox, model, batches, loss_fn, is_cancelled)
+            scores = normalize_scores(self.toolbox, raw, self.config.normalization)
+            chosen = select_modules(self.toolbox, scores, self.config)
+        self.toolbox.set_active(chosen)
+        self.history.append({"step": step, "scores": scores, "active": sorted(chosen, key=names.index)})
+        return self.toolbox.active_names
+
+    def state(self) -> dict:
+        return {"config": asdict(self.config), "history": self.history}
