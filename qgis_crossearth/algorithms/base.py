@@ -1,0 +1,274 @@
+"""What every CrossEarth algorithm shares: parameter groups, reading them into the command
+dataclasses, and running the backend with Processing's feedback.
+
+The algorithms stay thin: they declare parameters, build one argv (:mod:`qgis_crossearth.commands`)
+and hand it to :func:`qgis_crossearth.runner.run_backend`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from qgis_crossearth import paths
+from qgis_crossearth.commands import MODES, Adaptation, Scene, Segmentation
+from qgis_crossearth.model_cards import ModelCard
+from qgis_crossearth.runner import BackendRun, Event, run_backend
+from qgis_crossearth.settings import backend_config, load_settings
+from qgis_crossearth.styling import StyleOnLoad, style_class_layer, style_confidence_layer
+
+DEFAULT_MODEL = "dubai-hybrid-vit"
+MODE_LABELS = ["DA: domain adaptation (unlabelled scene)", "DG: domain generalisation (needs LABELS)"]
+DEFAULTS = Adaptation()
+DEFAULT_BATCH_SIZE = Segmentation(output="").batch_size
+
+
+def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+class CrossEarthAlgorithm(QgsProcessingAlgorithm):
+    """Base of the four algorithms; ``model_cards`` fill the MODEL choice."""
+
+    INPUT = "INPUT"
+    BANDS = "BANDS"
+    MODEL = "MODEL"
+    ROI = "ROI"
+    ROI_LAYER = "ROI_LAYER"
+    TILE_SIZE = "TILE_SIZE"
+    STRIDE = "STRIDE"
+    BATCH_SIZE = "BATCH_SIZE"
+    MODE = "MODE"
+    LABELS = "LABELS"
+    SAMPLES = "SAMPLES"
+    STEPS = "STEPS"
+    TOP_K = "TOP_K"
+    RESELECT_EVERY = "RESELECT_EVERY"
+    SEED = "SEED"
+    CLUSTER = "CLUSTER"
+    OUTPUT = "OUTPUT"
+    CONFIDENCE = "CONFIDENCE"
+    ENTROPY = "ENTROPY"
+    ADAPTER = "ADAPTER"
+    REPORT = "REPORT"
+    REPORT_PLOT = "REPORT_PLOT"
+
+    def __init__(self, model_cards: list[ModelCard]) -> None:
+        super().__init__()
+        self.model_cards = model_cards
+
+    def createInstance(self) -> CrossEarthAlgorithm:
+        return type(self)(self.model_cards)
+
+    def icon(self) -> QIcon:
+        return QIcon(paths.icon_path("crossearth.svg"))
+
+    # --- parameter groups -------------------------------------------------------------------
+
+    def add_scene_parameters(self) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(
+            QgsProcessingParameterBand(
+                self.BANDS, "Bands fed to the model, in order (empty: R,G,B or the first three)",
+                None, self.INPUT, optional=True, allowMultiple=True,
+            )
+        )
+        names = [card.name for card in self.model_cards]
+        default = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
+        model = QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=names, defaultValue=default, optional=not names
+        )
+        model.setUsesStaticStrings(True)
+        self.addParameter(model)
+        self.addParameter(
+            QgsProcessingParameterExtent(self.ROI, "Region of interest (empty: whole raster)", optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.ROI_LAYER, "Region of interest polygons (pixels outside become nodata)",
+                [QgsProcessing.TypeVectorPolygon], optional=True,
+            )
+        )
+
+    def add_adaptation_parameters(self) -> None:
+        self.addParameter(QgsProcessingParameterEnum(self.MODE, "Adaptation mode", MODE_LABELS, defaultValue=0))
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                self.LABELS, "Labels (class-index raster aligned with the input, 255 = ignore; DG only)",
+                optional=True,
+            )
+        )
+        integer = QgsProcessingParameterNumber.Integer
+        self.addParameter(
+            QgsProcessingParameterNumber(self.SAMPLES, "Adaptation tiles", integer, DEFAULTS.samples, minValue=1)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.STEPS, "Adaptation steps", integer, DEFAULTS.steps, minValue=1)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.TOP_K, "Modules to adapt (count, or fraction < 1 of all)",
+                QgsProcessingParameterNumber.Double, DEFAULTS.top_k, minValue=0.001,
+            )
+        )
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.RESELECT_EVERY, "Re-select modules every N steps (0: never)", integer, DEFAULTS.reselect_every,
+            minValue=0,
+        )))
+        self.addParameter(advanced(
+            QgsProcessingParameterNumber(self.SEED, "Random seed", integer, DEFAULTS.seed, minValue=0)
+        ))
+
+    def add_tiling_parameters(self) -> None:
+        integer = QgsProcessingParameterNumber.Integer
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.TILE_SIZE, "Tile size in pixels (empty: the model's)", integer, None, optional=True, minValue=16
+        )))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.STRIDE, "Stride in pixels (empty: the model's)", integer, None, optional=True, minValue=1
+        )))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, "Tiles per batch", integer, DEFAULT_BATCH_SIZE, minValue=1
+        )))
+        self.addParameter(advanced(QgsProcessingParameterString(
+            self.CLUSTER, "Dask cluster (local, local:N or scheduler address; empty: this machine)",
+            defaultValue="", optional=True,
+        )))
+
+    def add_segmentation_outputs(self) -> None:
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classes"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CONFIDENCE, "Confidence", optional=True, createByDefault=False
+        ))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.ENTROPY, "Entropy", optional=True, createByDefault=False
+        ))
+
+    # --- reading parameters -----------------------------------------------------------------
+
+    def model_card(self, parameters: dict[str, Any], context: QgsProcessingContext) -> ModelCard:
+        name = self.parameterAsEnumString(parameters, self.MODEL, context)
+        card = next((card for card in self.model_cards if card.name == name), None)
+        if card is None:
+            folder = load_settings().effective_model_folder
+            raise QgsProcessingException(
+                f"no model {name!r} in {folder}: set the model folder in Settings > Options > CrossEarth"
+            )
+        return card
+
+    def read_scene(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> Scene:
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException(f"{parameters.get(self.INPUT)}: not a raster layer QGIS can read")
+        scene = Scene(
+            raster=layer.source(),
+            model=str(self.model_card(parameters, context).folder),
+            bands=self.parameterAsInts(parameters, self.BANDS, context) or [],
+            threads=load_settings().threads,
+        )
+        extent = self.parameterAsExtent(parameters, self.ROI, context)
+        if not extent.isNull():
+            crs = self.parameterAsExtentCrs(parameters, self.ROI, context)
+            scene.bbox = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+            scene.bbox_crs = crs_string(crs) if crs.isValid() else ""
+        if self.parameterAsSource(parameters, self.ROI_LAYER, context) is not None:
+            scene.roi = self.parameterAsCompatibleSourceLayerPath(
+                parameters, self.ROI_LAYER, context, ["gpkg", "shp", "geojson"], "gpkg", feedback
+            )
+        return scene
+
+    def read_adaptation(self, parameters: dict[str, Any], context: QgsProcessingContext) -> Adaptation:
+        labels = self.parameterAsRasterLayer(parameters, self.LABELS, context)
+        return Adaptation(
+            mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
+            labels=labels.source() if labels is not None else "",
+            samples=self.parameterAsInt(parameters, self.SAMPLES, context),
+            steps=self.parameterAsInt(parameters, self.STEPS, context),
+            top_k=self.parameterAsDouble(parameters, self.TOP_K, context),
+            reselect_every=self.parameterAsInt(parameters, self.RESELECT_EVERY, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+        )
+
+    def read_segmentation(self, parameters: dict[str, Any], context: QgsProcessingContext) -> Segmentation:
+        return Segmentation(
+            output=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            tile_size=self.optional_int(parameters, self.TILE_SIZE, context),
+            stride=self.optional_int(parameters, self.STRIDE, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            confidence=self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or "",
+            entropy=self.parameterAsOutputLayer(parameters, self.ENTROPY, context) or "",
+            cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip(),
+        )
+
+    def optional_int(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> int | None:
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsInt(parameters, name, context)
+
+    def optional_file_output(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
+        return self.parameterAsFileOutput(parameters, name, context) or ""
+
+    # --- running ----------------------------------------------------------------------------
+
+    def run(self, argv: list[str], outputs: list[str], feedback: QgsProcessingFeedback) -> BackendRun:
+        """Run the backend; progress and log lines go to ``feedback``; failures raise."""
+        settings = load_settings()
+        feedback.pushDebugInfo("crossearth " + " ".join(argv))
+
+        def on_event(event: Event) -> None:
+            kind = event.get("type")
+            message = str(event.get("message", ""))
+            if kind == "progress":
+                feedback.setProgress(100.0 * float(event.get("fraction", 0.0)))
+                if message:
+                    feedback.setProgressText(message)
+            elif kind == "log":
+                level = event.get("level", "info")
+                if level == "warning":
+                    feedback.pushWarning(message)
+                elif level == "debug":
+                    feedback.pushDebugInfo(message)
+                else:
+                    feedback.pushInfo(message)
+
+        run = run_backend(argv, backend_config(settings), on_event, feedback.isCanceled, outputs)
+        if run.cancelled:
+            raise QgsProcessingException("cancelled: no output was written")
+        if not run.ok:
+            raise QgsProcessingException(run.error)
+        return run
+
+    def style_outputs_on_load(self, card: ModelCard, segmentation: Segmentation, context: QgsProcessingContext) -> None:
+        """When QGIS loads the results, draw them in the model's class colours and a confidence ramp."""
+        for path, style in (
+            (segmentation.output, lambda layer: style_class_layer(layer, card)),
+            (segmentation.confidence, style_confidence_layer),
+        ):
+            if path and context.willLoadLayerOnCompletion(path):
+                context.layerToLoadOnCompletionDetails(path).setPostProcessor(StyleOnLoad(style))
+
+
+def crs_string(crs: QgsCoordinateReferenceSystem) -> str:
+    """An authority id when there is one (rasterio reads it), else WKT."""
+    return crs.authid() or crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)

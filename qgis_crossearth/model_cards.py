@@ -1,0 +1,66 @@
+"""The models the plugin offers, read from ``<model folder>/<name>/model_card.json``.
+
+Reading the cards directly (instead of running ``crossearth models --json``) keeps QGIS start-up
+free of a torch import; the backend is then given the model's folder (``--model DIR``), so both
+always agree on which model runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CARD_FILE = "model_card.json"
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    value: int
+    name: str
+    color: str
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    folder: Path
+    description: str = ""
+    classes: tuple[ModelClass, ...] = ()
+    ignore_index: int = 255
+    tile_size: int | None = None
+    stride: int | None = None
+    bands: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> ModelCard:
+        data = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        return cls(
+            name=str(data.get("name") or folder.name),
+            folder=folder,
+            description=str(data.get("description", "")),
+            classes=tuple(
+                ModelClass(int(c["value"]), str(c["name"]), str(c["color"])) for c in data.get("classes", [])
+            ),
+            ignore_index=int(data.get("ignore_index", data.get("nodata", 255))),
+            tile_size=data.get("tile_size"),
+            stride=data.get("stride"),
+            bands=tuple(str(b) for b in data.get("bands", [])),
+        )
+
+
+def list_model_cards(model_folder: Path) -> list[ModelCard]:
+    """Every readable card below ``model_folder``, sorted by name; unreadable cards are skipped."""
+    if not model_folder.is_dir():
+        return []
+    cards = []
+    for card_file in sorted(model_folder.glob(f"*/{CARD_FILE}")):
+        try:
+            cards.append(ModelCard.from_folder(card_file.parent))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(cards, key=lambda card: card.name)
+
+
+def find_model_card(model_folder: Path, name: str) -> ModelCard | None:
+    return next((card for card in list_model_cards(model_folder) if card.name == name), None)

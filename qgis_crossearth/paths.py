@@ -1,0 +1,45 @@
+"""Where the plugin finds the backend's code, its Python, its models and the plugin's icons.
+
+Two layouts are supported: the repository checkout (the plugin folder sits beside ``backend/``
+and ``.venv/``) and the installed ZIP (the backend's source is bundled in ``lib/``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PLUGIN_DIR.parent
+BUNDLED_LIB = PLUGIN_DIR / "lib"
+
+
+def backend_root() -> Path:
+    """The folder to put on ``PYTHONPATH`` so that ``import backend`` finds the matching backend."""
+    if (REPO_ROOT / "backend" / "cli.py").is_file():
+        return REPO_ROOT
+    return BUNDLED_LIB
+
+
+def requirements_file() -> Path:
+    """The pinned dependency list of the backend (shipped in the checkout and in the ZIP)."""
+    return backend_root() / "requirements.txt"
+
+
+def default_python() -> str:
+    """The checkout's ``.venv`` if there is one, else the first ``python3`` on PATH, else ''."""
+    venv = REPO_ROOT / ".venv" / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    if venv.is_file():
+        return str(venv)
+    return shutil.which("python3") or shutil.which("python") or ""
+
+
+def default_model_folder() -> Path:
+    """The models next to the backend (``resources/models`` in the checkout, ``lib/models`` in the ZIP)."""
+    checkout = REPO_ROOT / "resources" / "models"
+    return checkout if checkout.is_dir() else BUNDLED_LIB / "models"
+
+
+def icon_path(name: str) -> str:
+    return str(PLUGIN_DIR / "icons" / name)
