@@ -110,3 +110,22 @@ def text_named_tif(tmp_path: Path) -> Path:
     path = tmp_path / "notes.tif"
     path.write_text("this is not a raster\n")
     return path
+
+
+def write_vector(path: Path, wkts: list[str], epsg: int | None, driver: str = "GPKG") -> Path:
+    """A one-layer vector file of the given WKT geometries, written with OGR."""
+    from osgeo import ogr, osr
+
+    source = ogr.GetDriverByName(driver).CreateDataSource(str(path))
+    srs = None
+    if epsg is not None:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    layer = source.CreateLayer("roi", srs, ogr.wkbUnknown)
+    for wkt in wkts:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    source = None  # closing writes the file
+    return path
