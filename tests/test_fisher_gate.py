@@ -1,0 +1,114 @@
+"""Fisher scores against a hand computation, normalisation, top-k and budget selection, history."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from backend.fisher_gate import FisherGate, GateConfig, fisher_scores, normalize_scores, select_modules
+from backend.toolbox import AdapterConfig, ToolboxConfig, inject_toolbox
+
+
+class TinyBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.attn = nn.Module()
+        self.attn.qkv = nn.Linear(dim, 3 * dim)
+        self.mlp = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(x)  # the MLP reads the raw tokens: h == x, which keeps the hand computation short
+
+
+class TinyViT(nn.Module):
+    """The smallest thing the injector accepts: a patch embedding and blocks with ``attn.qkv`` and ``mlp``."""
+
+    def __init__(self, dim: int = 3, depth: int = 2) -> None:
+        super().__init__()
+        self.patch_embed = nn.Identity()
+        self.patch_embed.grid_size = (2, 2)  # four tokens per image in these tests
+        self.num_prefix_tokens = 0
+        self.blocks = nn.Sequential(*(TinyBlock(dim) for _ in range(depth)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.patch_embed(x))
+
+
+def test_fisher_score_equals_the_hand_computed_mean_squared_gradient():
+    torch.manual_seed(0)
+    dim, hidden = 3, 2
+    vit = TinyViT(dim, depth=1)
+    toolbox = inject_toolbox(vit, ToolboxConfig(kinds=("adapter",), adapter=AdapterConfig(hidden=hidden)))
+    adapter = toolbox["blocks.0.adapter"]
+    weights = torch.tensor([1.0, -2.0, 0.5])
+    batches = [torch.randn(1, 4, dim), torch.randn(1, 4, dim)]
+
+    def loss(x):  # linear in the output: dL/d(adapter delta) = weights at every token
+        return (vit(x) * weights).sum()
+
+    score = fisher_scores(toolbox, vit, batches, loss)["blocks.0.adapter"]
+
+    # By hand: with up = 0 at init, the down projection gets no gradient; up.weight[j, k] gets
+    # sum over tokens of weights[j] * a[k] with a = gelu(down(x)), and up.bias[j] gets 4 * weights[j].
+    expected = 0.0
+    for x in batches:
+        tokens = x[0]
+        activations = nn.functional.gelu(tokens @ adapter.down.weight.T + adapter.down.bias).detach()
+        grad_up_weight = weights[:, None] * activations.sum(dim=0)[None, :]
+        grad_up_bias = weights * tokens.shape[0]
+        expected += float((grad_up_weight**2).sum() + (grad_up_bias**2).sum())
+    expected /= len(batches)
+    assert score == pytest.approx(expected, rel=1e-5)
+
+
+def test_scoring_switches_every_module_on_and_restores_the_gates_and_gradients():
+    vit = TinyViT(depth=2)
+    toolbox = inject_toolbox(vit)
+    toolbox.set_active(["blocks.1.lora"])
+    scores = fisher_scores(toolbox, vit, [torch.randn(1, 4, 3)], lambda x: vit(x).pow(2).sum())
+    assert set(scores) == set(toolbox.modules)
+    for name, score in scores.items():  # TinyBlock never calls attn.qkv, so LoRA cannot matter
+        assert (score == 0.0) if name.endswith("lora") else (score > 0.0), name
+    assert toolbox.active_names == ["blocks.1.lora"]
+    assert all(p.grad is None for p in vit.parameters())
+
+
+def test_normalisations_make_kinds_comparable():
+    toolbox = inject_toolbox(TinyViT(depth=2))
+    raw = {name: 10.0 * (i + 1) for i, name in enumerate(toolbox.modules)}
+    assert normalize_scores(toolbox, raw, "none") == raw
+    per_parameter = normalize_scores(toolbox, raw, "numel")
+    assert per_parameter["blocks.0.lora"] == pytest.approx(10.0 / toolbox["blocks.0.lora"].num_parameters())
+    by_kind = normalize_scores(toolbox, raw, "kind")
+    for kind in ("lora", "adapter", "earth_adapter"):
+        values = [by_kind[f"blocks.{b}.{kind}"] for b in range(2)]
+        assert sum(values) / 2 == pytest.approx(1.0)
+
+
+def test_top_k_as_count_fraction_and_parameter_budget():
+    toolbox = inject_toolbox(TinyViT(depth=2))
+    scores = {name: float(i) for i, name in enumerate(toolbox.modules)}
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    assert select_modules(toolbox, scores, GateConfig(top_k=2)) == ranked[:2]
+    assert select_modules(toolbox, scores, GateConfig(top_k=0.5)) == ranked[:3]
+    budget = toolbox[ranked[0]].num_parameters() + 1
+    chosen = select_modules(toolbox, scores, GateConfig(param_budget=budget))
+    assert chosen[0] == ranked[0] and sum(toolbox[n].num_parameters() for n in chosen) <= budget
+
+
+@pytest.mark.parametrize("bad", [dict(top_k=0), dict(top_k=2.5), dict(normalization="zscore"), dict(selection="x")])
+def test_gate_config_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        GateConfig(**bad)
+
+
+def test_random_gate_is_seeded_and_every_event_is_recorded():
+    def run(seed):
+        vit = TinyViT(depth=3)
+        gate = FisherGate(inject_toolbox(vit), GateConfig(selection="random", top_k=3), seed=seed)
+        return [gate.reselect(step, vit, [], lambda b: b) for step in (0, 50)], gate.history
+
+    first, history = run(1)
+    assert first == run(1)[0] and first != run(2)[0]
+    assert [e["step"] for e in history] == [0, 50] and all(len(e["active"]) == 3 for e in history)
