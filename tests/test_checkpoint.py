@@ -65,7 +65,7 @@ def test_existing_checkpoint_is_not_overwritten_without_permission(tmp_path, ada
 def test_a_file_that_is_not_an_adapter_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.safetensors"
     path.write_bytes(b"\x00" * 40)
-    with pytest.raises(BadInput, match="junk.safetensors"):
+    with pytest.raises(BadInput, match=r"junk\.safetensors"):
         read_adapter_metadata(path)
 
 

@@ -34,7 +34,7 @@ def test_timm_backbone_weights_load_from_a_local_file_through_timm(tmp_path, suf
 
 
 def test_missing_weights_file_is_reported_with_its_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.safetensors"):
         create_model(tiny_config(), tmp_path / "nothing.safetensors")
 
 
