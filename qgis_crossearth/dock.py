@@ -1,0 +1,386 @@
+"""The "Adapt to this scene" dock: pick a raster and a region, press one button, get styled layers.
+
+The dock builds a :class:`~qgis_crossearth.task.RunRequest` from its widgets (the same command
+dataclasses as the Processing algorithms), runs it as a QgsTask and shows progress and log lines.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.PyQt.QtGui import QDesktopServices, QFont, QIcon
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qgis_crossearth import paths
+from qgis_crossearth.algorithms.base import DEFAULT_MODEL, crs_string
+from qgis_crossearth.commands import Adaptation, Scene, Segmentation, adapt_segment_argv
+from qgis_crossearth.map_tool import RectangleMapTool
+from qgis_crossearth.model_cards import ModelCard, list_model_cards
+from qgis_crossearth.settings import backend_config, load_settings, save_settings
+from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunRequest, TaskResult
+
+ROI_WHOLE, ROI_EXTENT, ROI_SELECTION, ROI_DRAWN = range(4)
+ROI_CHOICES = ["Whole raster", "Current map extent", "Selected polygons", "Rectangle drawn on the map"]
+DEFAULTS = Adaptation()
+
+
+class DockError(ValueError):
+    """A choice in the dock that cannot run; shown to the user as is."""
+
+
+class AdaptDock(QDockWidget):
+    def __init__(self, iface, parent: QWidget | None = None) -> None:
+        super().__init__("Adapt to this scene", parent)
+        self.setObjectName("CrossEarthAdaptDock")
+        self.iface = iface
+        self.canvas = iface.mapCanvas()
+        self.task: AdaptSegmentTask | None = None
+        self.drawn: QgsRectangle | None = None
+        self.drawn_crs = None
+        self.map_tool = RectangleMapTool(self.canvas)
+        self.map_tool.rectangle_drawn.connect(self.on_rectangle_drawn)
+        self.last_result: TaskResult | None = None
+        self.cards: list[ModelCard] = []
+        self.build()
+        self.reload_models()
+        self.follow_active_layer(iface.activeLayer())
+        iface.currentLayerChanged.connect(self.follow_active_layer)
+        self.update_widgets()
+
+    # --- widgets ----------------------------------------------------------------------------
+
+    def build(self) -> None:
+        body = QWidget(self)
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(8, 8, 8, 8)
+
+        header = QLabel(
+            "Adapts the model to the scene you are looking at (a few hundred steps, no labels), "
+            "then classifies it."
+        )
+        header.setWordWrap(True)
+        layout.addWidget(header)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        self.layer_combo = QgsMapLayerComboBox(body)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        form.addRow("Raster", self.layer_combo)
+
+        self.roi_combo = QComboBox(body)
+        self.roi_combo.addItems(ROI_CHOICES)
+        self.roi_combo.currentIndexChanged.connect(self.update_widgets)
+        form.addRow("Region", self.roi_combo)
+        self.polygon_combo = QgsMapLayerComboBox(body)
+        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.polygon_row = QLabel("Polygons", body)
+        form.addRow(self.polygon_row, self.polygon_combo)
+        self.draw_button = QPushButton("Draw rectangle", body)
+        self.draw_button.setCheckable(True)
+        self.draw_button.toggled.connect(self.on_draw_toggled)
+        self.drawn_label = QLabel("no rectangle yet", body)
+        draw_row = QHBoxLayout()
+        draw_row.addWidget(self.draw_button)
+        draw_row.addWidget(self.drawn_label, 1)
+        self.draw_row_label = QLabel("Rectangle", body)
+        form.addRow(self.draw_row_label, draw_row)
+
+        self.model_combo = QComboBox(body)
+        form.addRow("Model", self.model_combo)
+        self.output_widget = QgsFileWidget(body)
+        self.output_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.output_widget.setFilePath(str(load_settings().effective_output_folder))
+        form.addRow("Output folder", self.output_widget)
+        layout.addLayout(form)
+
+        self.settings_box = QgsCollapsibleGroupBox("Adaptation", body)
+        self.settings_box.setCollapsed(True)
+        settings_form = QFormLayout(self.settings_box)
+        self.mode_combo = QComboBox(self.settings_box)
+        self.mode_combo.addItem("Unlabelled scene (DA)", "da")
+        self.mode_combo.addItem("With labels (DG)", "dg")
+        self.mode_combo.currentIndexChanged.connect(self.update_widgets)
+        settings_form.addRow("Mode", self.mode_combo)
+        self.labels_combo = QgsMapLayerComboBox(self.settings_box)
+        self.labels_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.labels_label = QLabel("Labels", self.settings_box)
+        settings_form.addRow(self.labels_label, self.labels_combo)
+        self.steps_spin = spin(1, 100_000, DEFAULTS.steps)
+        settings_form.addRow("Steps", self.steps_spin)
+        self.samples_spin = spin(1, 10_000, DEFAULTS.samples)
+        settings_form.addRow("Sample tiles", self.samples_spin)
+        self.top_k_spin = QDoubleSpinBox(self.settings_box)
+        self.top_k_spin.setRange(0.01, 1000)
+        self.top_k_spin.setDecimals(2)
+        self.top_k_spin.setValue(DEFAULTS.top_k)
+        self.top_k_spin.setToolTip("Modules to adapt: a count, or a fraction (< 1) of all modules")
+        settings_form.addRow("Top-k modules", self.top_k_spin)
+        layout.addWidget(self.settings_box)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton(QIcon(paths.icon_path("crossearth.svg")), "Adapt and segment", body)
+        font = QFont(self.run_button.font())
+        font.setBold(True)
+        self.run_button.setFont(font)
+        self.run_button.setMinimumHeight(32)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel", body)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+
+        self.progress = QProgressBar(body)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        layout.addWidget(self.progress)
+        self.status = QLabel("Ready.", body)
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+
+        self.log_view = QPlainTextEdit(body)
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_view.setPlaceholderText("Backend log")
+        self.log_view.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        layout.addWidget(self.log_view, 1)
+
+        self.heatmap_button = QPushButton("Open selection heatmap", body)
+        self.heatmap_button.setToolTip("Which modules the Fisher gate chose, block by block")
+        self.heatmap_button.clicked.connect(self.open_heatmap)
+        layout.addWidget(self.heatmap_button)
+        self.setWidget(body)
+
+    def reload_models(self) -> None:
+        current = self.model_combo.currentText() or DEFAULT_MODEL
+        self.cards = list_model_cards(load_settings().effective_model_folder)
+        self.model_combo.clear()
+        for card in self.cards:
+            self.model_combo.addItem(card.name)
+            self.model_combo.setItemData(self.model_combo.count() - 1, card.description, Qt.ToolTipRole)
+        index = self.model_combo.findText(current)
+        self.model_combo.setCurrentIndex(max(index, 0))
+        self.update_widgets()
+
+    def follow_active_layer(self, layer) -> None:
+        if isinstance(layer, QgsRasterLayer) and not self.running:
+            self.layer_combo.setLayer(layer)
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None
+
+    def update_widgets(self) -> None:
+        roi = self.roi_combo.currentIndex()
+        for widget in (self.polygon_row, self.polygon_combo):
+            widget.setVisible(roi == ROI_SELECTION)
+        for widget in (self.draw_row_label, self.draw_button, self.drawn_label):
+            widget.setVisible(roi == ROI_DRAWN)
+        dg = self.mode_combo.currentData() == "dg"
+        self.labels_label.setVisible(dg)
+        self.labels_combo.setVisible(dg)
+        for widget in (self.layer_combo, self.roi_combo, self.polygon_combo, self.draw_button, self.model_combo,
+                       self.output_widget, self.settings_box):
+            widget.setEnabled(not self.running)
+        self.run_button.setEnabled(not self.running and bool(self.cards))
+        self.cancel_button.setEnabled(self.running)
+        self.heatmap_button.setEnabled(bool(self.last_result and self.last_result.report_plot))
+        if not self.cards and not self.running:
+            self.status.setText(
+                f"No model in {load_settings().effective_model_folder}: set the model folder in "
+                "Settings > Options > CrossEarth."
+            )
+
+    # --- region of interest -----------------------------------------------------------------
+
+    def on_draw_toggled(self, checked: bool) -> None:
+        if checked:
+            self.canvas.setMapTool(self.map_tool)
+        elif self.canvas.mapTool() is self.map_tool:
+            self.canvas.unsetMapTool(self.map_tool)
+
+    def on_rectangle_drawn(self, rectangle: QgsRectangle) -> None:
+        self.drawn = QgsRectangle(rectangle)
+        self.drawn_crs = self.canvas.mapSettings().destinationCrs()
+        self.drawn_label.setText(f"{rectangle.width():.0f} × {rectangle.height():.0f} map units")
+        self.draw_button.setChecked(False)
+
+    def apply_roi(self, scene: Scene, folder: Path, stem: str) -> None:
+        roi = self.roi_combo.currentIndex()
+        if roi == ROI_EXTENT:
+            extent = self.canvas.extent()
+            scene.bbox = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+            scene.bbox_crs = crs_string(self.canvas.mapSettings().destinationCrs())
+        elif roi == ROI_DRAWN:
+            if self.drawn is None:
+                raise DockError("Draw a rectangle on the map first.")
+            d = self.drawn
+            scene.bbox = (d.xMinimum(), d.yMinimum(), d.xMaximum(), d.yMaximum())
+            scene.bbox_crs = crs_string(self.drawn_crs)
+        elif roi == ROI_SELECTION:
+            scene.roi = export_selection(self.polygon_combo.currentLayer(), folder / f"{stem}.roi.gpkg")
+
+    # --- running ----------------------------------------------------------------------------
+
+    def build_request(self) -> RunRequest:
+        layer = self.layer_combo.currentLayer()
+        if not isinstance(layer, QgsRasterLayer):
+            raise DockError("Choose a raster layer.")
+        card = next((c for c in self.cards if c.name == self.model_combo.currentText()), None)
+        if card is None:
+            raise DockError("Choose a model.")
+        folder = Path(self.output_widget.filePath()).expanduser()
+        if not str(folder).strip():
+            raise DockError("Choose an output folder.")
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = unique_stem(folder, layer.name())
+        settings = load_settings()
+        scene = Scene(raster=layer.source(), model=str(card.folder), threads=settings.threads)
+        self.apply_roi(scene, folder, stem)
+        mode = self.mode_combo.currentData()
+        labels = self.labels_combo.currentLayer() if mode == "dg" else None
+        if mode == "dg" and labels is None:
+            raise DockError("DG mode needs a labels raster.")
+        adaptation = Adaptation(
+            mode=mode,
+            labels=labels.source() if labels is not None else "",
+            samples=self.samples_spin.value(),
+            steps=self.steps_spin.value(),
+            top_k=self.top_k_spin.value(),
+            adapter_out=str(folder / f"{stem}.adapter.safetensors"),
+            report_out=str(folder / f"{stem}.selection.json"),
+        )
+        segmentation = Segmentation(
+            output=str(folder / f"{stem}_classes.tif"), confidence=str(folder / f"{stem}_confidence.tif")
+        )
+        return RunRequest(
+            title=stem,
+            argv=adapt_segment_argv(scene, adaptation, segmentation),
+            outputs=[*segmentation.outputs(), *adaptation.outputs()],
+            card=card,
+            classes=segmentation.output,
+            confidence=segmentation.confidence,
+        )
+
+    def start(self) -> None:
+        if self.running:
+            return
+        try:
+            request = self.build_request()
+        except (DockError, OSError) as error:
+            self.status.setText(str(error))
+            return
+        settings = load_settings()
+        settings.output_folder = self.output_widget.filePath()
+        save_settings(settings)
+        self.last_result = None
+        self.log_view.clear()
+        self.append_log("info", "crossearth " + " ".join(request.argv))
+        self.progress.setValue(0)
+        self.status.setText(f"Adapting to {request.title}…")
+        self.task = AdaptSegmentTask(request, backend_config(settings))
+        self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
+        self.task.progress_text.connect(self.status.setText)
+        self.task.log_line.connect(self.append_log)
+        self.task.completed.connect(self.on_completed)
+        self.update_widgets()
+        QgsApplication.taskManager().addTask(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.status.setText("Cancelling…")
+            self.task.cancel()
+
+    def on_completed(self, result: TaskResult) -> None:
+        self.task = None
+        self.last_result = result
+        if result.status == SUCCESS:
+            self.progress.setValue(100)
+            self.status.setText(f"Done: layers added in group “{result.group}”.")
+        elif result.status == CANCELLED:
+            self.progress.setValue(0)
+            self.status.setText("Cancelled; no output was written.")
+        else:
+            self.status.setText(f"Failed: {result.error}")
+            self.append_log("warning", result.error)
+        self.update_widgets()
+
+    def append_log(self, level: str, message: str) -> None:
+        if level == "debug" and not message.strip():
+            return
+        prefix = {"warning": "⚠ ", "debug": "  "}.get(level, "")
+        self.log_view.appendPlainText(prefix + message)
+
+    def open_heatmap(self) -> None:
+        if self.last_result and self.last_result.report_plot:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self.last_result.report_plot))
+
+    def shutdown(self) -> None:
+        """Stop a running task and release the canvas before the plugin unloads."""
+        self.cancel()
+        self.iface.currentLayerChanged.disconnect(self.follow_active_layer)
+        if self.canvas.mapTool() is self.map_tool:
+            self.canvas.unsetMapTool(self.map_tool)
+        self.map_tool.clear()
+        self.canvas.scene().removeItem(self.map_tool.band)
+
+
+def spin(low: int, high: int, value: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    return box
+
+
+def unique_stem(folder: Path, name: str) -> str:
+    """A file-safe stem from the layer name that no earlier run in ``folder`` used."""
+    base = re.sub(r"[^\w.-]+", "_", name).strip("._") or "scene"
+    stem, n = base, 1
+    while (folder / f"{stem}_classes.tif").exists() or (folder / f"{stem}.adapter.safetensors").exists():
+        n += 1
+        stem = f"{base}_{n}"
+    return stem
+
+
+def export_selection(layer: QgsVectorLayer | None, path: Path) -> str:
+    """The selected polygons as a one-layer GeoPackage the backend reads as ``--roi``."""
+    if not isinstance(layer, QgsVectorLayer):
+        raise DockError("Choose a polygon layer.")
+    if layer.selectedFeatureCount() == 0:
+        raise DockError(f"Select one or more polygons in {layer.name()} first.")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.onlySelectedFeatures = True
+    options.layerName = "roi"
+    error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, str(path), QgsProject.instance().transformContext(), options
+    )
+    if error != QgsVectorFileWriter.NoError:
+        raise DockError(f"{path}: cannot write the selected polygons ({message})")
+    return str(path)

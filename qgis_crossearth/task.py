@@ -1,0 +1,117 @@
+"""The dock's background run: a QgsTask around one backend command.
+
+``run()`` (worker thread) only runs the backend and turns every outcome into a :class:`TaskResult`;
+``finished()`` (main thread) loads and styles the result layers, then emits ``completed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qgis.core import (
+    QgsLayerTreeGroup,
+    QgsProject,
+    QgsRasterLayer,
+    QgsTask,
+)
+from qgis.PyQt.QtCore import pyqtSignal
+
+from qgis_crossearth.model_cards import ModelCard
+from qgis_crossearth.runner import BackendConfig, BackendRun, Event, run_backend
+from qgis_crossearth.styling import style_class_layer, style_confidence_layer
+
+SUCCESS, FAILED, CANCELLED = "success", "failed", "cancelled"
+
+
+@dataclass
+class RunRequest:
+    """Everything a run needs, built by the dock in the main thread."""
+
+    title: str
+    argv: list[str]
+    outputs: list[str]
+    card: ModelCard
+    classes: str
+    confidence: str
+
+
+@dataclass
+class TaskResult:
+    status: str
+    error: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    layers: list[str] = field(default_factory=list)
+    group: str = ""
+
+    @classmethod
+    def from_run(cls, run: BackendRun) -> TaskResult:
+        if run.ok:
+            return cls(SUCCESS, outputs=run.outputs)
+        return cls(CANCELLED if run.cancelled else FAILED, error=run.error)
+
+    @property
+    def report_plot(self) -> str:
+        return self.outputs.get("REPORT_PLOT", "")
+
+
+class AdaptSegmentTask(QgsTask):
+    progress_text = pyqtSignal(str)
+    log_line = pyqtSignal(str, str)
+    completed = pyqtSignal(object)
+
+    def __init__(self, request: RunRequest, config: BackendConfig, project: QgsProject | None = None) -> None:
+        super().__init__(f"CrossEarth: adapt and segment {request.title}", QgsTask.CanCancel)
+        self.request = request
+        self.config = config
+        self.project = project or QgsProject.instance()
+        self.result = TaskResult(FAILED, error="the task did not run")
+
+    def run(self) -> bool:
+        try:
+            run = run_backend(self.request.argv, self.config, self.on_event, self.isCanceled, self.request.outputs)
+            self.result = TaskResult.from_run(run)
+        except Exception as error:  # everything becomes a result; QGIS must not see an exception here
+            self.result = TaskResult(FAILED, error=f"{type(error).__name__}: {error}")
+        return self.result.status == SUCCESS
+
+    def on_event(self, event: Event) -> None:
+        kind = event.get("type")
+        if kind == "progress":
+            self.setProgress(100.0 * float(event.get("fraction", 0.0)))
+            self.progress_text.emit(str(event.get("message", "")))
+        elif kind == "log":
+            self.log_line.emit(str(event.get("level", "info")), str(event.get("message", "")))
+
+    def finished(self, ok: bool) -> None:
+        if self.isCanceled() and self.result.status != SUCCESS:
+            self.result = TaskResult(CANCELLED, error="cancelled")
+        if self.result.status == SUCCESS:
+            try:
+                self.result.group, self.result.layers = load_results(self.request, self.result, self.project)
+            except Exception as error:
+                self.result = TaskResult(FAILED, error=f"loading the results failed: {error}",
+                                         outputs=self.result.outputs)
+        self.completed.emit(self.result)
+
+
+def load_results(request: RunRequest, result: TaskResult, project: QgsProject) -> tuple[str, list[str]]:
+    """Classes and confidence layers, styled, in a group named after the scene at the top of the tree;
+    the confidence layer starts hidden under the classes."""
+    group: QgsLayerTreeGroup = project.layerTreeRoot().insertGroup(0, request.title)
+    layer_ids = []
+    for key, path, name, style in (
+        ("CONFIDENCE", request.confidence, "confidence", style_confidence_layer),
+        ("OUTPUT", request.classes, "classes", lambda layer: style_class_layer(layer, request.card)),
+    ):
+        source = result.outputs.get(key, path)
+        if not source or not Path(source).is_file():
+            continue
+        layer = QgsRasterLayer(source, f"{request.title} {name}", "gdal")
+        if not layer.isValid():
+            raise RuntimeError(f"{source}: QGIS cannot open the result")
+        style(layer)
+        project.addMapLayer(layer, False)
+        group.insertLayer(0, layer).setItemVisibilityChecked(key == "OUTPUT")
+        layer_ids.append(layer.id())
+    return group.name(), layer_ids

@@ -1,0 +1,48 @@
+"""Fixtures of the plugin tests: the tiny model's folder, plugin settings, the provider, scenes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from plugin_data import write_labels, write_scene, write_tiny_model
+
+
+@pytest.fixture(scope="session")
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    write_tiny_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def plugin_settings(qgis_app, model_folder: Path):
+    """The backend is this test run's Python; one thread keeps the shared machine usable."""
+    from qgis_crossearth.settings import PluginSettings, save_settings
+
+    settings = PluginSettings(python=sys.executable, model_folder=str(model_folder), threads=1, device="cpu")
+    save_settings(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def crossearth_provider(qgis_processing, plugin_settings):
+    from qgis.core import QgsApplication
+
+    from qgis_crossearth.provider import CrossEarthProvider
+
+    provider = CrossEarthProvider()
+    assert QgsApplication.processingRegistry().addProvider(provider)
+    yield provider
+    QgsApplication.processingRegistry().removeProvider(provider)
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    return write_scene(tmp_path / "scene.tif")
+
+
+@pytest.fixture
+def labels(tmp_path: Path) -> Path:
+    return write_labels(tmp_path / "labels.tif")

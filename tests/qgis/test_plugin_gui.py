@@ -1,0 +1,145 @@
+"""The plugin's GUI pieces without running the backend: loading, the dock's command, the options page."""
+
+from __future__ import annotations
+
+import pytest
+from plugin_data import SCENE_ORIGIN, TINY_MODEL
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+from qgis_crossearth.dock import ROI_DRAWN, ROI_EXTENT, ROI_SELECTION, AdaptDock, DockError
+from qgis_crossearth.options import CrossEarthOptionsPage
+from qgis_crossearth.plugin import CrossEarthPlugin
+from qgis_crossearth.settings import load_settings
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture
+def scene_layer(scene):
+    layer = QgsRasterLayer(str(scene), "My scene", "gdal")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    yield layer
+    QgsProject.instance().removeMapLayer(layer.id())
+
+
+@pytest.fixture
+def dock(qgis_iface, plugin_settings, scene_layer, tmp_path):
+    qgis_iface.setActiveLayer(scene_layer)
+    dock = AdaptDock(qgis_iface)
+    dock.output_widget.setFilePath(str(tmp_path / "out"))
+    yield dock
+    dock.shutdown()
+    dock.deleteLater()
+
+
+def value_after(argv: list[str], option: str) -> str:
+    return argv[argv.index(option) + 1]
+
+
+def test_plugin_registers_and_removes_its_provider(qgis_iface, qgis_processing, plugin_settings):
+    plugin = CrossEarthPlugin(qgis_iface)
+    plugin.initGui()
+    registry = QgsApplication.processingRegistry()
+    assert registry.providerById("crossearth") is not None
+    assert registry.algorithmById("crossearth:adaptandsegment") is not None
+    assert plugin.dock is not None and plugin.dock.model_combo.currentText() == TINY_MODEL
+    plugin.unload()
+    assert registry.providerById("crossearth") is None
+
+
+def test_dock_follows_the_active_raster_and_builds_the_whole_scene_command(dock, scene_layer, tmp_path):
+    assert dock.layer_combo.currentLayer() is scene_layer
+    request = dock.build_request()
+    assert request.title == "My_scene"
+    argv = request.argv
+    assert argv[:2] == ["adapt-segment", scene_layer.source()]
+    assert value_after(argv, "--model").endswith(TINY_MODEL)
+    assert value_after(argv, "-o") == str(tmp_path / "out" / "My_scene_classes.tif")
+    assert value_after(argv, "--confidence") == str(tmp_path / "out" / "My_scene_confidence.tif")
+    assert value_after(argv, "--report-out") == str(tmp_path / "out" / "My_scene.selection.json")
+    assert "--bbox" not in argv and "--roi" not in argv
+    assert "--json-progress" in argv
+
+
+def test_a_second_run_does_not_overwrite_the_first(dock, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "My_scene_classes.tif").write_bytes(b"")
+    assert dock.build_request().title == "My_scene_2"
+
+
+def test_map_extent_and_drawn_rectangle_become_a_bbox(dock, qgis_canvas, scene_layer):
+    qgis_canvas.setDestinationCrs(scene_layer.crs())
+    qgis_canvas.setExtent(QgsRectangle(SCENE_ORIGIN[0], SCENE_ORIGIN[1] - 32, SCENE_ORIGIN[0] + 32, SCENE_ORIGIN[1]))
+    dock.roi_combo.setCurrentIndex(ROI_EXTENT)
+    argv = dock.build_request().argv
+    xmin, ymin, xmax, ymax = (float(v) for v in value_after(argv, "--bbox").split(","))
+    extent = qgis_canvas.extent()
+    assert (xmin, ymin, xmax, ymax) == pytest.approx(
+        (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+    )
+    assert value_after(argv, "--bbox-crs") == "EPSG:32640"
+
+    dock.roi_combo.setCurrentIndex(ROI_DRAWN)
+    with pytest.raises(DockError, match="Draw a rectangle"):
+        dock.build_request()
+    x, y = SCENE_ORIGIN
+    dock.on_rectangle_drawn(QgsRectangle(x + 4, y - 20, x + 20, y - 4))
+    argv = dock.build_request().argv
+    assert [float(v) for v in value_after(argv, "--bbox").split(",")] == [x + 4, y - 20, x + 20, y - 4]
+
+
+def test_selected_polygons_are_exported_for_the_backend(dock, tmp_path):
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:32640", "fields", "memory")
+    features = []
+    for offset in (0, 40):
+        feature = QgsFeature()
+        x, y = SCENE_ORIGIN[0] + offset, SCENE_ORIGIN[1] - offset
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x, y - 16, x + 16, y)))
+        features.append(feature)
+    polygons.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(polygons)
+    try:
+        dock.roi_combo.setCurrentIndex(ROI_SELECTION)
+        dock.polygon_combo.setLayer(polygons)
+        with pytest.raises(DockError, match="Select one or more polygons"):
+            dock.build_request()
+        polygons.selectByIds([next(polygons.getFeatures()).id()])
+        roi = value_after(dock.build_request().argv, "--roi")
+        exported = QgsVectorLayer(roi, "roi", "ogr")
+        assert exported.isValid() and exported.featureCount() == 1
+        del exported
+    finally:
+        QgsProject.instance().removeMapLayer(polygons.id())
+
+
+def test_dg_mode_needs_labels(dock):
+    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData("dg"))
+    dock.labels_combo.setLayer(None)
+    with pytest.raises(DockError, match="labels"):
+        dock.build_request()
+
+
+def test_options_page_saves_what_the_user_chose(plugin_settings, tmp_path):
+    applied = []
+    page = CrossEarthOptionsPage(None, lambda: applied.append(True))
+    try:
+        assert page.python_widget.filePath() == plugin_settings.python
+        page.threads_spin.setValue(2)
+        page.device_combo.setCurrentText("cpu")
+        page.apply()
+        assert applied == [True]
+        stored = load_settings()
+        assert (stored.threads, stored.device, stored.model_folder) == (2, "cpu", plugin_settings.model_folder)
+    finally:
+        page.threads_spin.setValue(plugin_settings.threads)
+        page.apply()
+        page.deleteLater()
