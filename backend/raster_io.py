@@ -6,6 +6,7 @@ whole raster, so that a 20000 x 20000 scene costs no more to open than a small o
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -182,7 +183,8 @@ class Stretch:
         return np.clip(out, 0.0, 1.0, out=out)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready (lists, not tuples), for output metadata."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Stretch:

@@ -17,6 +17,12 @@ from rasterio.transform import from_origin
 
 CRS_UTM = "EPSG:32640"  # UTM 40N, where the Dubai tiles are
 TRANSFORM = from_origin(300000.0, 2800000.0, 2.0, 2.0)
+# A triangle over the 48 x 40 test rasters, in UTM; its bounds give the pixel window (5, 4, 31, 31).
+TRIANGLE = {
+    "type": "Polygon",
+    "coordinates": [[(300010.3, 2799990.7), (300071.1, 2799985.2), (300030.6, 2799931.9), (300010.3, 2799990.7)]],
+}
+TRIANGLE_WKT = "POLYGON ((" + ", ".join(f"{x!r} {y!r}" for x, y in TRIANGLE["coordinates"][0]) + "))"
 
 
 def write_raster(

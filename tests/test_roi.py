@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest_rasters import CRS_UTM, TRANSFORM, no_crs, rgb_uint8, text_named_tif, write_vector
+from conftest_rasters import CRS_UTM, TRANSFORM, TRIANGLE, no_crs, rgb_uint8, text_named_tif, write_vector
 from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.warp import transform_bounds, transform_geom
@@ -12,10 +12,6 @@ from backend.raster_io import inspect_raster
 from backend.roi import parse_bbox, resolve_roi
 
 # The test raster: 48 x 40 pixels of 2 m from (300000, 2800000): x 300000..300096, y 2799920..2800000.
-TRIANGLE = {
-    "type": "Polygon",
-    "coordinates": [[(300010.3, 2799990.7), (300071.1, 2799985.2), (300030.6, 2799931.9), (300010.3, 2799990.7)]],
-}
 
 
 def wkt(shape):

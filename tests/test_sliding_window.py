@@ -1,0 +1,317 @@
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from conftest_rasters import TRIANGLE_WKT, position_rgb, rgb_uint8, write_raster, write_vector
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from backend.class_raster import CLASS_NODATA, overview_factors
+from backend.errors import BadInput
+from backend.progress import Cancelled
+from backend.raster_io import SceneReader
+from backend.roi import resolve_roi
+from backend.sliding_window import blend_weights, segment_scene, tile_starts, tile_windows
+
+CLASSES = [
+    {"value": 1, "name": "water", "color": "#0000ff"},
+    {"value": 4, "name": "building", "color": "#ff0000"},
+    {"value": 7, "name": "tree", "color": "#00aa00"},
+]
+VALUES = np.array([c["value"] for c in CLASSES], np.uint8)
+
+
+def column_predict(batch):
+    """One-hot of class (x // 5) % 3, with x read back from the red band: a function of absolute position."""
+    x = np.rint(batch[:, 0] * 255).astype(int)
+    k = (x // 5) % 3
+    return np.stack([k == i for i in range(3)], axis=1).astype(np.float32)
+
+
+def pixel_softmax(batch):
+    """Class probabilities that depend on each pixel's own values only."""
+    logits = np.stack([batch[:, 0] * 3, batch[:, 1] * 2, batch[:, 2] * 4 - 1], axis=1)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def outputs_in(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("window", "tile", "stride"),
+    [((0, 0, 48, 40), 16, 16), ((0, 0, 48, 40), 16, 7), ((3, 5, 37, 29), 10, 4), ((2, 2, 9, 5), 16, 8)],
+)
+def test_tile_windows_cover_the_roi_exactly(window, tile, stride):
+    roi = Window(*window)
+    cover = np.zeros((60, 60), int)
+    windows = list(tile_windows(roi, tile, stride))
+    for w in windows:
+        assert w.width == min(tile, roi.width) and w.height == min(tile, roi.height)
+        cover[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
+    col, row, width, height = window
+    inside = np.zeros_like(cover, bool)
+    inside[row : row + height, col : col + width] = True
+    assert (cover[inside] >= 1).all() and not cover[~inside].any()
+    assert max(w.col_off + w.width for w in windows) == col + width  # last tile flush with the edge
+
+
+def test_tile_starts_step_by_stride_and_end_at_the_edge():
+    assert tile_starts(0, 40, 16, 10) == [0, 10, 20, 24]
+    assert tile_starts(5, 10, 16, 8) == [5]
+
+
+def test_blend_weights_peak_in_the_middle_and_keep_a_floor():
+    w = blend_weights(16, 12)
+    assert w.shape == (16, 12) and w.min() > 0
+    assert w[7:9, 5:7].min() > 0.9 and w[0, 0] < 0.01
+
+
+@pytest.mark.parametrize(("tile", "stride"), [(16, 16), (16, 7), (32, 21), (64, 64), (9, 1)])
+def test_blending_reproduces_a_position_function_exactly(tmp_path, tile, stride):
+    with SceneReader(rgb_uint8(tmp_path)) as reader:
+        result = segment_scene(reader, column_predict, tmp_path / "out.tif", classes=CLASSES, tile=tile, stride=stride)
+    cols = np.arange(48)[None, :].repeat(40, axis=0)
+    assert np.array_equal(read(result.class_path), VALUES[(cols // 5) % 3])
+    assert result.nodata_pixels == 0
+    assert sum(result.class_pixels.values()) == 48 * 40
+
+
+def test_strips_give_the_same_result_as_one_tile(tmp_path):
+    data = np.random.default_rng(7).integers(0, 256, (3, 45, 38)).astype(np.uint8)
+    path = write_raster(tmp_path / "noise.tif", data)
+    outs = {}
+    for name, tile, stride in [("strips", 12, 5), ("one", 64, 64)]:
+        with SceneReader(path) as reader:
+            segment_scene(
+                reader,
+                pixel_softmax,
+                tmp_path / f"{name}.tif",
+                classes=CLASSES,
+                tile=tile,
+                stride=stride,
+                batch_size=3,
+                confidence=tmp_path / f"{name}_conf.tif",
+                entropy=tmp_path / f"{name}_ent.tif",
+            )
+        outs[name] = [read(tmp_path / f"{name}{suffix}.tif") for suffix in ("", "_conf", "_ent")]
+    assert np.array_equal(outs["strips"][0], outs["one"][0])
+    np.testing.assert_allclose(outs["strips"][1], outs["one"][1], rtol=1e-5)
+    np.testing.assert_allclose(outs["strips"][2], outs["one"][2], rtol=1e-4, atol=1e-6)
+    probs = pixel_softmax(data[None].astype(np.float32) / 255)[0]
+    assert np.array_equal(outs["one"][0], VALUES[probs.argmax(axis=0)])
+    np.testing.assert_allclose(outs["one"][1], probs.max(axis=0), rtol=1e-5)
+    entropy = -(probs * np.log(probs)).sum(axis=0) / np.log(3)
+    np.testing.assert_allclose(outs["one"][2], entropy, rtol=1e-4)
+
+
+def test_roi_output_carries_crs_and_window_transform(tmp_path):
+    path = rgb_uint8(tmp_path)
+    with SceneReader(path) as reader:
+        roi = resolve_roi(reader, bbox=(300010, 2799950, 300030, 2799990))
+        result = segment_scene(
+            reader,
+            column_predict,
+            tmp_path / "out.tif",
+            classes=CLASSES,
+            tile=8,
+            stride=5,
+            roi=roi,
+            confidence=tmp_path / "conf.tif",
+        )
+    for out in (result.class_path, result.confidence_path):
+        with rasterio.open(out) as ds:
+            assert ds.crs == reader.crs
+            assert ds.transform == window_transform(Window(5, 5, 10, 20), reader.transform)
+            assert (ds.width, ds.height) == (10, 20)
+    cols = np.arange(5, 15)[None, :].repeat(20, axis=0)
+    assert np.array_equal(read(result.class_path), VALUES[(cols // 5) % 3])
+
+
+def test_polygon_roi_and_nodata_are_written_255(tmp_path):
+    data = position_rgb(40, 48)
+    valid = np.ones((40, 48), bool)
+    valid[:, 30:] = False  # nodata on the right
+    path = write_raster(tmp_path / "masked.tif", data, photometric="RGB", mask=valid)
+    vector = write_vector(tmp_path / "roi.gpkg", [TRIANGLE_WKT], 32640)
+    with SceneReader(path) as reader:
+        roi = resolve_roi(reader, vector_path=vector)
+        expected_valid = roi.mask(roi.window) & valid[4:35, 5:36]
+        result = segment_scene(
+            reader,
+            column_predict,
+            tmp_path / "out.tif",
+            classes=CLASSES,
+            tile=16,
+            stride=9,
+            roi=roi,
+            confidence=tmp_path / "conf.tif",
+            entropy=tmp_path / "ent.tif",
+        )
+    classes, conf, ent = (read(p) for p in (result.class_path, result.confidence_path, result.entropy_path))
+    cols = np.arange(5, 36)[None, :].repeat(31, axis=0)
+    assert np.array_equal(classes == CLASS_NODATA, ~expected_valid)
+    assert np.array_equal(classes[expected_valid], VALUES[(cols // 5) % 3][expected_valid])
+    assert np.isnan(conf[~expected_valid]).all() and np.allclose(conf[expected_valid], 1.0)
+    assert np.isnan(ent[~expected_valid]).all() and np.allclose(ent[expected_valid], 0.0, atol=1e-6)
+    assert result.nodata_pixels == (~expected_valid).sum()
+
+
+def test_tiles_without_valid_pixels_are_not_predicted(tmp_path):
+    data = position_rgb(40, 48)
+    valid = np.zeros((40, 48), bool)
+    valid[:8, :8] = True
+    path = write_raster(tmp_path / "sparse.tif", data, photometric="RGB", mask=valid)
+    seen = []
+
+    def predict(batch):
+        seen.append(len(batch))
+        return column_predict(batch)
+
+    with SceneReader(path) as reader:
+        result = segment_scene(reader, predict, tmp_path / "out.tif", classes=CLASSES, tile=16, stride=16)
+    assert result.tiles == sum(seen) == 1
+
+
+def test_class_raster_has_colours_names_metadata_and_overviews(tmp_path):
+    from osgeo import gdal
+
+    path = rgb_uint8(tmp_path, height=40, width=600)
+    with SceneReader(path) as reader:
+        segment_scene(
+            reader,
+            column_predict,
+            tmp_path / "out.tif",
+            classes=CLASSES,
+            tile=64,
+            stride=48,
+            metadata={"MODEL": "tiny-vit", "ADAPTER": {"kind": "lora", "rank": 4}},
+        )
+        stretch = reader.stretch.to_dict()
+    with rasterio.open(tmp_path / "out.tif") as ds:
+        colormap = ds.colormap(1)
+        tags = ds.tags()
+        assert ds.nodata == CLASS_NODATA and ds.dtypes[0] == "uint8"
+        assert ds.profile["tiled"] and ds.profile["blockxsize"] == 512
+        assert ds.profile["compress"] == "deflate"
+        assert ds.overviews(1) == overview_factors(600, 40) == [2, 4]
+    assert colormap[1][:3] == (0, 0, 255) and colormap[4][:3] == (255, 0, 0) and colormap[7][:3] == (0, 170, 0)
+    assert tags["MODEL"] == "tiny-vit" and json.loads(tags["ADAPTER"]) == {"kind": "lora", "rank": 4}
+    assert json.loads(tags["STRETCH"]) == stretch
+    assert tags["BAND_MAPPING"] == "1,2,3"
+    assert json.loads(tags["CLASSES"])[1] == {"value": 4, "name": "building", "color": "#FF0000"}
+    dataset = gdal.Open(str(tmp_path / "out.tif"))  # must outlive the band with GDAL < 3.8
+    band = dataset.GetRasterBand(1)
+    assert band.GetDescription() == "class"  # GDAL 3.6 GTiff loads the .aux.xml only on such a first call
+    names = band.GetCategoryNames()
+    assert (names[1], names[4], names[7]) == ("water", "building", "tree")
+    rat = band.GetDefaultRAT()
+    columns = [rat.GetNameOfCol(i) for i in range(rat.GetColumnCount())]
+    assert columns == ["Value", "Class", "Red", "Green", "Blue"]
+    assert [(rat.GetValueAsInt(r, 0), rat.GetValueAsString(r, 1)) for r in range(3)] == [
+        (1, "water"),
+        (4, "building"),
+        (7, "tree"),
+    ]
+    info = gdal.Info(str(tmp_path / "out.tif"))
+    assert "Categories:" in info and "building" in info and "Overviews: 300x20, 150x10" in info
+    assert outputs_in(tmp_path) == ["out.tif", "out.tif.aux.xml", "rgb.tif"]
+
+
+def test_cancel_mid_run_leaves_no_file(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = []
+
+    def cancel_on_third_batch():
+        calls.append(1)
+        return len(calls) >= 3
+
+    with SceneReader(rgb_uint8(source)) as reader, pytest.raises(Cancelled):
+        segment_scene(
+            reader,
+            column_predict,
+            out / "classes.tif",
+            classes=CLASSES,
+            tile=16,
+            stride=8,
+            batch_size=2,
+            confidence=out / "conf.tif",
+            entropy=out / "ent.tif",
+            is_cancelled=cancel_on_third_batch,
+        )
+    assert outputs_in(out) == []
+
+
+def test_failing_predict_leaves_no_file_and_keeps_an_existing_output(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "classes.tif").write_bytes(b"previous")
+
+    def broken(batch):
+        return np.zeros((len(batch), 2, 16, 16), np.float32)  # two channels for three classes
+
+    with SceneReader(rgb_uint8(tmp_path)) as reader, pytest.raises(ValueError, match="expected"):
+        segment_scene(reader, broken, out / "classes.tif", classes=CLASSES, tile=16, stride=16, overwrite=True)
+    assert outputs_in(out) == ["classes.tif"] and (out / "classes.tif").read_bytes() == b"previous"
+
+
+def test_existing_output_needs_overwrite_and_is_checked_before_any_prediction(tmp_path):
+    (tmp_path / "out.tif").write_bytes(b"previous")
+
+    def never(batch):
+        raise AssertionError("predict must not run")
+
+    with SceneReader(rgb_uint8(tmp_path)) as reader:
+        with pytest.raises(BadInput, match="output exists"):
+            segment_scene(reader, never, tmp_path / "out.tif", classes=CLASSES, tile=16, stride=16)
+        segment_scene(reader, column_predict, tmp_path / "out.tif", classes=CLASSES, tile=16, stride=16, overwrite=True)
+    assert read(tmp_path / "out.tif").shape == (40, 48)
+
+
+def test_progress_is_monotone_and_ends_at_one(tmp_path):
+    reports = []
+    with SceneReader(rgb_uint8(tmp_path)) as reader:
+        segment_scene(
+            reader,
+            column_predict,
+            tmp_path / "out.tif",
+            classes=CLASSES,
+            tile=16,
+            stride=8,
+            progress=lambda f, m: reports.append(f),
+        )
+    assert reports == sorted(reports) and reports[0] == 0.0 and reports[-1] == 1.0
+    assert len(reports) > 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"tile": 16, "stride": 20}, "stride 20"),
+        ({"tile": 0, "stride": 1}, "tile size"),
+        ({"batch_size": 0}, "batch size"),
+        ({"classes": [{"value": 255, "name": "x", "color": "#000000"}]}, "0..254"),
+        ({"classes": [{"value": 1, "name": "x", "color": "red"}]}, "#RRGGBB"),
+        ({"classes": [{"value": 1, "name": "x", "color": "#000000"}] * 2}, "repeat"),
+    ],
+)
+def test_bad_parameters_are_bad_input(tmp_path, kwargs, problem):
+    with SceneReader(rgb_uint8(tmp_path)) as reader, pytest.raises(BadInput, match=problem):
+        segment_scene(reader, column_predict, tmp_path / "out.tif", **{"classes": CLASSES, **kwargs})
+    assert outputs_in(tmp_path) == ["rgb.tif"]
+
+
+def test_output_may_not_replace_the_input(tmp_path):
+    path = rgb_uint8(tmp_path)
+    with SceneReader(path) as reader, pytest.raises(BadInput, match="replace the input"):
+        segment_scene(reader, column_predict, path, classes=CLASSES, overwrite=True)
