@@ -71,14 +71,15 @@ MODES = ("da", "dg")
 
 @dataclass
 class Adaptation:
-    """Fisher-gated adaptation options; ``mode="dg"`` needs ``labels``."""
+    """Fisher-gated adaptation options; ``mode="dg"`` needs ``labels``; ``reselect_every=None`` means
+    the backend's default for the mode."""
 
     mode: str = "da"
     labels: str = ""
     samples: int = 16
     steps: int = 60
     top_k: float = 0.25
-    reselect_every: int = 0
+    reselect_every: int | None = None
     seed: int = 0
     adapter_out: str = ""
     report_out: str = ""
@@ -90,7 +91,9 @@ class Adaptation:
     def argv(self) -> list[str]:
         top_k = str(int(self.top_k)) if self.top_k >= 1 else repr(float(self.top_k))
         args = ["--mode", self.mode, "--samples", str(self.samples), "--steps", str(self.steps),
-                "--top-k", top_k, "--reselect-every", str(self.reselect_every), "--seed", str(self.seed)]
+                "--top-k", top_k, "--seed", str(self.seed)]
+        if self.reselect_every is not None:
+            args += ["--reselect-every", str(self.reselect_every)]
         if self.labels:
             args += ["--labels", self.labels]
         if self.adapter_out:

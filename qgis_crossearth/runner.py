@@ -100,6 +100,8 @@ def backend_command(argv: Sequence[str], config: BackendConfig) -> list[str]:
 
 
 def _run_subprocess(argv: list[str], config: BackendConfig, on_event: EventFn, is_cancelled: CancelFn) -> BackendRun:
+    if not (config.root / "backend").is_dir():
+        return BackendRun(EXIT_BAD_INPUT, error=f"the backend's source is not in {config.root}: reinstall the plugin")
     try:
         process = subprocess.Popen(
             backend_command(argv, config),

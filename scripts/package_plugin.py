@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +29,12 @@ def plugin_version() -> str:
 
 
 def walk(folder: Path) -> Iterator[Path]:
-    """Files below ``folder`` (following symlinks), without caches."""
-    for path in sorted(folder.rglob("*")):
-        if any(part in SKIP_DIRS for part in path.relative_to(folder).parts):
-            continue
-        if path.is_file() and path.suffix not in SKIP_SUFFIXES:
-            yield path
+    """Files below ``folder``, following symlinked folders (``icons/``), without caches."""
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        for name in sorted(files):
+            if Path(name).suffix not in SKIP_SUFFIXES:
+                yield Path(root) / name
 
 
 def entries(include_models: bool) -> Iterator[tuple[Path, str]]:

@@ -131,8 +131,8 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.RESELECT_EVERY, "Re-select modules every N steps (0: never)", integer, DEFAULTS.reselect_every,
-            minValue=0,
+            self.RESELECT_EVERY, "Re-select modules every N steps (empty: the mode's default)", integer, None,
+            optional=True, minValue=0,
         )))
         self.addParameter(advanced(
             QgsProcessingParameterNumber(self.SEED, "Random seed", integer, DEFAULTS.seed, minValue=0)
@@ -206,7 +206,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             samples=self.parameterAsInt(parameters, self.SAMPLES, context),
             steps=self.parameterAsInt(parameters, self.STEPS, context),
             top_k=self.parameterAsDouble(parameters, self.TOP_K, context),
-            reselect_every=self.parameterAsInt(parameters, self.RESELECT_EVERY, context),
+            reselect_every=self.optional_int(parameters, self.RESELECT_EVERY, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
         )
 

@@ -1,0 +1,52 @@
+"""``make package``: a ZIP that QGIS's "Install from ZIP" accepts and whose backend runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from package_plugin import build
+
+REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
+                     "tracker", "repository", "homepage", "icon", "experimental", "hasProcessingProvider", "tags")
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("plugins")
+    archive = build(folder / "plugin.zip", include_models=False)
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        assert all(name.startswith("qgis_crossearth/") for name in names)
+        assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+        zipped.extractall(folder / "installed")
+    return folder / "installed"
+
+
+def test_zip_holds_a_plugin_qgis_recognises(extracted):
+    from qgis.utils import findPlugins
+
+    found = dict(findPlugins(str(extracted)))
+    metadata = found["qgis_crossearth"]["general"]
+    for key in REQUIRED_METADATA:
+        assert metadata.get(key), key
+    assert metadata["qgisMinimumVersion"] == "3.22" and metadata["hasProcessingProvider"] == "yes"
+    plugin = extracted / "qgis_crossearth"
+    assert (plugin / metadata["icon"]).is_file() and not (plugin / "metadata.txt").is_symlink()
+    assert (plugin / "processing_models" / "adapt_then_segment.model3").is_file()
+
+
+def test_bundled_backend_is_the_one_the_plugin_runs(extracted):
+    lib = extracted / "qgis_crossearth" / "lib"
+    assert (lib / "backend" / "cli.py").is_file() and (lib / "requirements.txt").is_file()
+    # The plugin runs ``python -m backend.cli`` from lib/: that must be the bundled copy, not the checkout's.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import backend, sys; print(backend.__file__)"],
+        cwd=lib, env={"PYTHONPATH": str(lib)}, capture_output=True, text=True, check=True,
+    )
+    assert Path(probe.stdout.strip()).is_relative_to(lib)

@@ -1,0 +1,201 @@
+"""The four algorithms through Processing, on 64 px GeoTIFFs with the tiny model, end to end."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import processing
+import pytest
+import rasterio
+from plugin_data import TINY_CLASSES, backend_children, write_scene
+from qgis.core import (
+    QgsApplication,
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingOutputLayerDefinition,
+    QgsProject,
+    QgsRasterLayer,
+    QgsSingleBandPseudoColorRenderer,
+)
+
+from qgis_crossearth.paths import PLUGIN_DIR
+
+pytestmark = pytest.mark.qgis
+
+CLASS_VALUES = {c["value"] for c in TINY_CLASSES}
+FAST = {"SAMPLES": 4, "STEPS": 2, "TILE_SIZE": 32, "STRIDE": 24, "BATCH_SIZE": 4}
+
+
+def class_values(path: Path) -> set[int]:
+    with rasterio.open(path) as dataset:
+        return set(np.unique(dataset.read(1)).tolist())
+
+
+def test_segment_needs_only_input_and_output(crossearth_provider, scene, tmp_path):
+    out = tmp_path / "classes.tif"
+    result = processing.run("crossearth:segment", {"INPUT": str(scene), "OUTPUT": str(out)})
+    assert result["OUTPUT"] == str(out)
+    with rasterio.open(out) as dataset:
+        assert (dataset.width, dataset.height, dataset.dtypes[0]) == (64, 64, "uint8")
+        assert dataset.crs.to_epsg() == 32640
+    assert class_values(out) <= CLASS_VALUES
+
+
+def test_adapt_writes_an_adapter_that_segment_uses(crossearth_provider, scene, tmp_path):
+    adapter = tmp_path / "scene.adapter.safetensors"
+    report = tmp_path / "scene.selection.json"
+    adapted = processing.run(
+        "crossearth:adapt",
+        {"INPUT": str(scene), "ADAPTER": str(adapter), "REPORT": str(report), "SAMPLES": 4, "STEPS": 2, "TOP_K": 2},
+    )
+    assert adapted["ADAPTER"] == str(adapter) and adapter.stat().st_size > 0
+    assert json.loads(report.read_text())
+    out = tmp_path / "classes.tif"
+    processing.run("crossearth:segment", {"INPUT": str(scene), "ADAPTER": str(adapter), "OUTPUT": str(out)})
+    assert class_values(out) <= CLASS_VALUES
+
+
+def test_adapt_and_segment_writes_every_output(crossearth_provider, scene, tmp_path):
+    outputs = {name: str(tmp_path / f"scene_{name.lower()}.tif") for name in ("OUTPUT", "CONFIDENCE", "ENTROPY")}
+    result = processing.run("crossearth:adaptandsegment", {"INPUT": str(scene), **FAST, **outputs})
+    for name, path in outputs.items():
+        assert result[name] == path and Path(path).is_file()
+    with rasterio.open(outputs["CONFIDENCE"]) as dataset:
+        confidence = dataset.read(1, masked=True)
+    assert confidence.min() >= 0.0 and confidence.max() <= 1.0
+    assert Path(result["ADAPTER"]).is_file()
+    assert Path(result["REPORT_PLOT"]).suffix == ".png" and Path(result["REPORT_PLOT"]).is_file()
+
+
+def test_adapt_and_segment_with_labels_in_dg_mode(crossearth_provider, scene, labels, tmp_path):
+    out = tmp_path / "classes.tif"
+    processing.run(
+        "crossearth:adaptandsegment",
+        {"INPUT": str(scene), "MODE": 1, "LABELS": str(labels), **FAST, "OUTPUT": str(out)},
+    )
+    assert class_values(out) <= CLASS_VALUES
+
+
+def test_evaluate_writes_metrics(crossearth_provider, scene, labels, tmp_path):
+    prediction = tmp_path / "classes.tif"
+    processing.run("crossearth:segment", {"INPUT": str(scene), "OUTPUT": str(prediction)})
+    metrics_file = tmp_path / "metrics.json"
+    result = processing.run(
+        "crossearth:evaluate", {"INPUT": str(prediction), "LABELS": str(labels), "OUTPUT": str(metrics_file)}
+    )
+    assert result["OUTPUT"] == str(metrics_file)
+    metrics = json.loads(metrics_file.read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0
+
+
+def test_batch_runs_each_row_and_styles_loaded_results(crossearth_provider, tmp_path):
+    """What the batch dialog does: one algorithm, a fresh context per row, results handled and loaded."""
+    from processing.gui.Postprocessing import handleAlgorithmResults
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("crossearth:segment")
+    project = QgsProject.instance()
+    rows = []
+    for i in range(3):
+        scene = write_scene(tmp_path / f"scene{i}.tif", seed=i)
+        rows.append({"INPUT": str(scene),
+                     "OUTPUT": QgsProcessingOutputLayerDefinition(str(tmp_path / f"classes{i}.tif"), project)})
+    loaded = []
+    for parameters in rows:
+        context = QgsProcessingContext()
+        context.setProject(project)
+        feedback = QgsProcessingFeedback()
+        results, ok = algorithm.run(algorithm.preprocessParameters(parameters), context, feedback)
+        assert ok, results
+        assert handleAlgorithmResults(algorithm, context, feedback, False, parameters)
+        loaded += [layer for layer in project.mapLayers().values() if layer.source() == results["OUTPUT"]]
+    try:
+        assert len(loaded) == 3
+        for layer in loaded:
+            renderer = layer.renderer()
+            assert isinstance(renderer, QgsPalettedRasterRenderer)
+            assert [c.label for c in renderer.classes()] == [c["name"] for c in TINY_CLASSES]
+    finally:
+        project.removeMapLayers([layer.id() for layer in loaded])
+
+
+def test_shipped_model_adapts_then_segments(crossearth_provider, scene, tmp_path):
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(PLUGIN_DIR / "processing_models" / "adapt_then_segment.model3"))
+    out = tmp_path / "classes.tif"
+    results = processing.run(model, {"scene": str(scene), "steps": 2, "segment:classes": str(out)})
+    assert Path(results["segment:classes"]) == out
+    assert class_values(out) <= CLASS_VALUES
+
+
+def test_styling_of_loaded_results(crossearth_provider, scene, tmp_path):
+    from qgis_crossearth.model_cards import list_model_cards
+    from qgis_crossearth.settings import load_settings
+    from qgis_crossearth.styling import style_class_layer, style_confidence_layer
+
+    result = processing.run(
+        "crossearth:segment",
+        {"INPUT": str(scene), "OUTPUT": str(tmp_path / "c.tif"), "CONFIDENCE": str(tmp_path / "p.tif")},
+    )
+    card = list_model_cards(load_settings().effective_model_folder)[0]
+    classes = QgsRasterLayer(result["OUTPUT"], "classes", "gdal")
+    style_class_layer(classes, card)
+    renderer = classes.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [(c.value, c.label, c.color.name().upper()) for c in renderer.classes()] == [
+        (c["value"], c["name"], c["color"]) for c in TINY_CLASSES
+    ]
+    assert classes.dataProvider().sourceNoDataValue(1) == 255
+
+    confidence = QgsRasterLayer(result["CONFIDENCE"], "confidence", "gdal")
+    style_confidence_layer(confidence)
+    ramp = confidence.renderer()
+    assert isinstance(ramp, QgsSingleBandPseudoColorRenderer)
+    assert (ramp.classificationMin(), ramp.classificationMax()) == (0.0, 1.0)
+    items = ramp.shader().rasterShaderFunction().colorRampItemList()
+    assert [item.value for item in items] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert items[0].color != items[-1].color
+    del classes, confidence
+
+
+def test_cancel_stops_the_backend_and_leaves_nothing(crossearth_provider, scene, tmp_path):
+    out = tmp_path / "classes.tif"
+    feedback = QgsProcessingFeedback()
+    cancelled_at: list[float] = []
+
+    def cancel_once_running(progress: float) -> None:
+        if progress > 0 and not cancelled_at:
+            cancelled_at.append(time.monotonic())
+            threading.Timer(0.3, feedback.cancel).start()
+
+    feedback.progressChanged.connect(cancel_once_running)
+    parameters = {"INPUT": str(scene), **FAST, "STEPS": 100_000, "OUTPUT": str(out),
+                  "CONFIDENCE": str(tmp_path / "confidence.tif")}
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run("crossearth:adaptandsegment", parameters, feedback=feedback)
+    assert time.monotonic() - cancelled_at[0] < 0.3 + 2.0
+    assert backend_children() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+def test_unreadable_input_is_a_clear_error(crossearth_provider, tmp_path):
+    broken = tmp_path / "broken.tif"
+    broken.write_text("not a raster")
+    with pytest.raises(QgsProcessingException, match=r"broken\.tif"):
+        processing.run("crossearth:segment", {"INPUT": str(broken), "OUTPUT": str(tmp_path / "out.tif")})
+
+
+def test_backend_bad_input_message_reaches_the_user(crossearth_provider, scene, tmp_path):
+    """A band the raster does not have: the backend's one-line message becomes the exception."""
+    with pytest.raises(QgsProcessingException, match=r"scene\.tif.*band") as error:
+        processing.run(
+            "crossearth:segment", {"INPUT": str(scene), "BANDS": [1, 2, 7], "OUTPUT": str(tmp_path / "o.tif")}
+        )
+    assert "\n" not in str(error.value).strip()
+    assert not (tmp_path / "o.tif").exists()
