@@ -144,7 +144,7 @@ def adapt(
         optimizer.step()
         if teacher is not None:
             _update_teacher(teacher, model, config.ema_momentum)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         progress((step + 1) / config.steps, f"step {step + 1}/{config.steps}, loss {losses[-1]:.3f}")
     model.eval()
     return AdaptResult(

@@ -37,3 +37,38 @@ def tiny_config(**overrides) -> ModelConfig:
 def tiny_model() -> SegmentationModel:
     torch.manual_seed(0)
     return create_model(tiny_config()).eval()
+
+
+DUBAI_CLASSES = [
+    {"value": 0, "name": "Building", "color": "#3C1098"},
+    {"value": 1, "name": "Land", "color": "#8429F6"},
+    {"value": 2, "name": "Road", "color": "#6EC1E4"},
+    {"value": 3, "name": "Vegetation", "color": "#FEDD3A"},
+    {"value": 4, "name": "Water", "color": "#E2A929"},
+]
+
+
+def write_tiny_model_folder(folder: Path, name: str = "tiny-test-model") -> Path:
+    """A registry folder (card + weights) with a random toy ViT: fast enough for CLI and plugin tests."""
+    from backend.model import save_model
+    from backend.registry import ModelCard
+
+    torch.manual_seed(0)
+    config = tiny_config(num_classes=len(DUBAI_CLASSES), img_size=64)
+    model = create_model(config).eval()
+    card = ModelCard(
+        name=name,
+        description="random toy ViT for tests",
+        architecture=config,
+        classes=DUBAI_CLASSES,
+        tile_size=64,
+        stride=48,
+    )
+    card.write(folder)
+    save_model(model, folder / "model.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory) -> Path:
+    return write_tiny_model_folder(tmp_path_factory.mktemp("models") / "tiny-test-model")

@@ -1,0 +1,501 @@
+"""The ``crossearth`` command line: segment, adapt, adapt-segment, evaluate, models, inspect.
+
+With ``--json-progress`` stdout carries one JSON event per line (docs/cli.md): the protocol the QGIS
+plugin reads when it runs the backend as a subprocess. :func:`run_in_process` runs the same commands
+inside another program and hands it the same events.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from backend.errors import BadInput
+from backend.pipeline import AdaptOptions, Scene, SegmentOptions
+from backend.progress import CancelFn, Cancelled, CancelToken
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+Event = dict
+
+_event_sink: contextvars.ContextVar[Callable[[Event], None] | None] = contextvars.ContextVar("sink", default=None)
+_external_cancel: contextvars.ContextVar[CancelFn | None] = contextvars.ContextVar("cancel", default=None)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Adapt a remote-sensing segmentation model to your scene (CrossEarth-Gate), then segment it.",
+)
+stderr = Console(stderr=True)
+
+
+class Reporter:
+    """Sends progress, log lines, the result and errors to JSON lines, a callback, or a progress bar."""
+
+    def __init__(self, emit: Callable[[Event], None] | None, bar: Progress | None) -> None:
+        self._emit = emit
+        self._bar = bar
+        self._task = bar.add_task("starting", total=1.0) if bar else None
+        self._fraction = 0.0
+
+    def progress(self, fraction: float, message: str) -> None:
+        self._fraction = max(self._fraction, min(1.0, float(fraction)))
+        if self._emit:
+            self._emit({"type": "progress", "fraction": round(self._fraction, 4), "message": message})
+        elif self._bar is not None:
+            self._bar.update(self._task, completed=self._fraction, description=message)
+
+    def log(self, message: str, level: str = "info") -> None:
+        if self._emit:
+            self._emit({"type": "log", "level": level, "message": message})
+        else:
+            stderr.print(f"[yellow]warning:[/] {message}" if level == "warning" else message)
+
+    def result(self, outputs: dict, metrics: dict | None = None) -> None:
+        if self._emit:
+            self._emit({"type": "result", "outputs": outputs, "metrics": metrics or {}})
+
+    def error(self, message: str, exit_code: int) -> None:
+        if self._emit:
+            self._emit({"type": "error", "message": message, "exit_code": exit_code})
+        else:
+            stderr.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _json_stdout() -> Iterator[Callable[[Event], None]]:
+    """Keep the real stdout for JSON events and send everything else written to it (libraries too) to stderr."""
+    sys.stdout.flush()
+    json_fd = os.dup(1)
+    os.dup2(2, 1)
+    stream = os.fdopen(json_fd, "w", buffering=1)
+    lock = threading.Lock()
+
+    def emit(event: Event) -> None:
+        with lock:
+            stream.write(json.dumps(event) + "\n")
+            stream.flush()
+
+    try:
+        yield emit
+    finally:
+        sys.stdout.flush()
+        os.dup2(json_fd, 1)
+        stream.close()
+
+
+@contextmanager
+def _cancel_on_signals(token: CancelToken) -> Iterator[None]:
+    """SIGINT and SIGTERM set the cancel token; the job stops at its next check and cleans up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: token.cancel())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(json_progress: bool, job: Callable[[Reporter, CancelFn], tuple[dict, dict | None]]) -> None:
+    """Run ``job`` with progress, cancel, warnings as log lines, and the exit codes of docs/cli.md."""
+    token = CancelToken()
+    external = _external_cancel.get()
+
+    def is_cancelled() -> bool:
+        return token.is_cancelled() or bool(external and external())
+
+    sink = _event_sink.get()
+    with ExitStack() as stack:
+        stack.enter_context(_cancel_on_signals(token))
+        if sink is not None:
+            reporter = Reporter(sink, None)
+        elif json_progress:
+            reporter = Reporter(stack.enter_context(_json_stdout()), None)
+        else:
+            bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=stderr,
+            )
+            stack.enter_context(bar)
+            reporter = Reporter(None, bar)
+        code = _execute(job, reporter, is_cancelled)
+    if code != EXIT_OK:
+        raise typer.Exit(code)
+
+
+def _execute(job, reporter: Reporter, is_cancelled: CancelFn) -> int:
+    def warn(message, category, filename, lineno, file=None, line=None):
+        reporter.log(str(message), "warning")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", UserWarning)
+        warnings.filterwarnings("ignore", message="Unable to import Axes3D")  # Debian's and pip's matplotlib
+        warnings.showwarning = warn
+        try:
+            outputs, metrics = job(reporter, is_cancelled)
+        except BadInput as error:
+            reporter.error(str(error), EXIT_BAD_INPUT)
+            return EXIT_BAD_INPUT
+        except Cancelled:
+            reporter.error("cancelled; no output was written", EXIT_CANCELLED)
+            return EXIT_CANCELLED
+        except Exception as error:  # the one place that turns any failure into exit code 1
+            reporter.error(f"{type(error).__name__}: {error}", EXIT_FAILURE)
+            return EXIT_FAILURE
+    reporter.result(outputs, metrics)
+    for key, path in outputs.items():
+        reporter.log(f"{key}: {path}")
+    return EXIT_OK
+
+
+# ---- options shared by several commands -------------------------------------------------------------------------
+
+Input = Annotated[Path, typer.Argument(help="Input raster (any GDAL format).", show_default=False)]
+ModelOpt = Annotated[str, typer.Option("--model", help="Registry name or model folder (see `crossearth models`).")]
+ModelsDir = Annotated[Path | None, typer.Option("--models-dir", help="Extra folder of models.")]
+Bands = Annotated[str | None, typer.Option("--bands", help="Raster bands for the model inputs, e.g. 3,2,1.")]
+BBox = Annotated[str | None, typer.Option("--bbox", help="Region of interest XMIN,YMIN,XMAX,YMAX.")]
+BBoxCrs = Annotated[str | None, typer.Option("--bbox-crs", help="CRS of --bbox (default: the raster's).")]
+RoiOpt = Annotated[Path | None, typer.Option("--roi", help="Polygon vector file; outside its polygons is nodata.")]
+Threads = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (default: all cores).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+JsonProgress = Annotated[bool, typer.Option("--json-progress", help="JSON events on stdout (docs/cli.md).")]
+Output = Annotated[Path, typer.Option("--output", "-o", help="Class raster to write (GeoTIFF).")]
+Confidence = Annotated[Path | None, typer.Option("--confidence", help="Also write max-probability raster.")]
+Entropy = Annotated[Path | None, typer.Option("--entropy", help="Also write prediction-entropy raster.")]
+Quicklook = Annotated[Path | None, typer.Option("--quicklook", help="Also write a PNG quicklook.")]
+TileSize = Annotated[int | None, typer.Option("--tile-size", min=16, help="Tile size (default: model card).")]
+Stride = Annotated[int | None, typer.Option("--stride", min=1, help="Tile stride (default: model card).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")]
+Engine = Annotated[str, typer.Option("--engine", help="auto | onnx | torch (auto: onnxruntime when installed).")]
+Mode = Annotated[str, typer.Option("--mode", help="da (unlabelled, self-training) or dg (needs --labels).")]
+Labels = Annotated[Path | None, typer.Option("--labels", help="Class-index raster aligned with INPUT (DG).")]
+Samples = Annotated[int, typer.Option("--samples", min=1, help="Adaptation tiles sampled over the scene.")]
+Steps = Annotated[int, typer.Option("--steps", min=1, help="Adaptation steps.")]
+TopK = Annotated[float, typer.Option("--top-k", help="Active modules: a count, or a fraction < 1 of all.")]
+Reselect = Annotated[int | None, typer.Option("--reselect-every", min=1, help="Steps between Fisher re-selections.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic on CPU).")]
+AdapterOut = Annotated[Path | None, typer.Option("--adapter-out", help="Adapter checkpoint to write.")]
+ReportOut = Annotated[Path | None, typer.Option("--report-out", help="Selection report (JSON; PNG beside it).")]
+
+DEFAULTS = AdaptOptions()  # the CLI shows and uses the API's defaults, so the two cannot drift
+SEGMENT_DEFAULTS = SegmentOptions(output="")
+
+
+def _scene(input: Path, bands, bbox, bbox_crs, roi, model, models_dir, threads) -> Scene:
+    from backend.raster_io import parse_band_mapping
+    from backend.roi import parse_bbox
+
+    return Scene(
+        input=str(input),
+        bands=parse_band_mapping(bands) if bands else None,
+        bbox=parse_bbox(bbox) if bbox else None,
+        bbox_crs=bbox_crs,
+        roi=_str(roi),
+        model=model,
+        models_dir=_str(models_dir),
+        threads=threads,
+    )
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+def _adapt_options(mode, labels, samples, steps, top_k, reselect_every, seed, adapter_out, report_out, overwrite):
+    return AdaptOptions(
+        mode=mode,
+        labels=_str(labels),
+        samples=samples,
+        steps=steps,
+        top_k=top_k,
+        reselect_every=reselect_every,
+        seed=seed,
+        adapter_out=_str(adapter_out),
+        report_out=_str(report_out),
+        overwrite=overwrite,
+    )
+
+
+@app.command()
+def segment(
+    input: Input,
+    output: Output,
+    model: ModelOpt = "dubai-hybrid-vit",
+    models_dir: ModelsDir = None,
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="Apply a saved adapter checkpoint.")] = None,
+    bands: Bands = None,
+    bbox: BBox = None,
+    bbox_crs: BBoxCrs = None,
+    roi: RoiOpt = None,
+    confidence: Confidence = None,
+    entropy: Entropy = None,
+    quicklook: Quicklook = None,
+    tile_size: TileSize = None,
+    stride: Stride = None,
+    batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
+    engine: Engine = SEGMENT_DEFAULTS.engine,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
+    json_progress: JsonProgress = False,
+) -> None:
+    """Segment a raster with a model (optionally adapted) into a styled class raster."""
+
+    def job(reporter: Reporter, is_cancelled: CancelFn):
+        from backend import pipeline
+
+        scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
+        options = SegmentOptions(
+            output=str(output),
+            confidence=_str(confidence),
+            entropy=_str(entropy),
+            quicklook=_str(quicklook),
+            tile_size=tile_size,
+            stride=stride,
+            batch_size=batch_size,
+            engine=engine,
+            adapter=_str(adapter),
+            overwrite=overwrite,
+        )
+        return pipeline.segment(scene, options, reporter.progress, is_cancelled), None
+
+    _run(json_progress, job)
+
+
+@app.command()
+def adapt(
+    input: Input,
+    adapter_out: Annotated[Path, typer.Option("--adapter-out", help="Adapter checkpoint to write.")],
+    model: ModelOpt = "dubai-hybrid-vit",
+    models_dir: ModelsDir = None,
+    bands: Bands = None,
+    bbox: BBox = None,
+    bbox_crs: BBoxCrs = None,
+    roi: RoiOpt = None,
+    mode: Mode = DEFAULTS.mode,
+    labels: Labels = None,
+    samples: Samples = DEFAULTS.samples,
+    steps: Steps = DEFAULTS.steps,
+    top_k: TopK = DEFAULTS.top_k,
+    reselect_every: Reselect = None,
+    seed: Seed = DEFAULTS.seed,
+    report_out: ReportOut = None,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
+    json_progress: JsonProgress = False,
+) -> None:
+    """Adapt the model to a scene (Fisher-gated, DA or DG) and save the adapter checkpoint."""
+
+    def job(reporter: Reporter, is_cancelled: CancelFn):
+        from backend import pipeline
+
+        scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
+        options = _adapt_options(
+            mode, labels, samples, steps, top_k, reselect_every, seed, adapter_out, report_out, overwrite
+        )
+        outputs, _, result = pipeline.adapt_scene(scene, options, reporter.progress, is_cancelled)
+        return outputs, {"active_modules": result.active_modules, "trainable_parameters": result.trainable_parameters}
+
+    _run(json_progress, job)
+
+
+@app.command("adapt-segment")
+def adapt_segment(
+    input: Input,
+    output: Output,
+    model: ModelOpt = "dubai-hybrid-vit",
+    models_dir: ModelsDir = None,
+    bands: Bands = None,
+    bbox: BBox = None,
+    bbox_crs: BBoxCrs = None,
+    roi: RoiOpt = None,
+    mode: Mode = DEFAULTS.mode,
+    labels: Labels = None,
+    samples: Samples = DEFAULTS.samples,
+    steps: Steps = DEFAULTS.steps,
+    top_k: TopK = DEFAULTS.top_k,
+    reselect_every: Reselect = None,
+    seed: Seed = DEFAULTS.seed,
+    adapter_out: AdapterOut = None,
+    report_out: ReportOut = None,
+    confidence: Confidence = None,
+    entropy: Entropy = None,
+    quicklook: Quicklook = None,
+    tile_size: TileSize = None,
+    stride: Stride = None,
+    batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
+    engine: Engine = SEGMENT_DEFAULTS.engine,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
+    json_progress: JsonProgress = False,
+) -> None:
+    """Adapt the model to this scene, then segment the whole scene (or ROI) with it."""
+
+    def job(reporter: Reporter, is_cancelled: CancelFn):
+        from backend import pipeline
+
+        scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
+        adapt_options = _adapt_options(
+            mode, labels, samples, steps, top_k, reselect_every, seed, adapter_out, report_out, overwrite
+        )
+        segment_options = SegmentOptions(
+            output=str(output),
+            confidence=_str(confidence),
+            entropy=_str(entropy),
+            quicklook=_str(quicklook),
+            tile_size=tile_size,
+            stride=stride,
+            batch_size=batch_size,
+            engine=engine,
+            overwrite=overwrite,
+        )
+        outputs = pipeline.adapt_and_segment(scene, adapt_options, segment_options, reporter.progress, is_cancelled)
+        return outputs, None
+
+    _run(json_progress, job)
+
+
+@app.command()
+def evaluate(
+    prediction: Annotated[Path, typer.Argument(help="Class raster written by segment.", show_default=False)],
+    labels: Annotated[Path, typer.Argument(help="Label raster (class indices, 255 = ignore).", show_default=False)],
+    model: ModelOpt = "dubai-hybrid-vit",
+    models_dir: ModelsDir = None,
+    json_out: Annotated[Path | None, typer.Option("--json-out", help="Write the scores as JSON.")] = None,
+    overwrite: Overwrite = False,
+    json_progress: JsonProgress = False,
+) -> None:
+    """Per-class IoU, mIoU and overall accuracy of a class raster against labels."""
+
+    def job(reporter: Reporter, is_cancelled: CancelFn):
+        from backend import pipeline
+        from backend.atomic import atomic_output
+
+        result = pipeline.evaluate(str(prediction), str(labels), model, _str(models_dir))
+        outputs = {}
+        if json_out:
+            with atomic_output(json_out, overwrite) as tmp:
+                tmp.write_text(json.dumps(result, indent=2) + "\n")
+            outputs["OUTPUT"] = str(json_out)
+        if not json_progress:
+            table = Table(title=f"{prediction.name} against {labels.name}")
+            table.add_column("class")
+            table.add_column("IoU", justify="right")
+            for name, value in result["iou"].items():
+                table.add_row(name, "-" if value is None else f"{100 * value:.1f}")
+            table.add_row("[bold]mIoU", f"[bold]{100 * result['miou']:.1f}")
+            table.add_row("overall accuracy", f"{100 * result['overall_accuracy']:.1f}")
+            Console().print(table)
+        return outputs, {k: result[k] for k in ("miou", "overall_accuracy", "iou", "pixels")}
+
+    _run(json_progress, job)
+
+
+@app.command()
+def models(
+    models_dir: ModelsDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the model cards as JSON.")] = False,
+) -> None:
+    """List the models of the registry."""
+    from backend.registry import list_models
+
+    cards = list_models(models_dir)
+    if as_json:
+        print(json.dumps([{**card.to_dict(), "folder": str(card.folder)} for card in cards], indent=1))
+        return
+    table = Table(title="CrossEarth models")
+    for column in ("name", "classes", "bands", "tile", "description"):
+        table.add_column(column)
+    for card in cards:
+        classes = ", ".join(c["name"] for c in card.classes)
+        table.add_row(card.name, classes, ",".join(card.bands), str(card.tile_size), card.description)
+    Console().print(table)
+
+
+@app.command("inspect")
+def inspect_command(
+    input: Input,
+    model: ModelOpt = "dubai-hybrid-vit",
+    models_dir: ModelsDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Describe a raster (bands, dtype, CRS, nodata, size) and whether the model can take it."""
+    from backend.raster_io import default_band_mapping, inspect_raster
+    from backend.registry import resolve_model
+
+    try:
+        info = inspect_raster(input)
+        card = resolve_model(model, models_dir)
+        try:
+            bands = default_band_mapping(info, card.architecture.in_chans)
+            verdict = f"yes: bands {bands} feed the model's {', '.join(card.bands)} inputs"
+        except BadInput as error:
+            bands, verdict = None, f"no: {error}"
+    except BadInput as error:
+        stderr.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    report = {
+        **{k: v for k, v in asdict(info).items() if k not in ("crs", "transform")},
+        "crs": info.crs.to_string() if info.crs else None,
+        "transform": list(info.transform)[:6],
+        "model": card.name,
+        "band_mapping": bands,
+        "model_can_take_it": verdict,
+    }
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    table = Table(title=str(input), show_header=False)
+    for key, value in report.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def run_in_process(argv: list[str], on_event: Callable[[Event], None], is_cancelled: CancelFn) -> int:
+    """Run a CLI command inside this process (e.g. QGIS), delivering the JSON-progress events to ``on_event``."""
+    sink_token = _event_sink.set(on_event)
+    cancel_token = _external_cancel.set(is_cancelled)
+    try:
+        app(args=list(argv), standalone_mode=False, prog_name="crossearth")
+        return EXIT_OK
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except click.ClickException as error:
+        on_event({"type": "error", "message": error.format_message(), "exit_code": EXIT_BAD_INPUT})
+        return EXIT_BAD_INPUT
+    finally:
+        _event_sink.reset(sink_token)
+        _external_cancel.reset(cancel_token)
+
+
+def main() -> None:
+    app(prog_name="crossearth")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The jobs users run: segment a scene, adapt to a scene, both in a row, evaluate against labels.
+
+Each takes plain dataclasses (built by the CLI or by the QGIS plugin alike) and the usual
+``progress``/``is_cancelled`` callables, and returns the paths it wrote under QGIS Processing's names.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from backend.adapt import AdaptConfig, AdaptResult, adapt
+from backend.atomic import check_writable
+from backend.augment import IGNORE_INDEX, Sample
+from backend.checkpoint import load_adapter, save_adapter
+from backend.errors import BadInput
+from backend.fisher_gate import GateConfig
+from backend.metrics import confusion_matrix, scores
+from backend.model import SegmentationModel
+from backend.predictor import make_predictor
+from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress, sub_progress
+from backend.raster_io import SceneReader, inspect_raster
+from backend.registry import DEFAULT_MODEL, ModelCard, load_model, resolve_model
+from backend.roi import Roi, resolve_roi
+from backend.selection_report import plot_selection, write_selection_json
+from backend.sliding_window import segment_scene
+
+MIN_VALID_FRACTION = 0.5  # adaptation tiles with less valid (non-nodata, inside the ROI) area are skipped
+
+
+@dataclass
+class Scene:
+    """What to work on: a raster, its band mapping, a region of interest, and the model."""
+
+    input: str
+    bands: list[int] | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    bbox_crs: str | None = None
+    roi: str | None = None
+    model: str = DEFAULT_MODEL
+    models_dir: str | None = None
+    threads: int | None = None
+
+
+@dataclass
+class SegmentOptions:
+    output: str
+    confidence: str | None = None
+    entropy: str | None = None
+    quicklook: str | None = None
+    tile_size: int | None = None  # None: the model card's
+    stride: int | None = None
+    batch_size: int = 4
+    engine: str = "auto"
+    adapter: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class AdaptOptions:
+    """Scene adaptation defaults: a few minutes on a 2-core CPU for a scene of a few megapixels."""
+
+    mode: str = "da"
+    labels: str | None = None
+    samples: int = 16
+    sample_size: int = 384
+    steps: int = 120
+    batch_size: int = 4
+    crop_size: int = 256
+    top_k: float = 0.5
+    reselect_every: int | None = None
+    confidence: float = 0.7
+    seed: int = 0
+    adapter_out: str | None = None
+    report_out: str | None = None
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)  # further AdaptConfig fields, for experiments
+
+    def config(self) -> AdaptConfig:
+        return AdaptConfig(
+            mode=self.mode,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            crop_size=self.crop_size,
+            confidence=self.confidence,
+            seed=self.seed,
+            gate=GateConfig(top_k=self.top_k, reselect_every=self.reselect_every),
+            **self.extra,
+        )
+
+
+def open_model(scene: Scene, adapter: str | None = None) -> tuple[ModelCard, SegmentationModel]:
+    card = resolve_model(scene.model, scene.models_dir)
+    model = load_model(card)
+    if adapter:
+        load_adapter(model, adapter)
+    return card, model
+
+
+def _open(scene: Scene, card: ModelCard) -> tuple[SceneReader, Roi]:
+    reader = SceneReader(scene.input, scene.bands, n_inputs=card.architecture.in_chans)
+    try:
+        roi = resolve_roi(reader, scene.bbox, scene.bbox_crs, scene.roi)
+    except BaseException:
+        reader.close()
+        raise
+    return reader, roi
+
+
+def segment(
+    scene: Scene,
+    options: SegmentOptions,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+    model: tuple[ModelCard, SegmentationModel] | None = None,
+) -> dict[str, str]:
+    """Sliding-window segmentation of the scene's ROI with the model (and adapter, if given)."""
+    _check_outputs(options.output, options.confidence, options.entropy, options.quicklook, overwrite=options.overwrite)
+    card, network = model or open_model(scene, options.adapter)
+    tile = options.tile_size or card.tile_size
+    stride = options.stride or (card.stride if tile == card.tile_size else max(1, round(tile * 2 / 3)))
+    predict, engine = make_predictor(network, options.engine, tile, options.batch_size, scene.threads)
+    progress(0.02, f"segmenting with {card.name} on {engine}")
+    reader, roi = _open(scene, card)
+    with reader:
+        segment_scene(
+            reader,
+            predict,
+            options.output,
+            classes=card.classes,
+            tile=tile,
+            stride=stride,
+            batch_size=options.batch_size,
+            roi=roi,
+            confidence=options.confidence,
+            entropy=options.entropy,
+            overwrite=options.overwrite,
+            progress=sub_progress(progress, 0.02, 0.98 if options.quicklook else 1.0),
+            is_cancelled=is_cancelled,
+            metadata={"model": card.name, "engine": engine, "adapter": options.adapter or ""},
+        )
+    outputs = {"OUTPUT": options.output}
+    if options.confidence:
+        outputs["CONFIDENCE"] = options.confidence
+    if options.entropy:
+        outputs["ENTROPY"] = options.entropy
+    if options.quicklook:
+        from backend.quicklook import write_quicklook
+
+        write_quicklook(scene.input, options.output, card.classes, options.quicklook, scene.bands, options.overwrite)
+        outputs["QUICKLOOK"] = options.quicklook
+        progress(1.0, "quicklook written")
+    return outputs
+
+
+def sample_windows(roi: Roi, count: int, size: int) -> list[Window]:
+    """Up to ``count`` windows of ``size`` on a regular grid over the ROI, spread evenly over it."""
+    window = roi.window
+    col0, row0, width, height = int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+    per_row = max(1, math.ceil(math.sqrt(count * width / max(height, 1))))
+    per_col = max(1, math.ceil(count / per_row))
+    xs = np.linspace(col0, col0 + max(width - size, 0), per_row).round().astype(int)
+    ys = np.linspace(row0, row0 + max(height - size, 0), per_col).round().astype(int)
+    return [Window(int(x), int(y), min(size, width), min(size, height)) for y in ys for x in xs]
+
+
+def adaptation_samples(reader: SceneReader, roi: Roi, count: int, size: int, labels: str | None = None) -> list[Sample]:
+    """Tiles spread over the scene, skipping those mostly nodata or outside the ROI (with labels for DG)."""
+    label_dataset = _open_labels(labels, reader) if labels else None
+    samples = []
+    try:
+        for window in sample_windows(roi, count, size):
+            image, valid = reader.read(window)
+            valid &= roi.mask(window)
+            if valid.mean() < MIN_VALID_FRACTION:
+                continue
+            sample = {"image": torch.from_numpy(image), "valid": torch.from_numpy(valid)}
+            if label_dataset is not None:
+                mask = label_dataset.read(1, window=window).astype(np.int64)
+                sample["mask"] = torch.from_numpy(np.where(valid, mask, IGNORE_INDEX))
+            samples.append(sample)
+    finally:
+        if label_dataset is not None:
+            label_dataset.close()
+    if not samples:
+        raise BadInput(f"{reader.path}: no part of the region of interest has enough valid pixels to adapt on")
+    return samples
+
+
+def _open_labels(path: str, reader: SceneReader) -> rasterio.DatasetReader:
+    info = inspect_raster(path)
+    if (info.width, info.height) != (reader.width, reader.height):
+        raise BadInput(
+            f"{path}: label raster is {info.width} x {info.height}, the scene is {reader.width} x {reader.height}"
+        )
+    if info.crs != reader.crs:
+        raise BadInput(f"{path}: label raster CRS {info.crs} differs from the scene's {reader.crs}")
+    return rasterio.open(path)
+
+
+def adapt_scene(
+    scene: Scene,
+    options: AdaptOptions,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+) -> tuple[dict[str, str], ModelCard, AdaptResult]:
+    """Fisher-gated adaptation on tiles of the scene; writes the adapter checkpoint and selection report."""
+    if options.mode == "dg" and not options.labels:
+        raise BadInput(f"{scene.input}: DG adaptation needs a label raster (--labels)")
+    adapter_out = options.adapter_out or str(Path(scene.input).with_suffix(".adapter.safetensors"))
+    report_out = options.report_out or str(Path(adapter_out).with_name(Path(adapter_out).stem + ".selection.json"))
+    report_png = str(Path(report_out).with_suffix(".png"))
+    _check_outputs(adapter_out, report_out, report_png, overwrite=options.overwrite)
+    config = options.config()
+    card, model = open_model(scene)
+    if scene.threads:
+        torch.set_num_threads(scene.threads)
+    progress(0.0, "reading adaptation tiles")
+    reader, roi = _open(scene, card)
+    with reader:
+        samples = adaptation_samples(reader, roi, options.samples, options.sample_size, options.labels)
+    check_cancelled(is_cancelled)
+    progress(0.02, f"adapting on {len(samples)} tiles ({config.mode.upper()}, {config.steps} steps)")
+    result = adapt(model, samples, config, progress=sub_progress(progress, 0.02, 0.97), is_cancelled=is_cancelled)
+    metadata = {
+        "model": card.name,
+        "classes": card.classes,
+        "scene": os.path.abspath(scene.input),
+        "samples": len(samples),
+        "adapt_config": config.to_dict(),
+        "selection": result.selection,
+        "losses": result.losses,
+        "trainable_parameters": result.trainable_parameters,
+        "seconds": round(result.seconds, 1),
+    }
+    save_adapter(model, adapter_out, metadata, overwrite=options.overwrite)
+    outputs = {"ADAPTER": adapter_out}
+    if result.selection:
+        write_selection_json(result.selection, report_out, overwrite=options.overwrite)
+        plot_selection(result.selection, len(model.backbone.blocks), report_png, overwrite=options.overwrite)
+        outputs.update(REPORT=report_out, REPORT_PLOT=report_png)
+    progress(1.0, f"adapted: {len(result.active_modules)} modules active, {result.trainable_parameters:,} parameters")
+    return outputs, card, result
+
+
+def adapt_and_segment(
+    scene: Scene,
+    adapt_options: AdaptOptions,
+    segment_options: SegmentOptions,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+) -> dict[str, str]:
+    """Adapt to the scene, then segment its whole ROI with the adapted model; the adapter lands beside the output."""
+    output = Path(segment_options.output)
+    stem = output.name.removesuffix("".join(output.suffixes))
+    adapt_options.adapter_out = adapt_options.adapter_out or str(output.with_name(f"{stem}.adapter.safetensors"))
+    adapt_options.report_out = adapt_options.report_out or str(output.with_name(f"{stem}.selection.json"))
+    _check_outputs(
+        segment_options.output, segment_options.confidence, segment_options.entropy, overwrite=segment_options.overwrite
+    )
+    outputs, card, result = adapt_scene(scene, adapt_options, sub_progress(progress, 0.0, 0.7), is_cancelled)
+    try:
+        outputs.update(
+            segment(scene, segment_options, sub_progress(progress, 0.7, 1.0), is_cancelled, model=(card, result.model))
+        )
+    except BaseException:
+        for key in ("ADAPTER", "REPORT", "REPORT_PLOT"):  # a failed or cancelled run leaves nothing behind
+            if key in outputs:
+                Path(outputs[key]).unlink(missing_ok=True)
+        raise
+    return outputs
+
+
+def evaluate(prediction: str, labels: str, model: str = DEFAULT_MODEL, models_dir: str | None = None) -> dict:
+    """Per-class IoU, mIoU and overall accuracy of a class raster against a label raster (255 = ignore)."""
+    card = resolve_model(model, models_dir)
+    predicted, truth = inspect_raster(prediction), inspect_raster(labels)
+    if (predicted.width, predicted.height) != (truth.width, truth.height):
+        raise BadInput(
+            f"{labels}: label raster is {truth.width} x {truth.height}, "
+            f"the prediction is {predicted.width} x {predicted.height}"
+        )
+    if predicted.crs != truth.crs:
+        raise BadInput(f"{labels}: label raster CRS {truth.crs} differs from the prediction's {predicted.crs}")
+    num_classes = len(card.classes)
+    confusion = np.zeros((num_classes, num_classes + 1), np.int64)
+    with rasterio.open(prediction) as pred_ds, rasterio.open(labels) as label_ds:
+        for _, window in pred_ds.block_windows(1):
+            confusion += confusion_matrix(pred_ds.read(1, window=window), label_ds.read(1, window=window), num_classes)
+    result = scores(confusion, [c["name"] for c in card.classes])
+    result.update(prediction=prediction, labels=labels, confusion=confusion.tolist())
+    return result
+
+
+def _check_outputs(*paths: str | None, overwrite: bool) -> None:
+    """Refuse bad output paths before any work is done."""
+    for path in paths:
+        if path:
+            check_writable(path, overwrite)

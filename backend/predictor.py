@@ -1,0 +1,105 @@
+"""Inference engines for sliding-window segmentation: PyTorch eager, or the same model on onnxruntime.
+
+Adaptation needs PyTorch; segmentation only needs the forward pass, which onnxruntime runs faster on
+CPU (it is what the Deepness plugin runs). The adapted model is exported once per run, LoRA merged
+and gated-off modules absent from the graph, with the softmax inside.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from backend.model import SegmentationModel
+
+Predict = Callable[[np.ndarray], np.ndarray]
+ENGINES = ("auto", "onnx", "torch")
+
+
+class _Probabilities(nn.Module):
+    def __init__(self, model: SegmentationModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(image), dim=1)
+
+
+def torch_predictor(model: SegmentationModel, threads: int | None = None) -> Predict:
+    if threads:
+        torch.set_num_threads(threads)
+    probabilities = _Probabilities(model).eval()
+
+    @torch.inference_mode()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return probabilities(torch.from_numpy(batch)).numpy()
+
+    return predict
+
+
+def export_onnx(model: SegmentationModel, path: str | Path, tile: int, batch_size: int) -> Path:
+    """Export with the dynamo exporter (the TorchScript one cannot export ``torch.fft``).
+
+    LoRA is merged for the export and unmerged afterwards, so the PyTorch model is left as it was.
+    """
+    toolbox = model.toolbox
+    if toolbox is not None:
+        toolbox.merge_lora()
+    example = torch.rand(batch_size, model.config.in_chans, tile, tile)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                _Probabilities(model).eval(),
+                (example,),
+                dynamo=True,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},),
+                verbose=False,
+            )
+        program.save(str(path))
+    finally:
+        if toolbox is not None:
+            toolbox.unmerge_lora()
+    return Path(path)
+
+
+def onnx_predictor(model: SegmentationModel, tile: int, batch_size: int, threads: int | None = None) -> Predict:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with tempfile.TemporaryDirectory(prefix="crossearth-onnx-") as folder:
+        path = export_onnx(model, Path(folder) / "model.onnx", tile, batch_size)
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    return predict
+
+
+def make_predictor(
+    model: SegmentationModel, engine: str = "auto", tile: int = 512, batch_size: int = 4, threads: int | None = None
+) -> tuple[Predict, str]:
+    """The predict callable for ``engine`` and the engine actually used (``auto``: onnx when installed)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    model.eval()
+    if engine in ("auto", "onnx"):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            if engine == "onnx":
+                raise
+        else:
+            return onnx_predictor(model, tile, batch_size, threads), "onnx"
+    return torch_predictor(model, threads), "torch"
