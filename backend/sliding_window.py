@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
@@ -26,6 +27,9 @@ from backend.roi import Roi, whole_raster
 
 Predict = Callable[[np.ndarray], np.ndarray]  # float32 [B, C, T, T] in [0, 1] -> probabilities [B, K, T, T]
 WEIGHT_FLOOR = 1e-3  # keeps the outermost pixels of the raster, seen by one tile only, weighted
+# GDAL's block cache defaults to 5 % of RAM and fills with blocks never read again; two block
+# rows of input are all a strip needs: 256 MB holds them for uint8 RGB up to ~80000 px wide.
+GDAL_CACHE_MB = 256
 
 
 def tile_starts(offset: int, length: int, tile: int, stride: int) -> list[int]:
@@ -140,8 +144,9 @@ def segment_scene(
     """Segment ``roi`` (default: the whole raster) of ``reader`` and write the class raster to ``output``.
 
     ``predict`` maps float32 [B, C, tile, tile] in [0, 1] to class probabilities [B, K, tile, tile],
-    K = len(classes), channel k meaning ``classes[k]``. Invalid pixels (nodata, outside the ROI,
-    padding) are fed as zeros and written as 255 (NaN in confidence and entropy).
+    K = len(classes), channel k meaning ``classes[k]``. Nodata pixels are fed as zeros, pixels
+    outside the ROI polygons keep their data as context; both are written as 255 (NaN in the
+    confidence and entropy rasters). Tiles with no valid pixel are not predicted.
     """
     seg_classes = parse_classes(classes)
     check_tiling(tile, stride, batch_size)
@@ -182,7 +187,7 @@ def segment_scene(
         metadata=tags,
     )
     progress(0.0, f"segmenting {total} tiles")
-    with writer:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), writer:
         for i, top in enumerate(rows):
             strip = [Window(left, top, tile_w, tile_h) for left in cols]
             for first in range(0, len(strip), batch_size):
