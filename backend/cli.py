@@ -481,8 +481,7 @@ def run_in_process(argv: list[str], on_event: Callable[[Event], None], is_cancel
     sink_token = _event_sink.set(on_event)
     cancel_token = _external_cancel.set(is_cancelled)
     try:
-        app(args=list(argv), standalone_mode=False, prog_name="crossearth")
-        return EXIT_OK
+        return app(args=list(argv), standalone_mode=False, prog_name="crossearth") or EXIT_OK
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
     except click.ClickException as error:

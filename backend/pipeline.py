@@ -126,10 +126,10 @@ def segment(
     card, network = model or open_model(scene, options.adapter)
     tile = options.tile_size or card.tile_size
     stride = options.stride or (card.stride if tile == card.tile_size else max(1, round(tile * 2 / 3)))
-    predict, engine = make_predictor(network, options.engine, tile, options.batch_size, scene.threads)
-    progress(0.02, f"segmenting with {card.name} on {engine}")
-    reader, roi = _open(scene, card)
+    reader, roi = _open(scene, card)  # bad input is reported before the model is exported
     with reader:
+        predict, engine = make_predictor(network, options.engine, tile, options.batch_size, scene.threads)
+        progress(0.02, f"segmenting with {card.name} on {engine}")
         segment_scene(
             reader,
             predict,

@@ -1,0 +1,188 @@
+"""The `crossearth` CLI as users and the QGIS plugin run it: outputs, JSON events, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from backend.cli import run_in_process
+from tests import conftest_rasters as rasters
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(argv: list[str]) -> tuple[int, list[dict]]:
+    events: list[dict] = []
+    code = run_in_process([str(a) for a in argv], events.append, lambda: False)
+    return code, events
+
+
+@pytest.fixture
+def scene(tmp_path) -> Path:
+    return rasters.rgb_uint8(tmp_path, height=90, width=120, name="scene.tif")
+
+
+def model_args(folder: Path) -> list[str]:
+    return ["--model", str(folder), "--engine", "torch"]
+
+
+def test_segment_writes_a_georeferenced_class_raster_and_reports_progress(tmp_path, scene, tiny_model_folder):
+    out = tmp_path / "classes.tif"
+    code, events = run(
+        ["segment", scene, "-o", out, "--confidence", tmp_path / "conf.tif", *model_args(tiny_model_folder)]
+    )
+    assert code == 0, events
+    fractions = [e["fraction"] for e in events if e["type"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    result = [e for e in events if e["type"] == "result"]
+    assert result[0]["outputs"] == {"OUTPUT": str(out), "CONFIDENCE": str(tmp_path / "conf.tif")}
+    with rasterio.open(scene) as source, rasterio.open(out) as written:
+        assert (written.width, written.height, written.crs) == (source.width, source.height, source.crs)
+        assert written.transform == source.transform
+        assert set(np.unique(written.read(1))) <= {0, 1, 2, 3, 4}
+
+
+def test_adapt_segment_writes_adapter_and_report_beside_the_output(tmp_path, scene, tiny_model_folder):
+    out = tmp_path / "classes.tif"
+    code, events = run(
+        ["adapt-segment", scene, "-o", out, "--steps", "3", "--samples", "2", *model_args(tiny_model_folder)]
+    )
+    assert code == 0, events
+    outputs = events[-1 - sum(e["type"] == "log" for e in events)]["outputs"]
+    assert outputs["ADAPTER"] == str(tmp_path / "classes.adapter.safetensors")
+    assert outputs["REPORT"] == str(tmp_path / "classes.selection.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "classes.adapter.safetensors",
+        "classes.selection.json",
+        "classes.selection.png",
+        "classes.tif",
+        "classes.tif.aux.xml",
+        "scene.tif",
+    ]
+
+
+def test_segment_with_a_saved_adapter_and_evaluate_against_labels(tmp_path, scene, tiny_model_folder):
+    adapter = tmp_path / "a.safetensors"
+    assert (
+        run(["adapt", scene, "--adapter-out", adapter, "--steps", "2", "--samples", "2", "--model", tiny_model_folder])[
+            0
+        ]
+        == 0
+    )
+    out = tmp_path / "classes.tif"
+    assert run(["segment", scene, "-o", out, "--adapter", adapter, *model_args(tiny_model_folder)])[0] == 0
+    with rasterio.open(out) as classes:
+        profile, predicted = classes.profile, classes.read(1)
+    profile.update(count=1)
+    labels = tmp_path / "labels.tif"
+    with rasterio.open(labels, "w", **profile) as dst:
+        dst.write(np.where(np.arange(predicted.shape[1]) < 60, predicted, (predicted + 1) % 5).astype(np.uint8)[None])
+    code, events = run(["evaluate", out, labels, "--model", tiny_model_folder, "--json-out", tmp_path / "s.json"])
+    assert code == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["overall_accuracy"] == pytest.approx(0.5, abs=0.01)
+
+
+def bad_input_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list, str]]:
+    outside = rasters.write_vector(tmp_path / "far.gpkg", ["POLYGON ((0 0, 1 0, 1 1, 0 0))"], 32640)
+    empty = rasters.write_raster(tmp_path / "empty.tif", np.zeros((3, 30, 30), np.uint8), nodata=0)
+    other_size = rasters.write_raster(tmp_path / "small_labels.tif", np.zeros((1, 10, 10), np.uint8))
+    existing = tmp_path / "exists.tif"
+    existing.write_text("keep")
+    return {
+        "missing file": (["segment", tmp_path / "nope.tif", "-o", tmp_path / "o.tif"], "nope.tif"),
+        "not a raster": (["segment", rasters.text_named_tif(tmp_path), "-o", tmp_path / "o.tif"], "notes.tif"),
+        "truncated": (["segment", rasters.truncated(tmp_path), "-o", tmp_path / "o.tif"], "truncated.tif"),
+        "too few bands": (["segment", scene, "-o", tmp_path / "o.tif", "--bands", "1,2,5"], "scene.tif"),
+        "roi outside": (["segment", scene, "-o", tmp_path / "o.tif", "--bbox", "0,0,10,10"], "scene.tif"),
+        "roi empty": (["segment", scene, "-o", tmp_path / "o.tif", "--bbox", "5,5,5,5"], "scene.tif"),
+        "roi unreadable": (
+            ["segment", scene, "-o", tmp_path / "o.tif", "--roi", rasters.text_named_tif(tmp_path)],
+            "notes.tif",
+        ),
+        "roi polygons elsewhere": (["segment", scene, "-o", tmp_path / "o.tif", "--roi", outside], "outside the raster"),
+        "all nodata": (["segment", empty, "-o", tmp_path / "o.tif"], "empty.tif"),
+        "unwritable": (["segment", scene, "-o", tmp_path / "no" / "dir" / "o.tif"], "o.tif"),
+        "output exists": (["segment", scene, "-o", existing], "exists"),
+        "labels other size (evaluate)": (["evaluate", scene, other_size], "small_labels.tif"),
+        "labels other size (dg)": (
+            ["adapt", scene, "--adapter-out", tmp_path / "a.safetensors", "--mode", "dg", "--labels", other_size],
+            "small_labels.tif",
+        ),
+        "dg without labels": (["adapt", scene, "--adapter-out", tmp_path / "a.safetensors", "--mode", "dg"], "labels"),
+    }
+
+
+def test_every_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, scene, tiny_model_folder):
+    cases = bad_input_cases(tmp_path, scene)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for name, (argv, must_mention) in cases.items():
+        code, events = run([*argv, "--model", tiny_model_folder])
+        errors = [e for e in events if e["type"] == "error"]
+        assert code == 2, (name, events)
+        assert len(errors) == 1 and "\n" not in errors[0]["message"], (name, errors)
+        assert must_mention in errors[0]["message"], (name, errors[0]["message"])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "exists.tif").read_text() == "keep"
+
+
+def test_a_raster_smaller_than_one_tile_is_padded_and_segmented(tmp_path, tiny_model_folder):
+    small = rasters.rgb_uint8(tmp_path, height=20, width=30, name="small.tif")
+    code, _ = run(["segment", small, "-o", tmp_path / "o.tif", *model_args(tiny_model_folder)])
+    with rasterio.open(tmp_path / "o.tif") as out:
+        assert code == 0 and out.shape == (20, 30) and (out.read(1) < 5).all()
+
+
+def test_json_progress_subprocess_prints_only_json_lines_and_sigterm_cancels_cleanly(tmp_path, tiny_model_folder):
+    scene = rasters.rgb_uint8(tmp_path, height=256, width=256, name="scene.tif")
+    command = [sys.executable, "-m", "backend.cli", "adapt-segment", str(scene), "-o", str(tmp_path / "o.tif")]
+    command += ["--model", str(tiny_model_folder), "--steps", "100000", "--json-progress"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    lines = []
+    for line in child.stdout:
+        lines.append(json.loads(line))  # every stdout line is JSON
+        if lines[-1]["type"] == "progress" and "step" in lines[-1]["message"]:
+            break
+    cancelled_at = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    rest, _ = child.communicate(timeout=30)
+    assert time.monotonic() - cancelled_at < 2.0
+    events = lines + [json.loads(line) for line in rest.splitlines()]
+    assert child.returncode == 130
+    assert events[-1] == {"type": "error", "message": "cancelled; no output was written", "exit_code": 130}
+    assert sorted(os.listdir(tmp_path)) == ["scene.tif"]
+
+
+def test_models_lists_the_registry_as_json(tiny_model_folder):
+    listing = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "models", "--json", "--models-dir", str(tiny_model_folder.parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    names = [card["name"] for card in json.loads(listing.stdout)]
+    assert "tiny-test-model" in names
+
+
+def test_inspect_says_whether_the_model_can_take_the_raster(tmp_path, tiny_model_folder):
+    raster = rasters.bgrn_uint16(tmp_path)
+    shown = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "inspect", str(raster), "--json", "--model", str(tiny_model_folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    report = json.loads(shown.stdout)
+    assert report["count"] == 4 and report["dtypes"] == ["uint16"] * 4 and report["crs"] == "EPSG:32640"
+    assert report["band_mapping"] == [3, 2, 1] and report["model_can_take_it"].startswith("yes")
