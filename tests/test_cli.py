@@ -87,7 +87,7 @@ def test_segment_with_a_saved_adapter_and_evaluate_against_labels(tmp_path, scen
     with rasterio.open(labels, "w", **profile) as dst:
         dst.write(np.where(np.arange(predicted.shape[1]) < 60, predicted, (predicted + 1) % 5).astype(np.uint8)[None])
     code, events = run(["evaluate", out, labels, "--model", tiny_model_folder, "--json-out", tmp_path / "s.json"])
-    assert code == 0
+    assert code == 0, events
     scores = json.loads((tmp_path / "s.json").read_text())
     assert scores["overall_accuracy"] == pytest.approx(0.5, abs=0.01)
 
@@ -109,7 +109,10 @@ def bad_input_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list, str]]:
             ["segment", scene, "-o", tmp_path / "o.tif", "--roi", rasters.text_named_tif(tmp_path)],
             "notes.tif",
         ),
-        "roi polygons elsewhere": (["segment", scene, "-o", tmp_path / "o.tif", "--roi", outside], "outside the raster"),
+        "roi polygons elsewhere": (
+            ["segment", scene, "-o", tmp_path / "o.tif", "--roi", outside],
+            "outside the raster",
+        ),
         "all nodata": (["segment", empty, "-o", tmp_path / "o.tif"], "empty.tif"),
         "unwritable": (["segment", scene, "-o", tmp_path / "no" / "dir" / "o.tif"], "o.tif"),
         "output exists": (["segment", scene, "-o", existing], "exists"),
