@@ -88,13 +88,9 @@ def _one_line(exc: BaseException) -> str:
 def _probe_blocks(ds: rasterio.DatasetReader) -> None:
     """Read the first and last block: a truncated or corrupt file fails here, not mid-run."""
     block_h, block_w = ds.block_shapes[0]
-    last = Window(
-        ((ds.width - 1) // block_w) * block_w,
-        ((ds.height - 1) // block_h) * block_h,
-        min(block_w, ds.width - ((ds.width - 1) // block_w) * block_w),
-        min(block_h, ds.height - ((ds.height - 1) // block_h) * block_h),
-    )
+    col, row = (ds.width - 1) // block_w * block_w, (ds.height - 1) // block_h * block_h
     first = Window(0, 0, min(block_w, ds.width), min(block_h, ds.height))
+    last = Window(col, row, min(block_w, ds.width - col), min(block_h, ds.height - row))
     for window in (first, last):
         ds.read(window=window)
         ds.read_masks(window=window)
@@ -173,7 +169,7 @@ class Stretch:
     low: tuple[float, ...]
     high: tuple[float, ...]
     percentiles: tuple[float, float] | None = None
-    source: str = field(default="dtype")  # "dtype", "overview" or "windows"
+    source: str = field(default="dtype")  # "dtype", "overview", "windows" or "blocks"
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         """[C, H, W] raw values -> float32 in [0, 1]."""
