@@ -103,7 +103,7 @@ def adapt(
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
 
-    gate = _prepare_trainable(model, config)
+    gate = prepare_trainable(model, config)
     teacher = _make_teacher(model) if config.mode == "da" else None
     fractions: list[float] = []
 
@@ -124,7 +124,7 @@ def adapt(
         progress(0.0, "scoring toolbox modules (Fisher information)")
         gate.reselect(0, model, [next_batches() for _ in range(config.gate.fisher_batches)], loss_on, is_cancelled)
         _mirror_gates(model, teacher)
-    optimizer = _optimizer(model, config, previous=None)
+    optimizer = make_optimizer(model, config, previous=None)
     losses: list[float] = []
     model.train()
     for step in range(config.steps):
@@ -133,7 +133,7 @@ def adapt(
             batches = [next_batches() for _ in range(config.gate.fisher_batches)]
             gate.reselect(step, model, batches, loss_on, is_cancelled)
             _mirror_gates(model, teacher)
-            optimizer = _optimizer(model, config, previous=optimizer)
+            optimizer = make_optimizer(model, config, previous=optimizer)
         scale = (1.0 - step / config.steps) ** config.poly_power
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * scale
@@ -158,7 +158,7 @@ def adapt(
     )
 
 
-def _prepare_trainable(model: SegmentationModel, config: AdaptConfig) -> FisherGate | None:
+def prepare_trainable(model: SegmentationModel, config: AdaptConfig) -> FisherGate | None:
     """Set requires_grad for the chosen tuning; returns the gate when the toolbox is in use."""
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -175,7 +175,7 @@ def _prepare_trainable(model: SegmentationModel, config: AdaptConfig) -> FisherG
     return FisherGate(model.toolbox, config.gate, seed=config.seed)
 
 
-def _optimizer(model: SegmentationModel, config: AdaptConfig, previous: torch.optim.Optimizer | None):
+def make_optimizer(model: SegmentationModel, config: AdaptConfig, previous: torch.optim.Optimizer | None):
     """AdamW over the trainable parameters only; state of parameters that stay trainable is carried over."""
     head = [p for p in model.head.parameters() if p.requires_grad]
     head_ids = {id(p) for p in head}
