@@ -46,10 +46,13 @@ class Segmentation:
     batch_size: int = 4
     confidence: str = ""
     entropy: str = ""
+    engine: str = "auto"
     cluster: str = ""
 
     def argv(self) -> list[str]:
         args = ["-o", self.output, "--batch-size", str(self.batch_size)]
+        if self.engine != "auto":
+            args += ["--engine", self.engine]
         if self.tile_size:
             args += ["--tile-size", str(self.tile_size)]
         if self.stride:
@@ -67,6 +70,7 @@ class Segmentation:
 
 
 MODES = ("da", "dg")
+ENGINES = ("auto", "onnx", "torch")
 
 
 @dataclass
@@ -77,8 +81,8 @@ class Adaptation:
     mode: str = "da"
     labels: str = ""
     samples: int = 16
-    steps: int = 60
-    top_k: float = 0.25
+    steps: int = 120
+    top_k: float = 0.5
     reselect_every: int | None = None
     seed: int = 0
     adapter_out: str = ""
@@ -124,5 +128,6 @@ def adapt_segment_argv(scene: Scene, adaptation: Adaptation, segmentation: Segme
     return ["adapt-segment", *scene.argv(), *adaptation.argv(), *segmentation.argv(), *PROTOCOL]
 
 
-def evaluate_argv(prediction: str, labels: str, json_out: str) -> list[str]:
-    return ["evaluate", prediction, labels, "--json-out", json_out, *PROTOCOL]
+def evaluate_argv(prediction: str, labels: str, model: str, json_out: str) -> list[str]:
+    """``model`` names the classes of the per-class scores."""
+    return ["evaluate", prediction, labels, "--model", model, "--json-out", json_out, *PROTOCOL]

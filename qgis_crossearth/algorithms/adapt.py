@@ -48,5 +48,5 @@ class AdaptAlgorithm(CrossEarthAlgorithm):
         adaptation = self.read_adaptation(parameters, context)
         adaptation.adapter_out = self.parameterAsFileOutput(parameters, self.ADAPTER, context)
         adaptation.report_out = self.optional_file_output(parameters, self.REPORT, context)
-        run = self.run(adapt_argv(scene, adaptation), adaptation.outputs(), feedback)
+        run = self.run_command(adapt_argv(scene, adaptation), adaptation.outputs(), feedback)
         return {self.ADAPTER: adaptation.adapter_out, self.REPORT: adaptation.report_out or None, **run.outputs}

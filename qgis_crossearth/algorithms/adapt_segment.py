@@ -50,7 +50,7 @@ class AdaptAndSegmentAlgorithm(CrossEarthAlgorithm):
         adaptation.adapter_out = self.optional_file_output(parameters, self.ADAPTER, context)
         adaptation.report_out = self.optional_file_output(parameters, self.REPORT, context)
         segmentation = self.read_segmentation(parameters, context)
-        run = self.run(
+        run = self.run_command(
             adapt_segment_argv(scene, adaptation, segmentation),
             [*segmentation.outputs(), *adaptation.outputs()],
             feedback,

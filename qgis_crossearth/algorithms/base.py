@@ -29,7 +29,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from qgis_crossearth import paths
-from qgis_crossearth.commands import MODES, Adaptation, Scene, Segmentation
+from qgis_crossearth.commands import ENGINES, MODES, Adaptation, Scene, Segmentation
 from qgis_crossearth.model_cards import ModelCard
 from qgis_crossearth.runner import BackendRun, Event, run_backend
 from qgis_crossearth.settings import backend_config, load_settings
@@ -64,6 +64,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     TOP_K = "TOP_K"
     RESELECT_EVERY = "RESELECT_EVERY"
     SEED = "SEED"
+    ENGINE = "ENGINE"
     CLUSTER = "CLUSTER"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
@@ -92,13 +93,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
                 None, self.INPUT, optional=True, allowMultiple=True,
             )
         )
-        names = [card.name for card in self.model_cards]
-        default = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
-        model = QgsProcessingParameterEnum(
-            self.MODEL, "Model", options=names, defaultValue=default, optional=not names
-        )
-        model.setUsesStaticStrings(True)
-        self.addParameter(model)
+        self.add_model_parameter()
         self.addParameter(
             QgsProcessingParameterExtent(self.ROI, "Region of interest (empty: whole raster)", optional=True)
         )
@@ -108,6 +103,15 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
                 [QgsProcessing.TypeVectorPolygon], optional=True,
             )
         )
+
+    def add_model_parameter(self) -> None:
+        names = [card.name for card in self.model_cards]
+        default = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
+        model = QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=names, defaultValue=default, optional=not names
+        )
+        model.setUsesStaticStrings(True)
+        self.addParameter(model)
 
     def add_adaptation_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterEnum(self.MODE, "Adaptation mode", MODE_LABELS, defaultValue=0))
@@ -132,7 +136,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.RESELECT_EVERY, "Re-select modules every N steps (empty: the mode's default)", integer, None,
-            optional=True, minValue=0,
+            optional=True, minValue=1,
         )))
         self.addParameter(advanced(
             QgsProcessingParameterNumber(self.SEED, "Random seed", integer, DEFAULTS.seed, minValue=0)
@@ -149,6 +153,11 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.BATCH_SIZE, "Tiles per batch", integer, DEFAULT_BATCH_SIZE, minValue=1
         )))
+        engine = QgsProcessingParameterEnum(
+            self.ENGINE, "Inference engine (auto: onnxruntime when installed)", list(ENGINES), defaultValue="auto"
+        )
+        engine.setUsesStaticStrings(True)
+        self.addParameter(advanced(engine))
         self.addParameter(advanced(QgsProcessingParameterString(
             self.CLUSTER, "Dask cluster (local, local:N or scheduler address; empty: this machine)",
             defaultValue="", optional=True,
@@ -218,6 +227,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             confidence=self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or "",
             entropy=self.parameterAsOutputLayer(parameters, self.ENTROPY, context) or "",
+            engine=self.parameterAsEnumString(parameters, self.ENGINE, context) or "auto",
             cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip(),
         )
 
@@ -231,7 +241,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
 
     # --- running ----------------------------------------------------------------------------
 
-    def run(self, argv: list[str], outputs: list[str], feedback: QgsProcessingFeedback) -> BackendRun:
+    def run_command(self, argv: list[str], outputs: list[str], feedback: QgsProcessingFeedback) -> BackendRun:
         """Run the backend; progress and log lines go to ``feedback``; failures raise."""
         settings = load_settings()
         feedback.pushDebugInfo("crossearth " + " ".join(argv))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterLayer,
 )
@@ -19,6 +18,9 @@ from qgis_crossearth.commands import evaluate_argv
 
 
 class EvaluateAlgorithm(CrossEarthAlgorithm):
+    MIOU = "MIOU"
+    OVERALL_ACCURACY = "OVERALL_ACCURACY"
+
     def name(self) -> str:
         return "evaluate"
 
@@ -28,13 +30,17 @@ class EvaluateAlgorithm(CrossEarthAlgorithm):
     def shortHelpString(self) -> str:
         return (
             "Compares a class raster (INPUT, e.g. the output of 'Segment raster') with a reference "
-            "class-index raster (LABELS, 255 = ignore) of the same grid and writes the metrics as JSON."
+            "class-index raster (LABELS, 255 = ignore) of the same grid: per-class IoU (classes named by "
+            "MODEL), mean IoU and overall accuracy, written as JSON."
         )
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Prediction (class raster)"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, "Reference labels"))
+        self.add_model_parameter()
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Metrics", "JSON (*.json)"))
+        self.addOutput(QgsProcessingOutputNumber(self.MIOU, "Mean IoU"))
+        self.addOutput(QgsProcessingOutputNumber(self.OVERALL_ACCURACY, "Overall accuracy"))
 
     def processAlgorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -44,7 +50,12 @@ class EvaluateAlgorithm(CrossEarthAlgorithm):
         if prediction is None or labels is None:
             raise QgsProcessingException("INPUT and LABELS must be raster layers QGIS can read")
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        self.run(evaluate_argv(prediction.source(), labels.source(), output), [output], feedback)
-        metrics = json.loads(Path(output).read_text(encoding="utf-8"))
-        feedback.pushInfo(json.dumps(metrics, indent=1))
-        return {self.OUTPUT: output}
+        model = str(self.model_card(parameters, context).folder)
+        run = self.run_command(evaluate_argv(prediction.source(), labels.source(), model, output), [output], feedback)
+        for name, iou in run.metrics.get("iou", {}).items():
+            feedback.pushInfo(f"IoU {name}: {'-' if iou is None else f'{100 * iou:.1f} %'}")
+        return {
+            self.OUTPUT: output,
+            self.MIOU: run.metrics.get("miou"),
+            self.OVERALL_ACCURACY: run.metrics.get("overall_accuracy"),
+        }

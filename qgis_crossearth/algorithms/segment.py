@@ -44,7 +44,7 @@ class SegmentAlgorithm(CrossEarthAlgorithm):
         scene = self.read_scene(parameters, context, feedback)
         segmentation = self.read_segmentation(parameters, context)
         adapter = self.parameterAsFile(parameters, self.ADAPTER, context)
-        run = self.run(segment_argv(scene, segmentation, adapter), segmentation.outputs(), feedback)
+        run = self.run_command(segment_argv(scene, segmentation, adapter), segmentation.outputs(), feedback)
         self.style_outputs_on_load(self.model_card(parameters, context), segmentation, context)
         return {self.OUTPUT: segmentation.output, self.CONFIDENCE: segmentation.confidence or None,
                 self.ENTROPY: segmentation.entropy or None, **run.outputs}

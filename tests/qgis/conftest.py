@@ -18,12 +18,32 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def plugin_settings(qgis_app, model_folder: Path):
-    """The backend is this test run's Python; one thread keeps the shared machine usable."""
+    """The backend is this test run's Python; one thread keeps the shared machine usable.
+
+    Tests run the backend in-process (torch is imported once, not per run); the tests of the default
+    subprocess mode ask for ``subprocess_mode``.
+    """
+    from qgis_crossearth.runner import IN_PROCESS
     from qgis_crossearth.settings import PluginSettings, save_settings
 
-    settings = PluginSettings(python=sys.executable, model_folder=str(model_folder), threads=1, device="cpu")
+    settings = PluginSettings(
+        python=sys.executable, model_folder=str(model_folder), threads=1, device="cpu", run_mode=IN_PROCESS
+    )
     save_settings(settings)
     return settings
+
+
+@pytest.fixture
+def subprocess_mode(plugin_settings):
+    """Run the backend as ``python -m backend.cli`` for this test, as the plugin does by default."""
+    from dataclasses import replace
+
+    from qgis_crossearth.runner import SUBPROCESS
+    from qgis_crossearth.settings import save_settings
+
+    save_settings(replace(plugin_settings, run_mode=SUBPROCESS))
+    yield
+    save_settings(plugin_settings)
 
 
 @pytest.fixture(scope="session")

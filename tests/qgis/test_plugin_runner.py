@@ -108,11 +108,16 @@ def test_crash_without_error_event_reports_the_last_stderr_line(fake_backend, tm
     assert "ZeroDivisionError: division by zero" in result.error
 
 
-def test_missing_python_is_a_clear_error(tmp_path):
-    config = BackendConfig(python=str(tmp_path / "no-python"), root=tmp_path)
+def test_missing_python_is_a_clear_error(fake_backend, tmp_path):
+    config = BackendConfig(python=str(tmp_path / "no-python"), root=fake_backend.root)
     result, _, _ = run(config, "ok", tmp_path / "x.tif")
     assert not result.ok
-    assert "cannot start the backend Python" in result.error
+    assert f"cannot start the backend Python '{tmp_path / 'no-python'}'" in result.error
+
+
+def test_missing_backend_source_is_a_clear_error(tmp_path):
+    result, _, _ = run(BackendConfig(python=sys.executable, root=tmp_path / "lib"), "ok", tmp_path / "x.tif")
+    assert result.error == f"the backend's source is not in {tmp_path / 'lib'}: reinstall the plugin"
 
 
 @pytest.mark.parametrize(("scenario", "max_seconds"), [("slow", 1.0), ("stubborn", 3.0)])
