@@ -1,0 +1,112 @@
+"""The dock's QgsTask: results loaded and styled in a group, and the dock's run and cancel buttons."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from plugin_data import TINY_CLASSES, TINY_MODEL, backend_children
+from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProject, QgsSingleBandPseudoColorRenderer
+
+from qgis_crossearth.commands import Adaptation, Scene, Segmentation, adapt_segment_argv
+from qgis_crossearth.dock import AdaptDock
+from qgis_crossearth.model_cards import ModelCard
+from qgis_crossearth.settings import backend_config, load_settings
+from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunRequest
+
+pytestmark = pytest.mark.qgis
+
+
+def remove_group(name: str) -> None:
+    project = QgsProject.instance()
+    group = project.layerTreeRoot().findGroup(name)
+    if group is not None:
+        project.removeMapLayers(group.findLayerIds())
+        project.layerTreeRoot().removeChildNode(group)
+
+
+def wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+
+
+def test_task_result_layers_are_styled_in_a_group(plugin_settings, model_folder, scene, tmp_path):
+    card = ModelCard.from_folder(model_folder / TINY_MODEL)
+    adaptation = Adaptation(samples=4, steps=2, adapter_out=str(tmp_path / "a.safetensors"),
+                            report_out=str(tmp_path / "r.json"))
+    segmentation = Segmentation(output=str(tmp_path / "c.tif"), confidence=str(tmp_path / "p.tif"), engine="torch")
+    scene_args = Scene(raster=str(scene), model=str(card.folder))
+    request = RunRequest(
+        title="scene", argv=adapt_segment_argv(scene_args, adaptation, segmentation),
+        outputs=[*segmentation.outputs(), *adaptation.outputs()], card=card,
+        classes=segmentation.output, confidence=segmentation.confidence,
+    )
+    task = AdaptSegmentTask(request, backend_config(load_settings()))
+    completed = []
+    task.completed.connect(completed.append)
+    assert task.run()  # synchronously, as the task manager's thread would
+    task.finished(True)
+    result = completed[0]
+    try:
+        assert result.status == SUCCESS, result.error
+        group = QgsProject.instance().layerTreeRoot().findGroup("scene")
+        names = [node.layer().name() for node in group.findLayers()]
+        assert names == ["scene classes", "scene confidence"]
+        classes, confidence = (node.layer() for node in group.findLayers())
+        assert isinstance(classes.renderer(), QgsPalettedRasterRenderer)
+        assert [c.label for c in classes.renderer().classes()] == [c["name"] for c in TINY_CLASSES]
+        assert isinstance(confidence.renderer(), QgsSingleBandPseudoColorRenderer)
+        assert [n.itemVisibilityChecked() for n in group.findLayers()] == [True, False]
+        assert Path(result.report_plot).is_file()
+        del classes, confidence
+    finally:
+        remove_group("scene")
+
+
+@pytest.fixture
+def dock(qgis_iface, plugin_settings, scene, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(str(scene), "dock scene", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    qgis_iface.setActiveLayer(layer)
+    dock = AdaptDock(qgis_iface)
+    dock.output_widget.setFilePath(str(tmp_path / "out"))
+    dock.steps_spin.setValue(2)
+    dock.samples_spin.setValue(4)
+    yield dock
+    dock.shutdown()
+    dock.deleteLater()
+    remove_group("dock_scene")
+    QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_dock_runs_in_the_background_and_shows_the_result(dock, subprocess_mode, tmp_path):
+    dock.start()
+    assert dock.running and not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
+    wait_until(lambda: not dock.running, timeout=240)
+    assert dock.last_result.status == SUCCESS, dock.last_result.error
+    assert dock.progress.value() == 100
+    assert "dock_scene" in dock.status.text()
+    assert dock.heatmap_button.isEnabled()
+    assert "adapt-segment" in dock.log_view.toPlainText()
+    assert (tmp_path / "out" / "dock_scene_classes.tif").is_file()
+    assert QgsProject.instance().layerTreeRoot().findGroup("dock_scene") is not None
+
+
+def test_dock_cancel_stops_the_backend(dock, subprocess_mode, tmp_path):
+    dock.steps_spin.setValue(100_000)
+    dock.start()
+    wait_until(lambda: dock.progress.value() > 0 or not dock.running, timeout=120)
+    dock.cancel()
+    cancelled = time.monotonic()
+    wait_until(lambda: not dock.running, timeout=10)
+    assert time.monotonic() - cancelled < 2.5
+    assert dock.last_result.status == CANCELLED
+    assert backend_children() == []
+    assert list((tmp_path / "out").iterdir()) == []
+    assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
