@@ -91,19 +91,124 @@ def _pad(image: np.ndarray, tile: int) -> np.ndarray:
     return np.pad(image, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
 
 
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the tiles of a ROI lie: strips of tiles sharing a top row, each tile ``tile_h`` x ``tile_w``."""
+
+    window: Window  # the ROI's pixel window in the raster
+    tile: int
+    stride: int
+    tops: tuple[int, ...]
+    lefts: tuple[int, ...]
+
+    @classmethod
+    def over(cls, window: Window, tile: int, stride: int) -> TileGrid:
+        col, row = int(window.col_off), int(window.row_off)
+        return cls(
+            window,
+            tile,
+            stride,
+            tuple(tile_starts(row, int(window.height), tile, stride)),
+            tuple(tile_starts(col, int(window.width), tile, stride)),
+        )
+
+    @property
+    def tile_h(self) -> int:
+        return min(self.tile, int(self.window.height))
+
+    @property
+    def tile_w(self) -> int:
+        return min(self.tile, int(self.window.width))
+
+    @property
+    def strips(self) -> int:
+        return len(self.tops)
+
+    @property
+    def tiles(self) -> int:
+        return len(self.tops) * len(self.lefts)
+
+    def strip(self, index: int) -> list[Window]:
+        return [Window(left, self.tops[index], self.tile_w, self.tile_h) for left in self.lefts]
+
+    def finished_rows(self, index: int) -> int:
+        """Rows no later strip touches once strip ``index`` is added: up to the next strip's top."""
+        end = self.tops[index + 1] if index + 1 < len(self.tops) else int(self.window.row_off + self.window.height)
+        return end - self.tops[index]
+
+
+@dataclass
+class StripSums:
+    """One strip of tiles predicted: Hann-weighted probability sums over ``tile_h`` rows x the ROI width.
+
+    Strips are summed on their own and then added to the running sums, on one machine as on a cluster,
+    so that the floating-point additions, hence the outputs, are the same wherever a strip was predicted.
+    """
+
+    index: int
+    probs: np.ndarray  # float32 [K, tile_h, W]
+    weight: np.ndarray  # float32 [tile_h, W]
+    valid: np.ndarray  # bool [tile_h, W]
+    tiles: int  # tiles predicted (those with a valid pixel)
+
+
+def predict_strip(
+    reader: SceneReader,
+    predict: Predict,
+    grid: TileGrid,
+    index: int,
+    *,
+    roi: Roi,
+    n_classes: int,
+    batch_size: int,
+    is_cancelled: CancelFn = never_cancelled,
+    on_batch: Callable[[int], None] = lambda tiles: None,
+) -> StripSums:
+    """Predict the tiles of strip ``index`` in batches; ``on_batch(n)`` after each batch of ``n`` tiles."""
+    col0 = int(grid.window.col_off)
+    weights = blend_weights(grid.tile_h, grid.tile_w)
+    sums = StripSums(
+        index,
+        np.zeros((n_classes, grid.tile_h, int(grid.window.width)), np.float32),
+        np.zeros((grid.tile_h, int(grid.window.width)), np.float32),
+        np.zeros((grid.tile_h, int(grid.window.width)), bool),
+        0,
+    )
+    strip = grid.strip(index)
+    for first in range(0, len(strip), batch_size):
+        check_cancelled(is_cancelled)
+        batch_windows = strip[first : first + batch_size]
+        kept = []
+        for window in batch_windows:
+            image, valid = reader.read(window)
+            valid &= roi.mask(window)
+            if valid.any():
+                kept.append((window, image, valid))
+        if kept:
+            batch = np.stack([_pad(image, grid.tile) for _, image, _ in kept])
+            probs = _predict_batch(predict, batch, n_classes)
+            for (window, _, valid), tile_probs in zip(kept, probs, strict=True):
+                col = int(window.col_off) - col0
+                sums.probs[:, :, col : col + grid.tile_w] += tile_probs[:, : grid.tile_h, : grid.tile_w] * weights
+                sums.weight[:, col : col + grid.tile_w] += weights
+                sums.valid[:, col : col + grid.tile_w] |= valid
+            sums.tiles += len(kept)
+        on_batch(len(batch_windows))
+    return sums
+
+
 class _StripAccumulator:
-    """Weighted probability sums for ``tile`` rows x ROI width, shifted down as rows are finished."""
+    """Running probability sums for ``tile`` rows x ROI width, shifted down as rows are finished."""
 
     def __init__(self, n_classes: int, rows: int, width: int) -> None:
         self.probs = np.zeros((n_classes, rows, width), np.float32)
         self.weight = np.zeros((rows, width), np.float32)
         self.valid = np.zeros((rows, width), bool)
 
-    def add(self, col: int, probs: np.ndarray, weights: np.ndarray, valid: np.ndarray) -> None:
-        height, width = weights.shape
-        self.probs[:, :height, col : col + width] += probs[:, :height, :width] * weights
-        self.weight[:height, col : col + width] += weights
-        self.valid[:height, col : col + width] |= valid
+    def add(self, strip: StripSums) -> None:
+        self.probs += strip.probs
+        self.weight += strip.weight
+        self.valid |= strip.valid
 
     def take(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """Remove the top ``rows`` rows: (blended probabilities [K, rows, W], valid [rows, W])."""
@@ -122,6 +227,100 @@ def _predict_batch(predict: Predict, batch: np.ndarray, n_classes: int) -> np.nd
     if probs.shape != expected:
         raise ValueError(f"predict returned shape {probs.shape}, expected {expected} ({n_classes} classes)")
     return probs
+
+
+class StripAssembler:
+    """The one writer of a scene: strips, added in order, become finished rows of the output rasters.
+
+    A context manager like the :class:`SegmentationWriter` it drives: the outputs appear complete on a
+    clean exit and not at all otherwise.
+    """
+
+    def __init__(
+        self,
+        reader: SceneReader,
+        output: str | os.PathLike,
+        *,
+        classes: Sequence[Mapping[str, Any] | SegClass],
+        grid: TileGrid,
+        confidence: str | os.PathLike | None = None,
+        entropy: str | os.PathLike | None = None,
+        overwrite: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        for path in (output, confidence, entropy):
+            if path is not None and Path(path).resolve() == Path(reader.path).resolve():
+                raise BadInput(f"{path}: an output would replace the input raster")
+        self.classes = parse_classes(classes)
+        self.grid = grid
+        self.paths = (Path(output), _path(confidence), _path(entropy))
+        self._values = np.array([c.value for c in self.classes], np.uint8)
+        self._accumulator = _StripAccumulator(len(self.classes), grid.tile_h, int(grid.window.width))
+        self._counts = np.zeros(256, np.int64)
+        self._next = 0
+        self._tiles = 0
+        col0, row0 = int(grid.window.col_off), int(grid.window.row_off)
+        tags = {
+            "SOURCE": str(reader.path),
+            "BAND_MAPPING": ",".join(str(b) for b in reader.bands),
+            "STRETCH": reader.stretch.to_dict(),
+            "ROI_WINDOW": [col0, row0, int(grid.window.width), int(grid.window.height)],
+            "TILE": grid.tile,
+            "STRIDE": grid.stride,
+            **(metadata or {}),
+        }
+        self._writer = SegmentationWriter(
+            output,
+            width=int(grid.window.width),
+            height=int(grid.window.height),
+            crs=reader.crs,
+            transform=window_transform(grid.window, reader.transform),
+            classes=self.classes,
+            confidence=confidence,
+            entropy=entropy,
+            overwrite=overwrite,
+            metadata=tags,
+        )
+
+    def __enter__(self) -> StripAssembler:
+        self._writer.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._writer.__exit__(exc_type, exc, tb)
+
+    def add(self, strip: StripSums) -> None:
+        """Add the next strip and write the rows it finishes."""
+        if strip.index != self._next:
+            raise ValueError(f"strip {strip.index} came before strip {self._next}")
+        self._next += 1
+        self._tiles += strip.tiles
+        self._accumulator.add(strip)
+        probs, valid = self._accumulator.take(self.grid.finished_rows(strip.index))
+        labels = np.where(valid, self._values[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
+        self._counts += np.bincount(labels.ravel(), minlength=256)
+        _, confidence, entropy = self.paths
+        self._writer.write_rows(
+            labels,
+            np.where(valid, probs.max(axis=0), np.nan).astype(np.float32) if confidence is not None else None,
+            _entropy(probs, valid) if entropy is not None else None,
+        )
+
+    def result(self) -> SegmentResult:
+        class_path, confidence, entropy = self.paths
+        return SegmentResult(
+            class_path=class_path,
+            confidence_path=confidence,
+            entropy_path=entropy,
+            window=self.grid.window,
+            tiles=self._tiles,
+            class_pixels={int(c.value): int(self._counts[c.value]) for c in self.classes},
+            nodata_pixels=int(self._counts[CLASS_NODATA]),
+        )
+
+
+def _path(path: str | os.PathLike | None) -> Path | None:
+    return Path(path) if path is not None else None
 
 
 def segment_scene(
@@ -148,85 +347,45 @@ def segment_scene(
     outside the ROI polygons keep their data as context; both are written as 255 (NaN in the
     confidence and entropy rasters). Tiles with no valid pixel are not predicted.
     """
-    seg_classes = parse_classes(classes)
     check_tiling(tile, stride, batch_size)
-    for path in (output, confidence, entropy):
-        if path is not None and Path(path).resolve() == Path(reader.path).resolve():
-            raise BadInput(f"{path}: an output would replace the input raster")
     roi = roi if roi is not None else whole_raster(reader)
-    col0, row0 = int(roi.window.col_off), int(roi.window.row_off)
-    width, height = int(roi.window.width), int(roi.window.height)
-    tile_h, tile_w = min(tile, height), min(tile, width)
-    rows = tile_starts(row0, height, tile, stride)
-    cols = tile_starts(col0, width, tile, stride)
-    weights = blend_weights(tile_h, tile_w)
-    values = np.array([c.value for c in seg_classes], np.uint8)
-    n_classes = len(seg_classes)
-    accumulator = _StripAccumulator(n_classes, tile_h, width)
-    counts = np.zeros(256, np.int64)
-    total, done, predicted = len(rows) * len(cols), 0, 0
-    tags = {
-        "SOURCE": str(reader.path),
-        "BAND_MAPPING": ",".join(str(b) for b in reader.bands),
-        "STRETCH": reader.stretch.to_dict(),
-        "ROI_WINDOW": [col0, row0, width, height],
-        "TILE": tile,
-        "STRIDE": stride,
-        **(metadata or {}),
-    }
-    writer = SegmentationWriter(
+    grid = TileGrid.over(roi.window, tile, stride)
+    assembler = StripAssembler(
+        reader,
         output,
-        width=width,
-        height=height,
-        crs=reader.crs,
-        transform=window_transform(roi.window, reader.transform),
-        classes=seg_classes,
+        classes=classes,
+        grid=grid,
         confidence=confidence,
         entropy=entropy,
         overwrite=overwrite,
-        metadata=tags,
+        metadata=metadata,
     )
-    progress(0.0, f"segmenting {total} tiles")
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), writer:
-        for i, top in enumerate(rows):
-            strip = [Window(left, top, tile_w, tile_h) for left in cols]
-            for first in range(0, len(strip), batch_size):
-                check_cancelled(is_cancelled)
-                batch_windows = strip[first : first + batch_size]
-                reads = [reader.read(w) for w in batch_windows]
-                kept = []
-                for window, (image, valid) in zip(batch_windows, reads, strict=True):
-                    valid &= roi.mask(window)
-                    if valid.any():
-                        kept.append((window, image, valid))
-                if kept:
-                    batch = np.stack([_pad(image, tile) for _, image, _ in kept])
-                    probs = _predict_batch(predict, batch, n_classes)
-                    for (window, _, valid), tile_probs in zip(kept, probs, strict=True):
-                        accumulator.add(int(window.col_off) - col0, tile_probs, weights, valid)
-                    predicted += len(kept)
-                done += len(batch_windows)
-                progress(0.95 * done / total, f"tile {done}/{total}")
-            finished = (rows[i + 1] if i + 1 < len(rows) else row0 + height) - top
-            probs, valid = accumulator.take(finished)
-            labels = np.where(valid, values[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
-            counts += np.bincount(labels.ravel(), minlength=256)
-            writer.write_rows(
-                labels,
-                np.where(valid, probs.max(axis=0), np.nan).astype(np.float32) if confidence is not None else None,
-                _entropy(probs, valid) if entropy is not None else None,
+    done = 0
+
+    def batch_done(tiles: int) -> None:
+        nonlocal done
+        done += tiles
+        progress(0.95 * done / grid.tiles, f"tile {done}/{grid.tiles}")
+
+    progress(0.0, f"segmenting {grid.tiles} tiles")
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), assembler:
+        for index in range(grid.strips):
+            assembler.add(
+                predict_strip(
+                    reader,
+                    predict,
+                    grid,
+                    index,
+                    roi=roi,
+                    n_classes=len(assembler.classes),
+                    batch_size=batch_size,
+                    is_cancelled=is_cancelled,
+                    on_batch=batch_done,
+                )
             )
         progress(0.95, "writing overviews and class names")
     progress(1.0, "done")
-    return SegmentResult(
-        class_path=Path(output),
-        confidence_path=Path(confidence) if confidence is not None else None,
-        entropy_path=Path(entropy) if entropy is not None else None,
-        window=roi.window,
-        tiles=predicted,
-        class_pixels={int(c.value): int(counts[c.value]) for c in seg_classes},
-        nodata_pixels=int(counts[CLASS_NODATA]),
-    )
+    return assembler.result()
 
 
 def _entropy(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
