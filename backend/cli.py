@@ -493,7 +493,16 @@ def run_in_process(argv: list[str], on_event: Callable[[Event], None], is_cancel
 
 
 def main() -> None:
-    app(prog_name="crossearth")
+    """Console entry point. Exits without interpreter teardown (torch and GDAL take seconds to unload),
+    so that a cancelled subprocess is gone at once; every output is complete or removed by then."""
+    try:
+        app(prog_name="crossearth")
+        code = EXIT_OK
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (EXIT_OK if exit_.code is None else EXIT_FAILURE)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def test_json_progress_subprocess_prints_only_json_lines_and_sigterm_cancels_cle
     lines = []
     for line in child.stdout:
         lines.append(json.loads(line))  # every stdout line is JSON
-        if lines[-1]["type"] == "progress" and "step" in lines[-1]["message"]:
+        if lines[-1]["type"] == "progress" and lines[-1]["message"].startswith("step "):
             break
     cancelled_at = time.monotonic()
     child.send_signal(signal.SIGTERM)
