@@ -10,8 +10,10 @@ import re
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
     QgsApplication,
     QgsMapLayerProxyModel,
+    QgsMessageLog,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -48,6 +50,7 @@ from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunReques
 ROI_WHOLE, ROI_EXTENT, ROI_SELECTION, ROI_DRAWN = range(4)
 ROI_CHOICES = ["Whole raster", "Current map extent", "Selected polygons", "Rectangle drawn on the map"]
 DEFAULTS = Adaptation()
+LOG_TAG = "CrossEarth"
 
 
 class DockError(ValueError):
@@ -81,8 +84,7 @@ class AdaptDock(QDockWidget):
         layout.setContentsMargins(8, 8, 8, 8)
 
         header = QLabel(
-            "Adapts the model to the scene you are looking at (a few hundred steps, no labels), "
-            "then classifies it."
+            "Adapts the model to the scene you are looking at (no labels needed), then classifies every pixel."
         )
         header.setWordWrap(True)
         layout.addWidget(header)
@@ -286,6 +288,10 @@ class AdaptDock(QDockWidget):
             card=card,
             classes=segmentation.output,
             confidence=segmentation.confidence,
+            description=(
+                f"Adapting {card.name} to {stem} ({adaptation.mode.upper()}, {adaptation.steps} steps, "
+                f"{adaptation.samples} tiles, top-k {adaptation.top_k:g}), then segmenting."
+            ),
         )
 
     def start(self) -> None:
@@ -301,7 +307,8 @@ class AdaptDock(QDockWidget):
         save_settings(settings)
         self.last_result = None
         self.log_view.clear()
-        self.append_log("info", "crossearth " + " ".join(request.argv))
+        self.append_log("info", request.description)
+        QgsMessageLog.logMessage("crossearth " + " ".join(request.argv), LOG_TAG, Qgis.Info)
         self.progress.setValue(0)
         self.status.setText(f"Adapting to {request.title}…")
         self.task = AdaptSegmentTask(request, backend_config(settings))
@@ -332,10 +339,10 @@ class AdaptDock(QDockWidget):
         self.update_widgets()
 
     def append_log(self, level: str, message: str) -> None:
-        if level == "debug" and not message.strip():
-            return
-        prefix = {"warning": "⚠ ", "debug": "  "}.get(level, "")
-        self.log_view.appendPlainText(prefix + message)
+        """Info and warnings in the dock; everything, the backend's stderr too, in the QGIS log panel."""
+        QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning if level == "warning" else Qgis.Info)
+        if level != "debug":
+            self.log_view.appendPlainText(("⚠ " if level == "warning" else "") + message)
 
     def open_heatmap(self) -> None:
         if self.last_result and self.last_result.report_plot:

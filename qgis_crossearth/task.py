@@ -34,6 +34,7 @@ class RunRequest:
     card: ModelCard
     classes: str
     confidence: str
+    description: str = ""
 
 
 @dataclass
@@ -114,4 +115,7 @@ def load_results(request: RunRequest, result: TaskResult, project: QgsProject) -
         project.addMapLayer(layer, False)
         group.insertLayer(0, layer).setItemVisibilityChecked(key == "OUTPUT")
         layer_ids.append(layer.id())
+    group.setExpanded(True)
+    for node in group.findLayers():  # the class legend (names and colours) open, the ramp closed
+        node.setExpanded(node.layerId() == layer_ids[-1])
     return group.name(), layer_ids

@@ -58,6 +58,7 @@ def start():
         if not layer.isValid():
             raise RuntimeError(f"{SCENE}: not a raster")
         QgsProject.instance().addMapLayer(layer)
+        QgsProject.instance().layerTreeRoot().findLayer(layer.id()).setExpanded(False)
         iface.setActiveLayer(layer)
         iface.mapCanvas().setExtent(layer.extent())
         dock.show()

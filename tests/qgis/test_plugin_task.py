@@ -93,7 +93,7 @@ def test_dock_runs_in_the_background_and_shows_the_result(dock, subprocess_mode,
     assert dock.progress.value() == 100
     assert "dock_scene" in dock.status.text()
     assert dock.heatmap_button.isEnabled()
-    assert "adapt-segment" in dock.log_view.toPlainText()
+    assert "Adapting tiny-test to dock_scene" in dock.log_view.toPlainText()
     assert (tmp_path / "out" / "dock_scene_classes.tif").is_file()
     assert QgsProject.instance().layerTreeRoot().findGroup("dock_scene") is not None
 
