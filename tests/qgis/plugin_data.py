@@ -98,3 +98,17 @@ def backend_children() -> list[int]:
         if parent == os.getpid() and b"backend.cli" in cmdline:
             children.append(int(entry.name))
     return children
+
+
+def run_qgis_process(plugin_path: Path, profile: Path, settings: dict[str, str], args: list[str]):
+    """``qgis_process.bin --json ARGS`` with the plugin enabled in a fresh profile holding ``settings``."""
+    import subprocess
+
+    ini = profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    values = "\n".join(f"{key}={value}" for key, value in settings.items())
+    ini.write_text(f"[PythonPlugins]\nqgis_crossearth=true\n\n[crossearth]\n{values}\n", encoding="utf-8")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QGIS_PLUGINPATH": str(plugin_path),
+           "QGIS_CUSTOM_CONFIG_PATH": str(profile)}
+    return subprocess.run(["qgis_process.bin", "--json", *args], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from plugin_data import run_qgis_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from package_plugin import build
@@ -50,3 +52,16 @@ def test_bundled_backend_is_the_one_the_plugin_runs(extracted):
         cwd=lib, env={"PYTHONPATH": str(lib)}, capture_output=True, text=True, check=True,
     )
     assert Path(probe.stdout.strip()).is_relative_to(lib)
+
+
+@pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="QGIS's qgis_process.bin is not installed")
+def test_installed_zip_runs_its_own_backend(extracted, plugin_settings, scene, tmp_path):
+    """The extracted ZIP alone (no checkout on the plugin path) segments through its bundled backend."""
+    out = tmp_path / "classes.tif"
+    settings = {"python": plugin_settings.python, "model_folder": plugin_settings.model_folder, "threads": "1"}
+    completed = run_qgis_process(
+        extracted, tmp_path / "profile", settings,
+        ["run", "crossearth:segment", "--", f"INPUT={scene}", "ENGINE=torch", f"OUTPUT={out}"],
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert out.is_file()
