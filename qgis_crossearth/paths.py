@@ -36,9 +36,8 @@ def default_python() -> str:
 
 
 def default_model_folder() -> Path:
-    """The models next to the backend (``resources/models`` in the checkout, ``lib/models`` in the ZIP)."""
-    checkout = REPO_ROOT / "resources" / "models"
-    return checkout if checkout.is_dir() else BUNDLED_LIB / "models"
+    """The backend's own registry folder: ``resources/models`` beside ``backend/`` (checkout or ``lib/``)."""
+    return backend_root() / "resources" / "models"
 
 
 def icon_path(name: str) -> str:

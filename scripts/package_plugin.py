@@ -2,9 +2,10 @@
 
 Layout of the ZIP: ``qgis_crossearth/`` at the root with its code, ``metadata.txt`` and ``icons/``
 (symlinks in the checkout, real files here), and ``qgis_crossearth/lib/`` holding the backend's
-source, its ``requirements.txt`` and the model cards with weights. The backend is bundled so that the
-plugin always runs the backend version it was written against: the user only installs the
-dependencies (``python -m pip install -r lib/requirements.txt``) into a Python of their choice.
+source, its ``requirements.txt`` and, in ``lib/resources/models`` where the backend's registry looks,
+the model cards with weights. The backend is bundled so that the plugin always runs the backend
+version it was written against: the user only installs the dependencies
+(``python -m pip install -r lib/requirements.txt``) into a Python of their choice.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def entries(include_models: bool) -> Iterator[tuple[Path, str]]:
     if include_models:
         models = REPO / "resources" / "models"
         for path in walk(models):
-            yield path, f"{PLUGIN}/lib/models/{path.relative_to(models).as_posix()}"
+            yield path, f"{PLUGIN}/lib/resources/models/{path.relative_to(models).as_posix()}"
 
 
 def build(output: Path, include_models: bool = True) -> Path:
