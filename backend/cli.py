@@ -202,6 +202,10 @@ Reselect = Annotated[int | None, typer.Option("--reselect-every", min=1, help="S
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic on CPU).")]
 AdapterOut = Annotated[Path | None, typer.Option("--adapter-out", help="Adapter checkpoint to write.")]
 ReportOut = Annotated[Path | None, typer.Option("--report-out", help="Selection report (JSON; PNG beside it).")]
+Cluster = Annotated[
+    str | None,
+    typer.Option("--cluster", help="Predict on Dask: local, local:N (N workers here) or a scheduler address."),
+]
 
 DEFAULTS = AdaptOptions()  # the CLI shows and uses the API's defaults, so the two cannot drift
 SEGMENT_DEFAULTS = SegmentOptions(output="")
@@ -244,7 +248,9 @@ def _adapt_options(mode, labels, samples, steps, top_k, reselect_every, seed, ad
 
 @app.command()
 def segment(
-    input: Input,
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Input raster(s); with several, output paths are folders.", show_default=False)
+    ],
     output: Output,
     model: ModelOpt = "dubai-hybrid-vit",
     models_dir: ModelsDir = None,
@@ -261,15 +267,16 @@ def segment(
     batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
     engine: Engine = SEGMENT_DEFAULTS.engine,
     threads: Threads = None,
+    cluster: Cluster = None,
     overwrite: Overwrite = False,
     json_progress: JsonProgress = False,
 ) -> None:
-    """Segment a raster with a model (optionally adapted) into a styled class raster."""
+    """Segment rasters with a model (optionally adapted) into styled class rasters."""
 
     def job(reporter: Reporter, is_cancelled: CancelFn):
         from backend import pipeline
 
-        scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
+        scenes = [_scene(path, bands, bbox, bbox_crs, roi, model, models_dir, threads) for path in inputs]
         options = SegmentOptions(
             output=str(output),
             confidence=_str(confidence),
@@ -282,7 +289,17 @@ def segment(
             adapter=_str(adapter),
             overwrite=overwrite,
         )
-        return pipeline.segment(scene, options, reporter.progress, is_cancelled), None
+        if len(scenes) == 1:
+            return pipeline.segment(scenes[0], options, reporter.progress, is_cancelled, cluster=cluster), None
+        each = pipeline.options_per_raster([scene.input for scene in scenes], options)
+        results = pipeline.segment_rasters(scenes, each, reporter.progress, is_cancelled, cluster)
+        folders = {
+            "OUTPUT": options.output,
+            "CONFIDENCE": options.confidence,
+            "ENTROPY": options.entropy,
+            "QUICKLOOK": options.quicklook,
+        }
+        return {key: folder for key, folder in folders.items() if folder}, {"rasters": results}
 
     _run(json_progress, job)
 
@@ -351,6 +368,7 @@ def adapt_segment(
     batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
     engine: Engine = SEGMENT_DEFAULTS.engine,
     threads: Threads = None,
+    cluster: Cluster = None,
     overwrite: Overwrite = False,
     json_progress: JsonProgress = False,
 ) -> None:
@@ -374,7 +392,9 @@ def adapt_segment(
             engine=engine,
             overwrite=overwrite,
         )
-        outputs = pipeline.adapt_and_segment(scene, adapt_options, segment_options, reporter.progress, is_cancelled)
+        outputs = pipeline.adapt_and_segment(
+            scene, adapt_options, segment_options, reporter.progress, is_cancelled, cluster=cluster
+        )
         return outputs, None
 
     _run(json_progress, job)

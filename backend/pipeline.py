@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,13 @@ from backend.roi import Roi, resolve_roi
 from backend.selection_report import plot_selection, write_selection_json
 from backend.sliding_window import segment_scene
 
+# output file name endings when several rasters are segmented into folders
+PER_RASTER_NAMES = {
+    "output": "classes.tif",
+    "confidence": "confidence.tif",
+    "entropy": "entropy.tif",
+    "quicklook": "quicklook.png",
+}
 MIN_VALID_FRACTION = 0.5  # adaptation tiles with less valid (non-nodata, inside the ROI) area are skipped
 
 
@@ -114,18 +122,32 @@ def _open(scene: Scene, card: ModelCard) -> tuple[SceneReader, Roi]:
     return reader, roi
 
 
+def _tiling(card: ModelCard, options: SegmentOptions) -> tuple[int, int]:
+    tile = options.tile_size or card.tile_size
+    stride = options.stride or (card.stride if tile == card.tile_size else max(1, round(tile * 2 / 3)))
+    return tile, stride
+
+
 def segment(
     scene: Scene,
     options: SegmentOptions,
     progress: ProgressFn = no_progress,
     is_cancelled: CancelFn = never_cancelled,
     model: tuple[ModelCard, SegmentationModel] | None = None,
+    cluster: str | None = None,
 ) -> dict[str, str]:
-    """Sliding-window segmentation of the scene's ROI with the model (and adapter, if given)."""
+    """Sliding-window segmentation of the scene's ROI with the model (and adapter, if given).
+
+    With ``cluster`` (``local[:N]`` or a Dask scheduler address) the strips are predicted on Dask
+    workers, which load the model and ``options.adapter`` from their paths (docs/cluster.md).
+    """
+    if cluster:
+        if model is not None:
+            raise ValueError("cluster workers load the model from its folder: give the adapter as options.adapter")
+        return segment_rasters([scene], [options], progress, is_cancelled, cluster)[0]
     _check_outputs(options.output, options.confidence, options.entropy, options.quicklook, overwrite=options.overwrite)
     card, network = model or open_model(scene, options.adapter)
-    tile = options.tile_size or card.tile_size
-    stride = options.stride or (card.stride if tile == card.tile_size else max(1, round(tile * 2 / 3)))
+    tile, stride = _tiling(card, options)
     reader, roi = _open(scene, card)  # bad input is reported before the model is exported
     with reader:
         predict, engine = make_predictor(network, options.engine, tile, options.batch_size, scene.threads)
@@ -146,6 +168,11 @@ def segment(
             is_cancelled=is_cancelled,
             metadata={"model": card.name, "engine": engine, "adapter": options.adapter or ""},
         )
+    return _finish_outputs(scene, options, card, progress)
+
+
+def _finish_outputs(scene: Scene, options: SegmentOptions, card: ModelCard, progress: ProgressFn) -> dict[str, str]:
+    """Write the quicklook, if asked for, and name the outputs."""
     outputs = {"OUTPUT": options.output}
     if options.confidence:
         outputs["CONFIDENCE"] = options.confidence
@@ -158,6 +185,111 @@ def segment(
         outputs["QUICKLOOK"] = options.quicklook
         progress(1.0, "quicklook written")
     return outputs
+
+
+def segment_rasters(
+    scenes: Sequence[Scene],
+    options: Sequence[SegmentOptions],
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+    cluster: str | None = None,
+) -> list[dict[str, str]]:
+    """Segment several rasters with one model, adapter and tiling (the first scene's and options').
+
+    On a cluster the strips of all rasters flow through it as one stream; without one, the rasters are
+    segmented one after another here. Every output path is checked before any work starts.
+    """
+    if len({(s.model, s.models_dir) for s in scenes}) > 1 or len({_shared(o) for o in options}) > 1:
+        raise ValueError("the rasters of one run share the model, adapter, engine and tiling")
+    for opts in options:
+        _check_outputs(opts.output, opts.confidence, opts.entropy, opts.quicklook, overwrite=opts.overwrite)
+    first, settings = scenes[0], options[0]
+    card, network = open_model(first, settings.adapter)  # a bad model or adapter is reported before any work
+    if not cluster:
+        count = len(scenes)
+        return [
+            segment(scene, opts, sub_progress(progress, i / count, (i + 1) / count), is_cancelled, (card, network))
+            for i, (scene, opts) in enumerate(zip(scenes, options, strict=True))
+        ]
+    from backend.cluster import (
+        PredictorSpec,
+        RasterJob,
+        connect,
+        local_threads,
+        parse_cluster,
+        resolve_engine,
+        segment_on_cluster,
+    )
+
+    del network  # the workers load their own
+    target = parse_cluster(cluster)
+    tile, stride = _tiling(card, settings)
+    engine = resolve_engine(settings.engine)
+    jobs = []
+    for scene, opts in zip(scenes, options, strict=True):
+        reader, roi = _open(scene, card)
+        with reader:
+            jobs.append(
+                RasterJob.plan(
+                    reader,
+                    roi,
+                    n_classes=len(card.classes),
+                    tile=tile,
+                    stride=stride,
+                    batch_size=settings.batch_size,
+                    output=opts.output,
+                    confidence=opts.confidence,
+                    entropy=opts.entropy,
+                    overwrite=opts.overwrite,
+                    metadata={"model": card.name, "engine": engine, "adapter": settings.adapter or ""},
+                )
+            )
+    predictor = PredictorSpec(
+        model_folder=str(Path(card.folder).resolve()),
+        adapter=os.path.abspath(settings.adapter) if settings.adapter else None,
+        engine=engine,
+        tile=tile,
+        batch_size=settings.batch_size,
+        threads=first.threads or (local_threads(target) if isinstance(target, int) else None),
+    )
+    quicklooks = any(o.quicklook for o in options)
+    with connect(cluster) as client:
+        segment_on_cluster(
+            client,
+            predictor,
+            jobs,
+            card.classes,
+            sub_progress(progress, 0.0, 0.98 if quicklooks else 1.0),
+            is_cancelled,
+        )
+    return [_finish_outputs(scene, opts, card, progress) for scene, opts in zip(scenes, options, strict=True)]
+
+
+def options_per_raster(inputs: Sequence[str], folders: SegmentOptions) -> list[SegmentOptions]:
+    """Outputs of several rasters: ``folders``' output (and confidence, entropy, quicklook) are folders that get
+    ``<input stem>_classes.tif`` (``_confidence.tif``, ``_entropy.tif``, ``_quicklook.png``) per raster."""
+    stems = [Path(path).stem for path in inputs]
+    if len(set(stems)) != len(stems):
+        raise BadInput(f"{', '.join(inputs)}: inputs with the same file name would write the same outputs")
+    for kind in PER_RASTER_NAMES:
+        folder = getattr(folders, kind)
+        if folder is not None and not Path(folder).is_dir():
+            raise BadInput(f"{folder}: with several inputs the {kind} path must be an existing folder")
+    return [
+        replace(
+            folders,
+            **{
+                kind: str(Path(getattr(folders, kind)) / f"{stem}_{suffix}")
+                for kind, suffix in PER_RASTER_NAMES.items()
+                if getattr(folders, kind) is not None
+            },
+        )
+        for stem in stems
+    ]
+
+
+def _shared(options: SegmentOptions) -> tuple:
+    return options.adapter, options.engine, options.tile_size, options.stride, options.batch_size
 
 
 def sample_windows(roi: Roi, count: int, size: int) -> list[Window]:
@@ -256,8 +388,12 @@ def adapt_and_segment(
     segment_options: SegmentOptions,
     progress: ProgressFn = no_progress,
     is_cancelled: CancelFn = never_cancelled,
+    cluster: str | None = None,
 ) -> dict[str, str]:
-    """Adapt to the scene, then segment its whole ROI with the adapted model; the adapter lands beside the output."""
+    """Adapt to the scene, then segment its whole ROI with the adapted model; the adapter lands beside the output.
+
+    Adaptation runs here; with ``cluster`` the segmentation runs on Dask workers (see :func:`segment`).
+    """
     output = Path(segment_options.output)
     stem = output.name.removesuffix("".join(output.suffixes))
     adapt_options.adapter_out = adapt_options.adapter_out or str(output.with_name(f"{stem}.adapter.safetensors"))
@@ -266,10 +402,13 @@ def adapt_and_segment(
         segment_options.output, segment_options.confidence, segment_options.entropy, overwrite=segment_options.overwrite
     )
     outputs, card, result = adapt_scene(scene, adapt_options, sub_progress(progress, 0.0, 0.7), is_cancelled)
+    segment_progress = sub_progress(progress, 0.7, 1.0)
     try:
-        outputs.update(
-            segment(scene, segment_options, sub_progress(progress, 0.7, 1.0), is_cancelled, model=(card, result.model))
-        )
+        if cluster:  # the workers load the adapter just saved
+            options = replace(segment_options, adapter=outputs["ADAPTER"])
+            outputs.update(segment(scene, options, segment_progress, is_cancelled, cluster=cluster))
+        else:
+            outputs.update(segment(scene, segment_options, segment_progress, is_cancelled, model=(card, result.model)))
     except BaseException:
         for key in ("ADAPTER", "REPORT", "REPORT_PLOT"):  # a failed or cancelled run leaves nothing behind
             if key in outputs:
