@@ -143,3 +143,45 @@ def test_options_page_saves_what_the_user_chose(plugin_settings, tmp_path):
         page.threads_spin.setValue(plugin_settings.threads)
         page.apply()
         page.deleteLater()
+
+
+def test_drawing_a_rectangle_sets_the_region(dock, qgis_canvas):
+    from qgis.gui import QgsMapMouseEvent
+    from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+
+    qgis_canvas.resize(400, 300)
+    dock.roi_combo.setCurrentIndex(ROI_DRAWN)
+    dock.draw_button.setChecked(True)
+    assert qgis_canvas.mapTool() is dock.map_tool
+    tool = dock.map_tool
+    start, end = QPoint(40, 30), QPoint(200, 150)
+    tool.canvasPressEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonPress, start, Qt.LeftButton))
+    tool.canvasMoveEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseMove, end, Qt.NoButton))
+    tool.canvasReleaseEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonRelease, end, Qt.LeftButton))
+    assert not dock.draw_button.isChecked() and qgis_canvas.mapTool() is not tool
+    corner_a, corner_b = tool.toMapCoordinates(start), tool.toMapCoordinates(end)
+    assert dock.drawn.xMinimum() == pytest.approx(min(corner_a.x(), corner_b.x()))
+    assert dock.drawn.yMaximum() == pytest.approx(max(corner_a.y(), corner_b.y()))
+    assert value_after(dock.build_request().argv, "--bbox")
+
+
+@pytest.mark.parametrize("algorithm", ["crossearth:segment", "crossearth:adapt", "crossearth:adaptandsegment",
+                                       "crossearth:evaluate"])
+def test_algorithm_and_batch_dialogs_build_every_parameter_widget(crossearth_provider, qgis_iface, monkeypatch,
+                                                                  algorithm):
+    import processing
+    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+    from qgis.gui import QgsBrowserGuiModel
+
+    browser = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser, raising=False)
+
+    dialog = processing.createAlgorithmDialog(algorithm)
+    assert dialog is not None
+    panel = dialog.mainWidget()
+    definitions = dialog.algorithm().parameterDefinitions()
+    assert set(panel.wrappers) == {d.name() for d in definitions}
+    batch = BatchAlgorithmDialog(dialog.algorithm().create())
+    assert batch.mainWidget().batchRowCount() >= 1
+    batch.deleteLater()
+    dialog.deleteLater()
