@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ def run(scene: Path, screenshot: Path, model_folder: str, steps: int, timeout: f
         if model_folder:
             settings["model_folder"] = model_folder
         write_profile(tmp_path, settings)
+        scene = Path(shutil.copy(scene, tmp_path))  # QGIS writes statistics (.aux.xml) beside what it opens
         status = tmp_path / "status.json"
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         env = {
