@@ -21,13 +21,17 @@ CHECK_TIMEOUT_SECONDS = 120
 WEIGHTS_FILE = "model.safetensors"
 
 PROBE = """
-import importlib, json, sys
+import importlib, importlib.metadata, json, sys
 names = sys.argv[1].split(",")
 report = {"python": sys.version.split()[0], "executable": sys.executable, "packages": {}}
 for name in names:
     try:
         module = importlib.import_module(name)
-        report["packages"][name] = str(getattr(module, "__version__", "installed"))
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = getattr(module, "__version__", "installed")
+        report["packages"][name] = str(version)
     except Exception as error:
         report["packages"][name] = None
         report.setdefault("import_errors", {})[name] = f"{type(error).__name__}: {error}"
