@@ -11,7 +11,7 @@ import numpy as np
 import processing
 import pytest
 import rasterio
-from plugin_data import TINY_CLASSES, backend_children, write_scene
+from plugin_data import SCENE_ORIGIN, TINY_CLASSES, backend_children, write_scene
 from qgis.core import (
     QgsApplication,
     QgsPalettedRasterRenderer,
@@ -212,3 +212,33 @@ def test_backend_bad_input_message_reaches_the_user(crossearth_provider, subproc
         )
     assert "\n" not in str(error.value).strip()
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_roi_extent_clips_the_output(crossearth_provider, scene, tmp_path):
+    x, y = SCENE_ORIGIN
+    out = tmp_path / "classes.tif"
+    roi = f"{x + 8},{x + 40},{y - 48},{y - 16} [EPSG:32640]"  # xmin,xmax,ymin,ymax: 32 x 32 m
+    processing.run("crossearth:segment", {"INPUT": str(scene), "ROI": roi, **TORCH, "OUTPUT": str(out)})
+    with rasterio.open(out) as dataset:
+        assert (dataset.width, dataset.height) == (32, 32)
+        assert (dataset.bounds.left, dataset.bounds.top) == (x + 8, y - 16)
+
+
+def test_roi_polygons_mask_the_output(crossearth_provider, scene, tmp_path):
+    """A memory layer (exported to a file for the backend) with a triangle: pixels outside it are nodata."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
+
+    x, y = SCENE_ORIGIN
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:32640", "roi", "memory")
+    triangle = QgsFeature()
+    triangle.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y), QgsPointXY(x + 32, y), QgsPointXY(x, y - 32)]]))
+    polygons.dataProvider().addFeatures([triangle])
+    out = tmp_path / "classes.tif"
+    processing.run("crossearth:segment", {"INPUT": str(scene), "ROI_LAYER": polygons, **TORCH, "OUTPUT": str(out)})
+    with rasterio.open(out) as dataset:
+        classes = dataset.read(1)
+        top_left = dataset.index(x + 2, y - 2)
+        bottom_right = dataset.index(x + 30, y - 30)
+    assert classes[top_left] in CLASS_VALUES
+    assert classes[bottom_right] == 255
+    assert set(np.unique(classes).tolist()) - CLASS_VALUES == {255}
