@@ -327,15 +327,18 @@ class AdaptDock(QDockWidget):
     def on_completed(self, result: TaskResult) -> None:
         self.task = None
         self.last_result = result
+        bar = self.iface.messageBar()
         if result.status == SUCCESS:
             self.progress.setValue(100)
             self.status.setText(f"Done: layers added in group “{result.group}”.")
+            bar.pushSuccess(LOG_TAG, f"{result.group}: adapted and segmented.")
         elif result.status == CANCELLED:
             self.progress.setValue(0)
             self.status.setText("Cancelled; no output was written.")
         else:
             self.status.setText(f"Failed: {result.error}")
             self.append_log("warning", result.error)
+            bar.pushCritical(LOG_TAG, result.error)
         self.update_widgets()
 
     def append_log(self, level: str, message: str) -> None:
