@@ -14,6 +14,8 @@ from plugin_data import run_qgis_process
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from package_plugin import build
 
+pytestmark = pytest.mark.qgis
+
 REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
                      "tracker", "repository", "homepage", "icon", "experimental", "hasProcessingProvider", "tags")
 
