@@ -31,7 +31,7 @@ from backend.raster_io import SceneReader, inspect_raster
 from backend.registry import DEFAULT_MODEL, ModelCard, load_model, resolve_model
 from backend.roi import Roi, resolve_roi
 from backend.selection_report import plot_selection, write_selection_json
-from backend.sliding_window import segment_scene
+from backend.sliding_window import segment_scene, tile_windows
 
 # output file name endings when several rasters are segmented into folders
 PER_RASTER_NAMES = {
@@ -150,7 +150,8 @@ def segment(
     tile, stride = _tiling(card, options)
     reader, roi = _open(scene, card)  # bad input is reported before the model is exported
     with reader:
-        predict, engine = make_predictor(network, options.engine, tile, options.batch_size, scene.threads)
+        tiles = sum(1 for _ in tile_windows(roi.window, tile, stride))
+        predict, engine = make_predictor(network, options.engine, tile, options.batch_size, scene.threads, tiles)
         progress(0.02, f"segmenting with {card.name} on {engine}")
         segment_scene(
             reader,
@@ -253,6 +254,8 @@ def segment_rasters(
         threads=first.threads or (local_threads(target) if isinstance(target, int) else None),
     )
     quicklooks = any(o.quicklook for o in options)
+    where = f"{target} local Dask workers" if isinstance(target, int) else f"the Dask scheduler at {target}"
+    progress(0.0, f"connecting to {where}")
     with connect(cluster) as client:
         segment_on_cluster(
             client,

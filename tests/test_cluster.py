@@ -1,0 +1,241 @@
+"""Segmentation on a Dask cluster writes exactly what one process writes, survives a killed worker, cancels cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from distributed import Client
+
+from backend import cluster as cluster_module
+from backend.cli import run_in_process
+from backend.cluster import connect, parse_cluster
+from backend.errors import BadInput
+from backend.pipeline import Scene, SegmentOptions, options_per_raster, segment, segment_rasters
+from backend.progress import Cancelled
+from tests.conftest_rasters import write_raster
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> str:
+    """Two local worker processes shared by the tests that do not kill one."""
+    with connect("local:2") as client:
+        yield client.scheduler.address
+
+
+def scene_raster(folder: Path, height: int = 230, width: int = 200, name: str = "scene.tif") -> Path:
+    """Noise with a nodata corner: tiles of the toy model (64 px, stride 48) overlap in both directions."""
+    data = np.random.default_rng(height + width).integers(0, 256, (3, height, width)).astype(np.uint8)
+    valid = np.ones((height, width), bool)
+    valid[: height // 4, : width // 3] = False
+    return write_raster(folder / name, data, photometric="RGB", mask=valid)
+
+
+def outputs(folder: Path, stem: str) -> SegmentOptions:
+    return SegmentOptions(
+        output=str(folder / f"{stem}.tif"),
+        confidence=str(folder / f"{stem}_confidence.tif"),
+        entropy=str(folder / f"{stem}_entropy.tif"),
+        engine="torch",
+    )
+
+
+def scene(path: Path, model_folder: Path, threads: int | None = 1) -> Scene:
+    return Scene(input=str(path), model=str(model_folder), threads=threads)  # one thread, as each worker has
+
+
+def read_all(options: SegmentOptions) -> list[np.ndarray]:
+    arrays = []
+    for path in (options.output, options.confidence, options.entropy):
+        with rasterio.open(path) as dataset:
+            arrays.append(dataset.read(1))
+            georeference = (dataset.crs, dataset.transform, dataset.shape)
+    return [*arrays, georeference]
+
+
+def assert_same_outputs(got: SegmentOptions, expected: SegmentOptions) -> None:
+    classes, confidence, entropy, georeference = read_all(got)
+    want_classes, want_confidence, want_entropy, want_georeference = read_all(expected)
+    assert georeference == want_georeference
+    assert np.array_equal(classes, want_classes)
+    assert np.array_equal(confidence, want_confidence, equal_nan=True)  # the same float additions, bit for bit
+    assert np.array_equal(entropy, want_entropy, equal_nan=True)
+    assert (classes == 255).any() and (classes < 5).any()
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("local", os.cpu_count()), ("local:3", 3), (" local:1 ", 1), ("tcp://10.0.0.5:8786", "tcp://10.0.0.5:8786")],
+)
+def test_cluster_spec_is_a_local_worker_count_or_a_scheduler_address(spec, expected):
+    assert parse_cluster(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["local:0", "local:two", "local:", ""])
+def test_bad_cluster_specs_are_bad_input(spec):
+    with pytest.raises(BadInput, match="cluster"):
+        parse_cluster(spec)
+
+
+def count_model_loads() -> None:
+    """Runs on each worker: count calls of the registry's model loader from now on."""
+    import backend.registry as registry
+
+    original = getattr(registry.load_model, "original", registry.load_model)
+
+    def counted(card):
+        counted.calls += 1
+        return original(card)
+
+    counted.calls, counted.original = 0, original
+    registry.load_model = counted
+
+
+def model_loads() -> int:
+    import backend.registry as registry
+
+    return registry.load_model.calls
+
+
+def test_two_workers_write_exactly_the_single_process_output_loading_the_model_once_each(
+    tmp_path, tiny_model_folder, scheduler
+):
+    path = scene_raster(tmp_path)
+    with Client(scheduler) as client:
+        client.run(count_model_loads)
+        segment(scene(path, tiny_model_folder), options := outputs(tmp_path, "cluster"), cluster=scheduler)
+        loads = client.run(model_loads)
+    segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, "single"))
+    assert_same_outputs(options, expected)
+    assert sorted(loads.values()) == [1, 1]  # 5 strips on 2 workers, one model load each
+    with rasterio.open(options.output) as written:
+        assert written.tags()["engine"] == "torch"
+
+
+def test_several_rasters_flow_through_one_run_each_as_in_a_single_process(tmp_path, tiny_model_folder, scheduler):
+    paths = [scene_raster(tmp_path, 150, 120, "a.tif"), scene_raster(tmp_path, 90, 260, "b.tif")]
+    (tmp_path / "out").mkdir()
+    folder = str(tmp_path / "out")
+    each = options_per_raster([str(p) for p in paths], SegmentOptions(folder, folder, folder, engine="torch"))
+    assert [Path(o.output).name for o in each] == ["a_classes.tif", "b_classes.tif"]
+    assert [Path(o.entropy).name for o in each] == ["a_entropy.tif", "b_entropy.tif"]
+    reports = []
+    results = segment_rasters(
+        [scene(p, tiny_model_folder) for p in paths], each, lambda f, m: reports.append(f), cluster=scheduler
+    )
+    assert [r["OUTPUT"] for r in results] == [o.output for o in each]
+    assert reports == sorted(reports) and reports[-1] == 1.0
+    for path, options in zip(paths, each, strict=True):
+        segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, f"single_{path.stem}"))
+        assert_same_outputs(options, expected)
+
+
+def test_cancel_mid_run_leaves_no_output(tmp_path, tiny_model_folder, scheduler):
+    path = scene_raster(tmp_path, height=400)
+    out = tmp_path / "out"
+    out.mkdir()
+    messages = []
+    with pytest.raises(Cancelled):
+        segment(
+            scene(path, tiny_model_folder),
+            outputs(out, "classes"),
+            lambda fraction, message: messages.append(message),
+            lambda: any("strip 2/" in m for m in messages),
+            cluster=scheduler,
+        )
+    assert any("strip 2/" in m for m in messages) and not any("strip 8/" in m for m in messages)
+    assert sorted(os.listdir(out)) == []
+
+
+def test_a_killed_worker_is_replaced_and_the_output_is_still_complete_and_correct(tmp_path, tiny_model_folder):
+    path = scene_raster(tmp_path, height=600)  # 13 strips
+    killed: dict[str, int] = {}
+    with connect("local:2") as client:
+        pids = client.run(os.getpid)
+
+        def kill_the_busiest_worker(fraction: float, message: str) -> None:
+            if killed or "strip 1/" not in message:
+                return
+            processing, holding = client.processing(), client.has_what()
+            strips = {address: len(processing.get(address, ())) + len(holding.get(address, ())) for address in pids}
+            victim = max(strips, key=strips.get)
+            killed.update(pid=pids[victim], strips=strips[victim])
+            os.kill(pids[victim], signal.SIGKILL)
+
+        segment(
+            scene(path, tiny_model_folder),
+            options := outputs(tmp_path, "cluster"),
+            kill_the_busiest_worker,
+            cluster=client.scheduler.address,
+        )
+        survivors = client.run(os.getpid)
+    assert killed["strips"] > 0 and killed["pid"] not in survivors.values()  # it died holding strips
+    segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, "single"))
+    assert_same_outputs(options, expected)
+
+
+def run(argv: list) -> tuple[int, list[dict]]:
+    events: list[dict] = []
+    return run_in_process([str(a) for a in argv], events.append, lambda: False), events
+
+
+def test_cli_segment_with_a_local_cluster(tmp_path, tiny_model_folder):
+    path = scene_raster(tmp_path)
+    options = outputs(tmp_path, "cluster")
+    argv = ["segment", path, "-o", options.output, "--confidence", options.confidence, "--entropy", options.entropy]
+    code, events = run([*argv, "--model", tiny_model_folder, "--engine", "torch", "--cluster", "local:2"])
+    assert code == 0, events
+    fractions = [e["fraction"] for e in events if e["type"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("on 2 worker(s)" in e.get("message", "") for e in events)
+    segment(scene(path, tiny_model_folder, threads=None), expected := outputs(tmp_path, "single"))
+    with rasterio.open(options.output) as got, rasterio.open(expected.output) as want:
+        assert np.array_equal(got.read(1), want.read(1))  # all cores here, one per worker: classes agree
+    with rasterio.open(options.confidence) as got, rasterio.open(expected.confidence) as want:
+        np.testing.assert_allclose(got.read(1), want.read(1), rtol=1e-5)
+
+
+def test_cli_adapt_segment_on_a_cluster_equals_the_single_process_run(tmp_path, tiny_model_folder, scheduler):
+    path = scene_raster(tmp_path)
+    common = ["--model", tiny_model_folder, "--engine", "torch", "--threads", "1", "--steps", "2", "--samples", "2"]
+    for name, extra in [("single", []), ("cluster", ["--cluster", scheduler])]:
+        (tmp_path / name).mkdir()
+        options = outputs(tmp_path / name, "classes")
+        argv = ["adapt-segment", path, "-o", options.output, "--confidence", options.confidence]
+        code, events = run([*argv, "--entropy", options.entropy, *common, *extra])
+        assert code == 0, events
+        assert (tmp_path / name / "classes.adapter.safetensors").is_file()
+    assert_same_outputs(outputs(tmp_path / "cluster", "classes"), outputs(tmp_path / "single", "classes"))
+
+
+def test_cli_several_inputs_write_one_raster_each_into_the_output_folder(tmp_path, tiny_model_folder, scheduler):
+    paths = [scene_raster(tmp_path, 100, 80, "a.tif"), scene_raster(tmp_path, 70, 90, "b.tif")]
+    out = tmp_path / "out"
+    out.mkdir()
+    code, events = run(
+        ["segment", *paths, "-o", out, "--model", tiny_model_folder, "--engine", "torch", "--cluster", scheduler]
+    )
+    assert code == 0, events
+    result = next(e for e in events if e["type"] == "result")
+    assert result["outputs"] == {"OUTPUT": str(out)}
+    assert [r["OUTPUT"] for r in result["metrics"]["rasters"]] == [
+        str(out / "a_classes.tif"),
+        str(out / "b_classes.tif"),
+    ]
+    assert sorted(p.name for p in out.glob("*.tif")) == ["a_classes.tif", "b_classes.tif"]
+
+
+def test_an_unreachable_scheduler_is_bad_input_and_writes_nothing(tmp_path, tiny_model_folder, monkeypatch):
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")
+    path = scene_raster(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, events = run(
+        ["segment", path, "-o", out / "c.tif", "--model", tiny_model_folder, "--cluster", "tcp://127.0.0.1:9"]
+    )
+    assert code == 2 and "no Dask scheduler answered" in events[-1]["message"]
+    assert os.listdir(out) == []
