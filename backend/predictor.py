@@ -7,6 +7,7 @@ and gated-off modules absent from the graph, with the softmax inside.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 import warnings
@@ -21,21 +22,31 @@ from backend.model import SegmentationModel
 
 Predict = Callable[[np.ndarray], np.ndarray]
 ENGINES = ("auto", "onnx", "torch")
+# ``auto`` runs PyTorch below this many tiles: exporting costs about as much as predicting this many
+# tiles eagerly minus predicting them on onnxruntime (bench/inference.py measures the break-even).
+AUTO_ONNX_MIN_TILES = 64
 
 
-class _Probabilities(nn.Module):
+def class_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the class axis (1), written out: onnxruntime's Softmax node on a non-last axis
+    transposes the whole [B, K, H, W] tensor and took 10x longer than these elementwise passes."""
+    exp = torch.exp(logits - logits.amax(dim=1, keepdim=True))
+    return exp / exp.sum(dim=1, keepdim=True)
+
+
+class Probabilities(nn.Module):
     def __init__(self, model: SegmentationModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(image), dim=1)
+        return class_softmax(self.model(image))
 
 
 def torch_predictor(model: SegmentationModel, threads: int | None = None) -> Predict:
     if threads:
         torch.set_num_threads(threads)
-    probabilities = _Probabilities(model).eval()
+    probabilities = Probabilities(model).eval()
 
     @torch.inference_mode()
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -57,7 +68,7 @@ def export_onnx(model: SegmentationModel, path: str | Path, tile: int, batch_siz
         with warnings.catch_warnings(), torch.inference_mode(False):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                _Probabilities(model).eval(),
+                Probabilities(model).eval(),
                 (example,),
                 dynamo=True,
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},),
@@ -70,15 +81,16 @@ def export_onnx(model: SegmentationModel, path: str | Path, tile: int, batch_siz
     return Path(path)
 
 
-def onnx_predictor(model: SegmentationModel, tile: int, batch_size: int, threads: int | None = None) -> Predict:
+def onnx_session(path: str | Path, threads: int | None = None, config: dict[str, str] | None = None) -> Predict:
+    """An onnxruntime CPU session on an exported model; ``config`` adds session config entries."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    with tempfile.TemporaryDirectory(prefix="crossearth-onnx-") as folder:
-        path = export_onnx(model, Path(folder) / "model.onnx", tile, batch_size)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -87,19 +99,34 @@ def onnx_predictor(model: SegmentationModel, tile: int, batch_size: int, threads
     return predict
 
 
+def onnx_predictor(model: SegmentationModel, tile: int, batch_size: int, threads: int | None = None) -> Predict:
+    with tempfile.TemporaryDirectory(prefix="crossearth-onnx-") as folder:
+        path = export_onnx(model, Path(folder) / "model.onnx", tile, batch_size)
+        return onnx_session(path, threads)
+
+
+def auto_engine(tiles: int | None) -> str:
+    """onnx when onnxruntime is installed and the scene has enough tiles (or an unknown count) to repay the export."""
+    if tiles is not None and tiles < AUTO_ONNX_MIN_TILES:
+        return "torch"
+    return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+
+
 def make_predictor(
-    model: SegmentationModel, engine: str = "auto", tile: int = 512, batch_size: int = 4, threads: int | None = None
+    model: SegmentationModel,
+    engine: str = "auto",
+    tile: int = 512,
+    batch_size: int = 4,
+    threads: int | None = None,
+    tiles: int | None = None,
 ) -> tuple[Predict, str]:
-    """The predict callable for ``engine`` and the engine actually used (``auto``: onnx when installed)."""
+    """The predict callable for ``engine`` and the engine actually used; ``auto`` picks by :func:`auto_engine`
+    from ``tiles``, the number of tiles the scene will need."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     model.eval()
-    if engine in ("auto", "onnx"):
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            if engine == "onnx":
-                raise
-        else:
-            return onnx_predictor(model, tile, batch_size, threads), "onnx"
+    if engine == "auto":
+        engine = auto_engine(tiles)
+    if engine == "onnx":
+        return onnx_predictor(model, tile, batch_size, threads), "onnx"
     return torch_predictor(model, threads), "torch"

@@ -1,0 +1,529 @@
+"""Inference speed, all in one run: every inference path on the default model, whole-raster segmentation
+throughput and peak memory, the one-off ONNX export cost, and how close the model runs to the machine's
+matmul rate.
+
+    python bench/inference.py --out results/inference.json
+
+The paths are timed round-robin on one batch of real Dubai tiles, each keeping its best round (the
+median is kept too): load from other processes on a shared machine then hits every path alike, and
+the ratios between paths stay meaningful when the absolute numbers do not. Each raster size is
+segmented in its own subprocess so that its peak RSS is its own. Until the default model's weights
+exist in resources/models/, its architecture runs with ImageNet stem weights and a random rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from backend.dubai import CLASSES  # noqa: E402
+from backend.errors import BadInput  # noqa: E402
+from backend.model import ModelConfig, SegmentationModel, create_model, save_model  # noqa: E402
+from backend.predictor import (  # noqa: E402
+    AUTO_ONNX_MIN_TILES,
+    Predict,
+    Probabilities,
+    export_onnx,
+    onnx_session,
+    torch_predictor,
+)
+from backend.registry import DEFAULT_MODEL, WEIGHTS_FILE, ModelCard, load_model, resolve_model  # noqa: E402
+from backend.stem_weights import load_stem_weights  # noqa: E402
+
+TILE, BATCH, THREADS = 512, 4, 2
+SAMPLE_SCENE = REPO / "resources" / "samples" / "dubai_tile6.tif"
+# (raster side in pixels, engine); the extra onnx run at 1000 px shows what ``auto`` saves on a small scene
+SEGMENT_RUNS = ((1000, "auto"), (1000, "onnx"), (4000, "auto"), (10000, "auto"))
+# the default model's architecture (scripts/train_default.py), used with random weights until it is trained
+DEFAULT_ARCHITECTURE = ModelConfig(
+    backbone="vit_tiny_patch16_224",
+    num_classes=5,
+    img_size=512,
+    backbone_args=dict(embed_dim=192, depth=4, num_heads=3),
+    stem="tf_efficientnet_lite0",
+    stem_stages=5,
+    mean=(0.5,) * 3,
+    std=(0.5,) * 3,
+)
+BASELINE = "onnxruntime fp32, Softmax node (export as the issue measured it)"
+
+
+def default_models_dir(scratch: Path) -> tuple[str | None, str]:
+    """(models folder to search, weights) for the default model: the trained one when it exists, otherwise
+    its architecture with ImageNet stem weights and a seeded random rest, written to ``scratch``."""
+    try:
+        if resolve_model(DEFAULT_MODEL).weights.is_file():
+            return None, "trained"
+    except BadInput:
+        pass
+    torch.manual_seed(0)
+    model = create_model(DEFAULT_ARCHITECTURE)
+    load_stem_weights(model.backbone.patch_embed.backbone)
+    card = ModelCard(
+        name=DEFAULT_MODEL,
+        description="default architecture, ImageNet stem, random ViT and head (benchmark stand-in)",
+        architecture=DEFAULT_ARCHITECTURE,
+        classes=CLASSES,
+    )
+    folder = scratch / DEFAULT_MODEL
+    card.write(folder)
+    save_model(model, folder / WEIGHTS_FILE)
+    return str(scratch), "random ViT and head, ImageNet stem (default model not trained yet)"
+
+
+def real_batch() -> np.ndarray:
+    """The four 512 px tiles in the top-left corner of the Dubai tile-6 sample scene, model-ready."""
+    from rasterio.windows import Window
+
+    from backend.raster_io import SceneReader
+
+    with SceneReader(SAMPLE_SCENE) as reader:
+        tiles = [reader.read(Window(col, row, TILE, TILE))[0] for row in (0, TILE) for col in (0, TILE)]
+    return np.stack(tiles).astype(np.float32)
+
+
+@dataclass
+class Candidate:
+    """One inference path: its predict callable (None if it cannot be built here) and its one-off cost."""
+
+    name: str
+    predict: Predict | None
+    setup_seconds: float = 0.0
+    note: str = ""
+    reference: Predict | None = None  # eager fp32 of the same network, when it is not the plain default model
+    times: list[float] = field(default_factory=list)
+
+
+def timed(build: Callable[[], Predict]) -> tuple[Predict, float]:
+    started = time.perf_counter()
+    predict = build()
+    return predict, time.perf_counter() - started
+
+
+def channels_last(model: SegmentationModel) -> Predict:
+    probabilities = Probabilities(copy.deepcopy(model)).eval().to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return probabilities(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).numpy()
+
+    return predict
+
+
+def torchscript(model: SegmentationModel, example: np.ndarray) -> Predict:
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(Probabilities(model).eval(), torch.from_numpy(example))
+        optimized = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+    @torch.no_grad()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return optimized(torch.from_numpy(batch)).numpy()
+
+    predict(example)  # the profiling executor specialises on the first calls
+    return predict
+
+
+def bf16_autocast(model: SegmentationModel) -> Predict:
+    probabilities = Probabilities(model).eval()
+
+    @torch.inference_mode()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return probabilities(torch.from_numpy(batch)).float().numpy()
+
+    return predict
+
+
+def compiled(model: SegmentationModel, example: np.ndarray) -> Predict:
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True  # folds weights and batch norms into the graph, as the other engines do
+    program = torch.compile(Probabilities(copy.deepcopy(model)).eval())
+
+    @torch.no_grad()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return program(torch.from_numpy(batch)).numpy()
+
+    predict(example)  # compiles
+    return predict
+
+
+def export_softmax_node(model: SegmentationModel, path: Path) -> Path:
+    """The export before ``class_softmax``: ``torch.softmax(dim=1)`` becomes one ONNX Softmax node."""
+
+    class SoftmaxNode(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.model(image), dim=1)
+
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            SoftmaxNode().eval(),
+            (torch.rand(BATCH, 3, TILE, TILE),),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},),
+            verbose=False,
+        )
+    program.save(str(path))
+    return path
+
+
+def with_toolbox(model: SegmentationModel, kinds: tuple[str, ...]) -> SegmentationModel:
+    """A copy carrying an adapted-looking toolbox: every module of ``kinds`` active with random non-zero weights."""
+    from backend.toolbox import ToolboxConfig
+
+    adapted = copy.deepcopy(model)
+    toolbox = adapted.add_toolbox(ToolboxConfig(kinds=kinds))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _, module in toolbox:
+            for parameter in module.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    return adapted.eval()
+
+
+def build_candidates(model: SegmentationModel, example: np.ndarray, scratch: Path, skip_compile: bool) -> list:
+    candidates = [Candidate("torch eager fp32", torch_predictor(model))]
+
+    def add(name: str, build: Callable[[], Predict], note: str = "", reference: Predict | None = None) -> None:
+        try:
+            predict, seconds = timed(build)
+        except Exception as error:  # a path that cannot run here is reported, not fatal
+            candidates.append(Candidate(name, None, note=f"{type(error).__name__}: {str(error)[:300]}"))
+        else:
+            candidates.append(Candidate(name, predict, seconds, note, reference))
+
+    add("torch channels-last", lambda: channels_last(model))
+    add("TorchScript trace + optimize_for_inference", lambda: torchscript(model, example))
+    add("torch bf16 autocast", lambda: bf16_autocast(model))
+    if skip_compile:
+        candidates.append(Candidate("torch.compile inductor (frozen)", None, note="skipped (--skip-compile)"))
+    else:
+        add("torch.compile inductor (frozen)", lambda: compiled(model, example), "setup = compile time")
+    add(
+        BASELINE,
+        lambda: onnx_session(export_softmax_node(model, scratch / "softmax_node.onnx"), THREADS),
+        "setup = export + session",
+    )
+    ours = scratch / "ours.onnx"
+    add(
+        "onnxruntime fp32, export_onnx (softmax written out)",
+        lambda: onnx_session(export_onnx(model, ours, TILE, BATCH), THREADS),
+        "setup = export + session; the engine segment() uses",
+    )
+    add(
+        "onnxruntime fp32, no thread spinning",
+        lambda: onnx_session(ours, THREADS, {"session.intra_op.allow_spinning": "0"}),
+        "same graph; setup = session",
+    )
+    add("onnxruntime int8 dynamic MatMul", lambda: int8_matmul(ours, scratch), "int8 weights, activations per call")
+    add("onnxruntime fp16", lambda: fp16(ours, scratch), "fp16 graph, fp32 inputs and outputs")
+    for kinds, label in (
+        (("lora", "adapter", "earth_adapter"), "toolbox all active (LoRA merged, Adapter, Earth-Adapter FFT)"),
+        (("lora", "adapter"), "toolbox LoRA merged + Adapter, no Earth-Adapter (no FFT)"),
+    ):
+        adapted = with_toolbox(model, kinds)
+        path = scratch / f"toolbox_{len(kinds)}.onnx"
+        add(
+            f"onnxruntime fp32, {label}",
+            lambda adapted=adapted, path=path: onnx_session(export_onnx(adapted, path, TILE, BATCH), THREADS),
+            "agreement against eager fp32 of the same adapted model",
+            reference=torch_predictor(adapted),
+        )
+    return candidates
+
+
+def int8_matmul(path: Path, scratch: Path) -> Predict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = scratch / "int8.onnx"
+    quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    return onnx_session(target, THREADS)
+
+
+def fp16(path: Path, scratch: Path) -> Predict:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    target = scratch / "fp16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(target))
+    return onnx_session(target, THREADS)
+
+
+def time_round_robin(candidates: list[Candidate], batch: np.ndarray, rounds: int) -> None:
+    runnable = [c for c in candidates if c.predict is not None]
+    for candidate in runnable:
+        candidate.predict(batch)  # warm-up
+    for _ in range(rounds):
+        for candidate in runnable:
+            started = time.perf_counter()
+            candidate.predict(batch)
+            candidate.times.append(time.perf_counter() - started)
+
+
+def model_flops(model: SegmentationModel, batch: np.ndarray) -> int:
+    """FLOPs of one forward pass; attention through the math kernel, whose matmuls the counter sees."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        Probabilities(model)(torch.from_numpy(batch))
+    return counter.get_total_flops()
+
+
+def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    torch.mm(a, b)
+    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _seconds(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def agreement(predict: Predict, reference: np.ndarray, batch: np.ndarray) -> float:
+    return float((predict(batch).argmax(axis=1) == reference).mean())
+
+
+def measure_paths(models_dir: str | None, scratch: Path, rounds: int, skip_compile: bool) -> dict:
+    torch.manual_seed(0)
+    model = load_model(resolve_model(DEFAULT_MODEL, models_dir))
+    batch = real_batch()
+    megapixels = batch.shape[0] * TILE * TILE / 1e6
+    candidates = build_candidates(model, batch, scratch, skip_compile)
+    time_round_robin(candidates, batch, rounds)
+    flops = model_flops(model, batch)
+    matmul = matmul_flops_per_second()
+    eager_classes = candidates[0].predict(batch).argmax(axis=1)
+    baseline = next(c for c in candidates if c.name == BASELINE)
+    baseline_rate = megapixels / min(baseline.times) if baseline.times else math.nan
+    paths = []
+    for candidate in candidates:
+        row = {"name": candidate.name, "setup_seconds": round(candidate.setup_seconds, 1), "note": candidate.note}
+        if candidate.predict is not None:
+            best, median = min(candidate.times), statistics.median(candidate.times)
+            reference = eager_classes if candidate.reference is None else candidate.reference(batch).argmax(axis=1)
+            row.update(
+                mpx_per_s=round(megapixels / best, 3),
+                mpx_per_s_median=round(megapixels / median, 3),
+                ratio_to_baseline=round(megapixels / best / baseline_rate, 2),
+                pixel_agreement=round(agreement(candidate.predict, reference, batch), 5),
+                model_gflop_per_s=round(flops / best / 1e9, 1),
+                fraction_of_matmul=round(flops / best / matmul, 3),
+            )
+        paths.append(row)
+    eager = candidates[0]
+    ours = next(c for c in candidates if c.name.startswith("onnxruntime fp32, export_onnx"))
+    saved_per_tile = (min(eager.times) - min(ours.times)) / BATCH
+    counts = np.bincount(eager_classes.ravel(), minlength=len(CLASSES))
+    return {
+        "paths": paths,
+        "model_gflop_per_batch": round(flops / 1e9, 2),
+        "matmul_gflop_per_s": round(matmul / 1e9, 1),
+        "eager_class_fractions": [round(float(c) / counts.sum(), 3) for c in counts],
+        "export": {
+            "export_and_session_seconds": round(ours.setup_seconds, 1),
+            "eager_seconds_per_tile": round(min(eager.times) / BATCH, 3),
+            "onnx_seconds_per_tile": round(min(ours.times) / BATCH, 3),
+            "break_even_tiles": math.ceil(ours.setup_seconds / saved_per_tile) if saved_per_tile > 0 else None,
+            "auto_onnx_min_tiles": AUTO_ONNX_MIN_TILES,
+        },
+    }
+
+
+def write_synthetic_raster(path: Path, size: int) -> None:
+    """A uint8 RGB GeoTIFF (tiled, deflate) of smooth fields and noise, written in strips."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(size)
+    profile = dict(
+        driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32640",
+        transform=from_origin(320000, 2790000, 1.5, 1.5), tiled=True, blockxsize=256, blockysize=256,
+        compress="deflate",
+    )  # fmt: skip
+    x = np.arange(size, dtype=np.float32)[None, :]
+    with rasterio.open(path, "w", **profile) as dataset:
+        for top in range(0, size, 512):
+            y = np.arange(top, min(top + 512, size), dtype=np.float32)[:, None]
+            bands = [
+                128 + 90 * np.sin(x / 97.0 + phase) * np.cos(y / 131.0 - phase) + rng.normal(0, 12, (len(y), size))
+                for phase in (0.0, 1.3, 2.6)
+            ]
+            data = np.clip(np.stack(bands), 0, 255).astype(np.uint8)
+            dataset.write(data, window=Window(0, top, size, len(y)))
+
+
+def segment_child(raster: str, engine: str, models_dir: str | None, output: str) -> dict:
+    """Runs in the subprocess: one pipeline.segment call, timed, with its peak RSS."""
+    from backend.pipeline import Scene, SegmentOptions, segment
+
+    torch.set_num_threads(THREADS)
+    marks: dict[str, object] = {}
+    started = time.perf_counter()
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("segmenting with"):
+            marks.update(setup=time.perf_counter() - started, engine=message.rsplit(" on ", 1)[1])
+        if message.startswith("segmenting ") and "tiles" in message:
+            marks["tiles"] = int(message.split()[1])
+
+    segment(
+        Scene(raster, model=DEFAULT_MODEL, models_dir=models_dir, threads=THREADS),
+        SegmentOptions(output=output, engine=engine, overwrite=True),
+        progress,
+    )
+    total = time.perf_counter() - started
+    return {
+        "engine": marks["engine"],
+        "tiles": marks.get("tiles"),
+        "setup_seconds": round(marks["setup"], 1),  # model load, plus the ONNX export on onnx
+        "total_seconds": round(total, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def measure_segmentation(models_dir: str | None, scratch: Path) -> list[dict]:
+    results = []
+    for size in sorted({size for size, _ in SEGMENT_RUNS}):
+        raster = scratch / f"synthetic_{size}.tif"
+        write_synthetic_raster(raster, size)
+        for run_size, engine in SEGMENT_RUNS:
+            if run_size != size:
+                continue
+            command = [sys.executable, __file__, "--segment-child", str(raster), engine, models_dir or "", str(scratch)]
+            child = subprocess.run(command, capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                raise RuntimeError(f"segmentation of {size} px failed:\n{child.stderr[-2000:]}")
+            row = json.loads(child.stdout.strip().splitlines()[-1])
+            megapixels = size * size / 1e6
+            row.update(
+                size=size,
+                requested_engine=engine,
+                mpx_per_s=round(megapixels / row["total_seconds"], 3),
+                mpx_per_s_after_setup=round(megapixels / (row["total_seconds"] - row["setup_seconds"]), 3),
+            )
+            results.append(row)
+            print(f"segmented {size} px on {row['engine']}: {row['total_seconds']} s", file=sys.stderr, flush=True)
+        raster.unlink()
+    return results
+
+
+def print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Inference paths ({report['model']['weights']}; batch {BATCH} x {TILE} px, {THREADS} threads)")
+    for column in ("path", "Mpx/s best", "median", "x baseline", "agree", "GFLOP/s", "of matmul", "setup s"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for row in report["inference"]["paths"]:
+        if "mpx_per_s" not in row:
+            table.add_row(row["name"], "-", "-", "-", "-", "-", "-", row["note"][:40])
+            continue
+        table.add_row(
+            row["name"], f"{row['mpx_per_s']:.2f}", f"{row['mpx_per_s_median']:.2f}", f"{row['ratio_to_baseline']:.2f}",
+            f"{row['pixel_agreement']:.2%}", f"{row['model_gflop_per_s']:.0f}", f"{row['fraction_of_matmul']:.0%}",
+            f"{row['setup_seconds']:.1f}",
+        )  # fmt: skip
+    console = Console(width=170)
+    console.print(table)
+    segmentation = Table(title="Segmentation (pipeline.segment, synthetic uint8 RGB GeoTIFF)")
+    for column in ("side px", "engine", "tiles", "setup s", "total s", "Mpx/s", "Mpx/s after setup", "peak RSS MiB"):
+        segmentation.add_column(column, justify="right")
+    for row in report["segmentation"]:
+        segmentation.add_row(
+            str(row["size"]), row["engine"], str(row["tiles"]), str(row["setup_seconds"]), str(row["total_seconds"]),
+            f"{row['mpx_per_s']:.2f}", f"{row['mpx_per_s_after_setup']:.2f}", str(row["peak_rss_mib"]),
+        )  # fmt: skip
+    console.print(segmentation)
+    export = report["inference"]["export"]
+    inference = report["inference"]
+    console.print(
+        f"model {inference['model_gflop_per_batch']} GFLOP per batch; "
+        f"torch.mm {inference['matmul_gflop_per_s']} GFLOP/s; "
+        f"ONNX export + session {export['export_and_session_seconds']} s, break-even {export['break_even_tiles']} "
+        f"tiles (auto switches to onnx at {export['auto_onnx_min_tiles']})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "inference.json")
+    parser.add_argument("--rounds", type=int, default=6, help="timing rounds per path")
+    parser.add_argument("--skip-compile", action="store_true", help="leave out torch.compile (minutes to compile)")
+    parser.add_argument("--skip-segmentation", action="store_true")
+    parser.add_argument("--segment-child", nargs=4, metavar=("RASTER", "ENGINE", "MODELS_DIR", "SCRATCH"))
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    if args.segment_child:
+        raster, engine, models_dir, scratch = args.segment_child
+        output = str(Path(scratch) / f"classes_{Path(raster).stem}_{engine}.tif")
+        print(json.dumps(segment_child(raster, engine, models_dir or None, output)))
+        return
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="crossearth-bench-") as folder:
+        scratch = Path(folder)
+        models_dir, weights = default_models_dir(scratch)
+        inference = measure_paths(models_dir, scratch, args.rounds, args.skip_compile)
+        segmentation = [] if args.skip_segmentation else measure_segmentation(models_dir, scratch)
+    import onnxruntime
+
+    report = {
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "threads": THREADS,
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "model": {
+            "name": DEFAULT_MODEL,
+            "weights": weights,
+            "tile": TILE,
+            "batch": BATCH,
+            "batch_from": SAMPLE_SCENE.name,
+        },
+        "baseline": BASELINE,
+        "inference": inference,
+        "segmentation": segmentation,
+        "seconds": round(time.perf_counter() - started),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+
+
+if __name__ == "__main__":
+    main()

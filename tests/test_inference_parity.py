@@ -1,0 +1,115 @@
+"""onnxruntime segments like PyTorch: the default model with an adapter in it (LoRA merged into qkv,
+Adapters, Earth-Adapters with their FFT), on a crop of a real Dubai scene, through ``pipeline.segment``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import DUBAI_DATA
+from conftest_rasters import rgb_uint8
+from rasterio.transform import from_origin
+from rasterio.windows import Window, bounds
+
+from backend.errors import BadInput
+from backend.pipeline import Scene, SegmentOptions, segment
+from backend.predictor import AUTO_ONNX_MIN_TILES, auto_engine
+from backend.registry import DEFAULT_MODEL, load_model, resolve_model
+from backend.toolbox import MODULE_KINDS, ToolboxConfig
+
+SAMPLE_SCENE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "dubai_tile6.tif"
+CROP = Window(0, 0, 1024, 768)  # 3 x 2 tiles of 512 px at the default stride of 341
+MIN_AGREEMENT = 0.999
+
+
+@pytest.fixture
+def scene(tmp_path) -> Path:
+    """The sample scene, or a GeoTIFF made from a tile-6 JPEG of the Dubai data set."""
+    if SAMPLE_SCENE.is_file():
+        return SAMPLE_SCENE
+    jpeg = DUBAI_DATA / "tile_6" / "images" / "image_part_001.jpg"
+    if not jpeg.is_file():
+        pytest.skip(f"neither {SAMPLE_SCENE} nor {jpeg} exists")
+    with rasterio.open(jpeg) as source:
+        image = source.read()
+    path = tmp_path / "dubai_tile6_part1.tif"
+    profile = dict(driver="GTiff", width=image.shape[2], height=image.shape[1], count=3, dtype="uint8")
+    with rasterio.open(path, "w", crs="EPSG:32640", transform=from_origin(320000, 2790000, 1.5, 1.5), **profile) as ds:
+        ds.write(image)
+    return path
+
+
+@pytest.fixture
+def adapted_default_model():
+    """The default model carrying a toolbox with every other module active, all with random non-zero weights."""
+    try:
+        card = resolve_model(DEFAULT_MODEL)
+    except BadInput:
+        pytest.skip(f"default model {DEFAULT_MODEL} is not in the registry (not trained yet)")
+    if not card.weights.is_file():
+        pytest.skip(f"default model weights {card.weights} missing (not trained yet)")
+    model = load_model(card)
+    toolbox = model.add_toolbox(ToolboxConfig())
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, module in toolbox:
+            for parameter in module.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    active = list(toolbox.modules)[::2]
+    toolbox.set_active(active)
+    assert {name.rsplit(".", 1)[1] for name in active} == set(MODULE_KINDS)
+    return card, model.eval()
+
+
+def _classes(path: Path) -> tuple[np.ndarray, str]:
+    with rasterio.open(path) as dataset:
+        return dataset.read(1), dataset.tags()["engine"]
+
+
+def test_onnx_engine_segments_like_torch_with_an_active_adapter(scene, adapted_default_model, tmp_path):
+    card, model = adapted_default_model
+    with rasterio.open(scene) as dataset:
+        bbox = bounds(CROP, dataset.transform)
+    with torch.inference_mode():  # the adapter must matter, or the comparison below could not fail
+        tile = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+        adapted = model(tile).argmax(1)
+        active = model.toolbox.active_names
+        model.toolbox.set_active([])
+        plain = model(tile).argmax(1)
+        model.toolbox.set_active(active)
+    assert (adapted != plain).float().mean() > 0.01
+
+    classes = {}
+    for engine in ("torch", "onnx"):
+        output = tmp_path / f"classes_{engine}.tif"
+        segment(
+            Scene(str(scene), bbox=bbox),
+            SegmentOptions(output=str(output), engine=engine),
+            model=(card, model),
+        )
+        classes[engine], written_by = _classes(output)
+        assert written_by == engine
+    assert classes["torch"].shape == (CROP.height, CROP.width)
+    agreement = (classes["onnx"] == classes["torch"]).mean()
+    assert agreement >= MIN_AGREEMENT, f"onnx and torch agree on {agreement:.4%} of pixels"
+
+
+def test_auto_engine_runs_torch_below_the_export_break_even():
+    assert auto_engine(AUTO_ONNX_MIN_TILES - 1) == "torch"
+    assert auto_engine(AUTO_ONNX_MIN_TILES) == "onnx"
+    assert auto_engine(None) == "onnx"
+
+
+def test_segment_on_auto_picks_the_engine_by_the_scene_tile_count(tiny_model_folder, tmp_path):
+    """The toy model tiles 64 px at stride 48: a side of 48 * (n - 1) + 64 px needs n tiles along it."""
+    per_side = {"torch": 1, "onnx": math.isqrt(AUTO_ONNX_MIN_TILES - 1) + 1}
+    for expected, n in per_side.items():
+        side = 48 * (n - 1) + 64
+        raster = rgb_uint8(tmp_path, side, side, name=f"{expected}.tif")
+        output = tmp_path / f"classes_{expected}.tif"
+        segment(Scene(str(raster), model=str(tiny_model_folder)), SegmentOptions(output=str(output)))
+        assert _classes(output)[1] == expected
