@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,22 +187,6 @@ def run(argv: list) -> tuple[int, list[dict]]:
     return run_in_process([str(a) for a in argv], events.append, lambda: False), events
 
 
-def test_cli_segment_with_a_local_cluster(tmp_path, tiny_model_folder):
-    path = scene_raster(tmp_path)
-    options = outputs(tmp_path, "cluster")
-    argv = ["segment", path, "-o", options.output, "--confidence", options.confidence, "--entropy", options.entropy]
-    code, events = run([*argv, "--model", tiny_model_folder, "--engine", "torch", "--cluster", "local:2"])
-    assert code == 0, events
-    fractions = [e["fraction"] for e in events if e["type"] == "progress"]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert any("on 2 worker(s)" in e.get("message", "") for e in events)
-    segment(scene(path, tiny_model_folder, threads=None), expected := outputs(tmp_path, "single"))
-    with rasterio.open(options.output) as got, rasterio.open(expected.output) as want:
-        assert np.array_equal(got.read(1), want.read(1))  # all cores here, one per worker: classes agree
-    with rasterio.open(options.confidence) as got, rasterio.open(expected.confidence) as want:
-        np.testing.assert_allclose(got.read(1), want.read(1), rtol=1e-5)
-
-
 def test_cli_adapt_segment_on_a_cluster_equals_the_single_process_run(tmp_path, tiny_model_folder, scheduler):
     path = scene_raster(tmp_path)
     common = ["--model", tiny_model_folder, "--engine", "torch", "--threads", "1", "--steps", "2", "--samples", "2"]
@@ -239,3 +227,43 @@ def test_an_unreachable_scheduler_is_bad_input_and_writes_nothing(tmp_path, tiny
     )
     assert code == 2 and "no Dask scheduler answered" in events[-1]["message"]
     assert os.listdir(out) == []
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status may never be collected in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_cli_on_local_workers_reports_progress_and_sigterm_stops_it_and_them_at_once(tmp_path, tiny_model_folder):
+    """What the QGIS plugin does: run the CLI with --cluster local:2 and --json-progress, SIGTERM to cancel."""
+    path = scene_raster(tmp_path, height=2000, width=300)  # about 120 strips of 16 tiles at stride 16
+    command = [sys.executable, "-m", "backend.cli", "segment", str(path), "-o", str(tmp_path / "out" / "c.tif")]
+    command += ["--model", str(tiny_model_folder), "--engine", "torch", "--stride", "16", "--cluster", "local:2"]
+    (tmp_path / "out").mkdir()
+    child = subprocess.Popen([*command, "--json-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = []
+    for line in child.stdout:
+        events.append(json.loads(line))
+        if "strip 2/" in events[-1].get("message", ""):
+            break
+    workers = [
+        int(pid)
+        for pid in subprocess.run(["pgrep", "-P", str(child.pid)], capture_output=True, text=True).stdout.split()
+    ]
+    cancelled_at = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    rest, _ = child.communicate(timeout=30)
+    assert time.monotonic() - cancelled_at < 2.0  # the plugin's grace period before SIGKILL
+    events += [json.loads(line) for line in rest.splitlines()]
+    assert any("on 2 worker(s)" in e.get("message", "") for e in events)
+    fractions = [e["fraction"] for e in events if e["type"] == "progress"]
+    assert fractions == sorted(fractions) and 0 < fractions[-1] < 0.5
+    assert child.returncode == 130 and events[-1]["message"] == "cancelled; no output was written"
+    assert os.listdir(tmp_path / "out") == []
+    deadline = time.monotonic() + 3  # the resource tracker leaves once its pipe closes
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers) >= 2 and not any(running(pid) for pid in workers)  # no worker outlives the run
