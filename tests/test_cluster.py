@@ -267,3 +267,35 @@ def test_cli_on_local_workers_reports_progress_and_sigterm_stops_it_and_them_at_
     while any(running(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(workers) >= 2 and not any(running(pid) for pid in workers)  # no worker outlives the run
+
+
+def test_several_inputs_without_a_cluster_run_one_after_another_here(tmp_path, tiny_model_folder):
+    paths = [scene_raster(tmp_path, 100, 80, "a.tif"), scene_raster(tmp_path, 70, 90, "b.tif")]
+    (tmp_path / "out").mkdir()
+    code, events = run(
+        ["segment", *paths, "-o", tmp_path / "out", "--quicklook", tmp_path / "out", "--model", tiny_model_folder]
+    )
+    assert code == 0, events
+    names = ["a_classes.tif", "a_quicklook.png", "b_classes.tif", "b_quicklook.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.endswith(".aux.xml")) == names
+    for path in paths:
+        segment(scene(path, tiny_model_folder, threads=None), expected := outputs(tmp_path, f"single_{path.stem}"))
+        got = rasterio.open(tmp_path / "out" / f"{path.stem}_classes.tif")
+        with got, rasterio.open(expected.output) as want:
+            assert np.array_equal(got.read(1), want.read(1))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "output", "problem"),
+    [
+        (["a.tif", "sub/a.tif"], "out", "same file name"),
+        (["a.tif", "b.tif"], "out/x.tif", "must be an existing folder"),
+    ],
+)
+def test_several_inputs_need_distinct_names_and_output_folders(tmp_path, tiny_model_folder, inputs, output, problem):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "out").mkdir()
+    paths = [scene_raster(tmp_path, 40, 40, name) for name in inputs]
+    code, events = run(["segment", *paths, "-o", tmp_path / output, "--model", tiny_model_folder])
+    assert code == 2 and problem in events[-1]["message"]
+    assert os.listdir(tmp_path / "out") == []
