@@ -18,7 +18,7 @@ class RectangleMapTool(QgsMapTool):
         self.start: QgsPointXY | None = None
         self.band = QgsRubberBand(canvas, QgsWkbTypes.PolygonGeometry)
         self.band.setStrokeColor(QColor(60, 16, 152))
-        self.band.setFillColor(QColor(60, 16, 152, 40))
+        self.band.setFillColor(QColor(0, 0, 0, 0))  # an outline only: the results below keep their colours
         self.band.setWidth(2)
 
     def canvasPressEvent(self, event: QgsMapMouseEvent) -> None:

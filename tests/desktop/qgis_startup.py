@@ -10,9 +10,11 @@ import subprocess
 import time
 import traceback
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
+
+from qgis_crossearth.dock import ROI_DRAWN
 
 STATUS = os.environ["CROSSEARTH_DESKTOP_STATUS"]
 SCENE = os.environ["CROSSEARTH_DESKTOP_SCENE"]
@@ -57,12 +59,20 @@ def start():
         layer = QgsRasterLayer(SCENE, os.path.splitext(os.path.basename(SCENE))[0], "gdal")
         if not layer.isValid():
             raise RuntimeError(f"{SCENE}: not a raster")
+        QgsProject.instance().setCrs(layer.crs())  # the rectangle below is in the layer's CRS
         QgsProject.instance().addMapLayer(layer)
         QgsProject.instance().layerTreeRoot().findLayer(layer.id()).setExpanded(False)
         iface.setActiveLayer(layer)
         iface.mapCanvas().setExtent(layer.extent())
         dock.show()
         dock.raise_()
+        # A drawn rectangle over the right part: the picture shows the imagery beside the classes.
+        extent = layer.extent()
+        rectangle = QgsRectangle(extent.xMinimum() + 0.42 * extent.width(), extent.yMinimum(),
+                                 extent.xMaximum(), extent.yMaximum())
+        dock.roi_combo.setCurrentIndex(ROI_DRAWN)
+        dock.map_tool.show_rectangle(rectangle)
+        dock.on_rectangle_drawn(rectangle)
         dock.settings_box.setCollapsed(False)
         dock.steps_spin.setValue(STEPS)
         dock.log_view.textChanged.connect(lambda: write_status(log=dock.log_view.toPlainText().splitlines()[-20:]))

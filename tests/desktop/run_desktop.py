@@ -39,7 +39,7 @@ def write_profile(profiles: Path, settings: dict[str, str]) -> None:
 def run(scene: Path, screenshot: Path, model_folder: str, steps: int, timeout: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="crossearth-desktop-") as tmp:
         tmp_path = Path(tmp)
-        settings = {"python": sys.executable, "threads": "0", "output_folder": str(tmp_path / "out")}
+        settings = {"python": sys.executable, "threads": "0", "output_folder": str(tmp_path / "CrossEarth")}
         if model_folder:
             settings["model_folder"] = model_folder
         write_profile(tmp_path, settings)
