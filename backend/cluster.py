@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -113,14 +112,6 @@ def connect(spec: str) -> Iterator[Client]:
         yield client
 
 
-def resolve_engine(engine: str) -> str:
-    """``auto`` decided on the client (onnx when onnxruntime is installed), so that every worker runs the
-    same engine and the outputs can name it."""
-    if engine != "auto":
-        return engine
-    return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
-
-
 @dataclass(frozen=True)
 class PredictorSpec:
     """What a worker needs to build the predictor: paths it can read and the inference settings."""
@@ -196,7 +187,7 @@ class RasterJob:
     confidence: str | None = None
     entropy: str | None = None
     overwrite: bool = False
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # tags of the outputs (model, engine, ...)
 
     @classmethod
     def plan(
@@ -212,7 +203,6 @@ class RasterJob:
         confidence: str | None = None,
         entropy: str | None = None,
         overwrite: bool = False,
-        metadata: Mapping[str, Any] | None = None,
     ) -> RasterJob:
         check_tiling(tile, stride, batch_size)
         source = StripSource(
@@ -225,7 +215,7 @@ class RasterJob:
             n_classes=n_classes,
             batch_size=batch_size,
         )
-        return cls(source, output, confidence, entropy, overwrite, dict(metadata or {}))
+        return cls(source, output, confidence, entropy, overwrite)
 
 
 def _predict_strip_task(source: StripSource, index: int, plugin_name: str) -> StripSums:

@@ -25,7 +25,7 @@ from backend.errors import BadInput
 from backend.fisher_gate import GateConfig
 from backend.metrics import confusion_matrix, scores
 from backend.model import SegmentationModel
-from backend.predictor import make_predictor
+from backend.predictor import auto_engine, make_predictor
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress, sub_progress
 from backend.raster_io import SceneReader, inspect_raster
 from backend.registry import DEFAULT_MODEL, ModelCard, load_model, resolve_model
@@ -218,14 +218,12 @@ def segment_rasters(
         connect,
         local_threads,
         parse_cluster,
-        resolve_engine,
         segment_on_cluster,
     )
 
     del network  # the workers load their own
     target = parse_cluster(cluster)
     tile, stride = _tiling(card, settings)
-    engine = resolve_engine(settings.engine)
     jobs = []
     for scene, opts in zip(scenes, options, strict=True):
         reader, roi = _open(scene, card)
@@ -242,9 +240,14 @@ def segment_rasters(
                     confidence=opts.confidence,
                     entropy=opts.entropy,
                     overwrite=opts.overwrite,
-                    metadata={"model": card.name, "engine": engine, "adapter": settings.adapter or ""},
                 )
             )
+    engine = settings.engine
+    if engine == "auto":  # decided here, alike for all workers, by the tiles a local worker (or the cluster) gets
+        tiles = sum(job.source.grid.tiles for job in jobs)
+        engine = auto_engine(math.ceil(tiles / target) if isinstance(target, int) else tiles)
+    metadata = {"model": card.name, "engine": engine, "adapter": settings.adapter or ""}
+    jobs = [replace(job, metadata=metadata) for job in jobs]
     predictor = PredictorSpec(
         model_folder=str(Path(card.folder).resolve()),
         adapter=os.path.abspath(settings.adapter) if settings.adapter else None,
