@@ -20,6 +20,7 @@ from backend.pipeline import Scene, SegmentOptions, segment
 from backend.predictor import AUTO_ONNX_MIN_TILES, auto_engine
 from backend.registry import DEFAULT_MODEL, load_model, resolve_model
 from backend.toolbox import MODULE_KINDS, ToolboxConfig
+from backend.toolbox.earth_adapter import low_pass
 
 SAMPLE_SCENE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "dubai_tile6.tif"
 CROP = Window(0, 0, 1024, 768)  # 3 x 2 tiles of 512 px at the default stride of 341
@@ -96,6 +97,19 @@ def test_onnx_engine_segments_like_torch_with_an_active_adapter(scene, adapted_d
     assert classes["torch"].shape == (CROP.height, CROP.width)
     agreement = (classes["onnx"] == classes["torch"]).mean()
     assert agreement >= MIN_AGREEMENT, f"onnx and torch agree on {agreement:.4%} of pixels"
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 4, 31, 17), (1, 2, 8, 9)])
+@pytest.mark.parametrize("cutoff", [0.3, 0.55])
+def test_low_pass_as_matrices_equals_the_centred_fft_mask(shape, cutoff):
+    """Earth-Adapter's band split runs as two matmuls (fast on onnxruntime); it must be the FFT filter it replaces."""
+    grid = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    height, width = shape[-2:]
+    spectrum = torch.fft.fftshift(torch.fft.fft2(grid, norm="ortho"), dim=(-2, -1))
+    fy = torch.abs(torch.arange(height) - height // 2) <= cutoff * height / 2
+    fx = torch.abs(torch.arange(width) - width // 2) <= cutoff * width / 2
+    filtered = torch.fft.ifft2(torch.fft.ifftshift(spectrum * (fy[:, None] & fx[None, :]), dim=(-2, -1)), norm="ortho")
+    torch.testing.assert_close(low_pass(grid.float(), cutoff), filtered.real.float(), rtol=1e-5, atol=1e-5)
 
 
 def test_auto_engine_runs_torch_below_the_export_break_even():
