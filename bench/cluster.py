@@ -121,7 +121,7 @@ def timed_run(raster: Path, output: Path, folder: str | None, engine: str, clust
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "cluster.json")
-    parser.add_argument("--engine", default="auto", help="auto | onnx | torch")
+    parser.add_argument("--engine", default="torch", help="one engine for every run (auto may pick per run)")
     parser.add_argument("--size", type=int, default=SIZE, help="raster side in pixels")
     args = parser.parse_args()
     started = time.perf_counter()
