@@ -113,7 +113,7 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         if self.check_task is not None:
             return
         self.check_button.setEnabled(False)
-        self.report_view.setPlainText("Checking…")
+        self.report_view.setPlainText("Checking… (the first torch import can take half a minute)")
         self.check_task = EnvironmentTask(self.current_settings())
         self.check_task.done.connect(self.show_report)
         QgsApplication.taskManager().addTask(self.check_task)
