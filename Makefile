@@ -52,6 +52,7 @@ demo: setup
 
 bench: setup
 	$(PY) bench/engine_cost.py --out results/engine_cost.json
+	$(PY) bench/inference.py --out results/inference.json
 	$(PY) bench/cluster.py --out results/cluster.json
 
 bench-quality: setup
