@@ -1,0 +1,252 @@
+"""docs/quality.md and docs/figures/quality_*.png from the benchmark's results: every number comes from them.
+
+The discussion (what was tried and why) is hand-written in ``notes.md`` beside this file and included as is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from protocol import CLASS_NAMES, EVAL_CROP, METHODS, ROTATIONS, crop, panel_index, scoring_windows, tile_samples
+
+from backend.dubai import CLASSES
+
+NOTES = Path(__file__).with_name("notes.md")
+TABLE_TITLES = {
+    "dg/clean": "DG, target tiles as they are",
+    "dg/shift": "DG, target tiles through the sensor shift",
+    "da/clean": "DA (unlabelled target images + labelled source, DACS), target tiles as they are",
+    "da/shift": "DA on the sensor-shifted target tiles",
+}
+
+
+def _pm(stats: dict, scale: float = 100.0) -> str:
+    return f"{stats['mean'] * scale:.1f} ± {stats['std'] * scale:.1f}"
+
+
+def _points(value: float) -> str:
+    return f"{value * 100:+.1f}"
+
+
+def plot_miou(table: dict, path: Path) -> None:
+    keys = [k for k in TABLE_TITLES if k in table]
+    methods = list(METHODS)
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        means = [table[key][m]["miou"]["mean"] * 100 for m in methods]
+        stds = [table[key][m]["miou"]["std"] * 100 for m in methods]
+        ax.bar(np.arange(len(methods)) + i * width, means, width, yerr=stds, capsize=3, label=TABLE_TITLES[key])
+    ax.set_xticks(np.arange(len(methods)) + width * (len(keys) - 1) / 2, methods, rotation=20, ha="right")
+    ax.set_ylabel("mIoU (%), mean ± std over seeds")
+    lows = [table[k][m]["miou"]["mean"] * 100 for k in keys for m in methods]
+    ax.set_ylim(max(0, min(lows) - 8), max(lows) + 5)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def selection_frequency(runs: list[dict], setting: str, depth: int) -> np.ndarray:
+    """Fraction of Fisher selections (all runs, all re-selections) that gated each module on."""
+    kinds = ["lora", "adapter", "earth_adapter"]
+    counts, events = np.zeros((len(kinds), depth)), 0
+    for run in runs:
+        spec = run["spec"]
+        if spec["name"] != "fisher_gate" or spec["setting"] != setting:
+            continue
+        for event in run["selection"]:
+            events += 1
+            for name in event["active"]:
+                _, block, kind = name.split(".")
+                counts[kinds.index(kind), int(block)] += 1
+    return counts / max(events, 1)
+
+
+def plot_selection(runs: list[dict], path: Path) -> None:
+    depth = 1 + max(int(n.split(".")[1]) for r in runs for e in r["selection"] for n in e["active"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
+    for ax, setting in zip(axes, ("dg", "da"), strict=True):
+        frequency = selection_frequency(runs, setting, depth)
+        image = ax.imshow(frequency, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(depth), [f"block {i}" for i in range(depth)])
+        ax.set_yticks(range(3), ["LoRA", "Adapter", "Earth-Adapter"])
+        ax.set_title(f"{setting.upper()}: how often each module is gated on")
+        for (row, col), value in np.ndenumerate(frequency):
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.6 else "k", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_panels(runs: list[dict], rotation: str, path: Path) -> None:
+    """Image, label, source only and Fisher gating (seed 0) on the panel image of the first target tile."""
+    tile = ROTATIONS[rotation]["target"][0]
+    index = panel_index(tile)
+    corner = scoring_windows(tile)[index]
+    colours = ListedColormap([c["color"] for c in CLASSES] + ["#000000"])
+
+    def prediction(name: str, setting: str, domain: str) -> np.ndarray:
+        for run in runs:
+            spec = run["spec"]
+            if (spec["name"], spec["setting"], spec["rotation"], spec["seed"]) == (name, setting, rotation, 0):
+                return np.array(run["panels"][domain])
+        raise KeyError(name)
+
+    rows = [("dg", "clean"), ("dg", "shift"), ("da", "clean")]
+    fig, axes = plt.subplots(len(rows), 4, figsize=(10, 2.6 * len(rows)))
+    for (setting, domain), row in zip(rows, axes, strict=True):
+        sample = tile_samples(tile, domain)[index]
+        image = crop(sample["image"], corner).permute(1, 2, 0).numpy()
+        label = crop(sample["mask"], corner).numpy().clip(max=len(CLASSES))
+        panels = [
+            (image, "image" + (" (sensor shift)" if domain == "shift" else "")),
+            (label, "label"),
+            (prediction("source_only", setting, domain), "source only"),
+            (prediction("fisher_gate", setting, domain), f"Fisher gating ({setting.upper()})"),
+        ]
+        for ax, (data, title) in zip(row, panels, strict=True):
+            if data.ndim == 3:
+                ax.imshow(data)
+            else:
+                ax.imshow(data, cmap=colours, vmin=0, vmax=len(CLASSES), interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"Tile {tile}, {sample['name']}, scored {EVAL_CROP} px window (rotation {rotation})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def method_table(rows: dict) -> list[str]:
+    lines = [
+        "| method | mIoU | " + " | ".join(CLASS_NAMES) + " | trainable params | adapt s |",
+        "|---|---|" + "---|" * len(CLASS_NAMES) + "---|---|",
+    ]
+    for name, row in rows.items():
+        per_class = " | ".join(_pm(row["iou"][c]) for c in CLASS_NAMES)
+        lines.append(
+            f"| {name} | **{_pm(row['miou'])}** | {per_class} | {row['trainable_parameters']:,} | "
+            f"{row['seconds']['mean']:.0f} |"
+        )
+    return lines
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    protocol, head, promise = report["protocol"], report["headline"], report["promise"]
+    budget = protocol["budget"]
+    lines = [
+        "# Cross-domain quality of the adaptation",
+        "",
+        "Generated by `make bench-quality` (`bench/quality/run.py`) from `results/quality.json`; every number",
+        "below is in that file. Mean ± standard deviation over seeds; mIoU and IoU in %.",
+        "",
+        "## Headline",
+        "",
+    ]
+    if promise:
+        defaults = promise["defaults"]
+        lines.append(
+            f"- **Product promise** (`crossearth adapt-segment` with its default settings vs `crossearth segment`, "
+            f"on {len(defaults['scenes'])} scenes of districts the model never saw): "
+            f"**{_points(defaults['gain_miou']['mean'])} mIoU points** on average "
+            f"({_pm(defaults['segment_miou'])} → {_pm(defaults['adapt_segment_miou'])})."
+        )
+    for setting in ("dg", "da"):
+        h = head[setting]
+        lines.append(
+            f"- **{setting.upper()}**: Fisher gating {h['fisher_gate_miou'] * 100:.1f} mIoU, "
+            f"**{_points(h['gain_over_best_baseline'])} points** against the best baseline ({h['best_baseline']}, "
+            f"{h['best_baseline_miou'] * 100:.1f}); {_points(h['gain_over_best_single_peft'])} against the best "
+            f"single-type PEFT ({h['best_single_peft']}), {_points(h['gain_over_random_gate'])} against random gating, "
+            f"{_points(h['gain_over_source_only'])} against source only (mean over {', '.join(h['domains'])})."
+        )
+    lines += ["", "## Protocol", ""]
+    lines += [
+        "- Data: Dubai aerial imagery, 6 tiles (districts imaged at different resolutions and seasons), 9 images each.",
+        "- Splits (per rotation: P pretrains the frozen backbone and its head, S is the labelled source, T the unseen "
+        "targets; target labels are used only for scoring):",
+    ]
+    for name, split in protocol["rotations"].items():
+        lines.append(f"  - {name}: P = {split['pretrain']}, S = {split['source']}, T = {split['target']}")
+    lines += [
+        f"- Frozen backbone: the default model's recipe (`scripts/train_default.py`: hybrid ViT, EfficientNet-Lite0 "
+        f"stem, 4 blocks of width 192, light head) trained on P for "
+        f"{next(iter(protocol['pretrained'].values()))['steps']} steps instead of 1100.",
+        f"- Sensor shift (a second domain gap, applied to the target images, labels unchanged): "
+        f"{protocol['sensor_shift']}.",
+        f"- Budget, the same for every method: {budget['steps']} steps, batch {budget['batch_size']}, crops of "
+        f"{budget['crop_size']} px; Fisher re-selection every {budget['reselect_every']} steps, k = 0.5 (6 of 12 "
+        f"modules); scoring on one {budget['eval_crop']} px window per target image (of a 3 x 3 grid of "
+        "candidates, the one whose labels mix the classes most; `protocol.scoring_windows`). "
+        f"{protocol['seeds']} seeds.",
+        "- DG: adapt on labelled S, test on T and on T through the sensor shift. DA: adapt on labelled S plus the "
+        "unlabelled T images (EMA teacher, confidence threshold, ClassMix), test on T.",
+        "- Methods: " + "; ".join(f"`{m}` {v}" for m, v in protocol["methods"].items()) + ".",
+        "",
+    ]
+    for key, title in TABLE_TITLES.items():
+        if key in report["table"]:
+            lines += [f"## {title}", "", *method_table(report["table"][key]), ""]
+    lines += ["## Gate ablation (DG, target tiles as they are)", ""]
+    lines += method_table(report["ablation"]["dg/clean"])
+    lines += ["", "Same on the sensor-shifted targets:", "", *method_table(report["ablation"]["dg/shift"]), ""]
+    lines += ["## The product promise, scene by scene", ""]
+    lines += [
+        "| variant | AdaptOptions | tile | image | segment mIoU | adapt-segment mIoU | gain | adapt-segment s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, row in promise.items():
+        for scene in row["scenes"]:
+            lines.append(
+                f"| {variant} | `{row['options'] or 'defaults'}` | {scene['tile']} | {scene['part']} | "
+                f"{scene['segment_miou'] * 100:.1f} | {scene['adapt_segment_miou'] * 100:.1f} | "
+                f"{_points(scene['gain_miou'])} | {scene['adapt_segment_seconds']:.0f} |"
+            )
+        lines.append(f"| {variant} | mean | | | | | **{_points(row['gain_miou']['mean'])}** | |")
+    lines += [
+        "",
+        f"Held-out default model: {protocol['promise_model_card']}.",
+        "",
+        "## Figures",
+        "",
+        "![mIoU per method](figures/quality_miou.png)",
+        "",
+        "![Fisher selection frequency](figures/quality_selection.png)",
+        "",
+        "![Qualitative panels](figures/quality_panels.png)",
+        "",
+        "## Cost",
+        "",
+        f"Wall time of this run: {report['wall_seconds']} s ({report['machine']['workers']} worker processes, one "
+        f"torch thread each, on a {report['machine']['cores']}-core CPU shared with other work); runs already in the "
+        "cache were not recomputed. Per-run adaptation seconds are in the tables.",
+        "",
+    ]
+    if NOTES.is_file():
+        lines += [NOTES.read_text().strip(), ""]
+    lines += [
+        "## Re-running",
+        "",
+        "`make bench-quality` (or `python bench/quality/run.py --out results/quality.json`). Pretrained backbones "
+        "and finished runs are cached under `~/.cache/crossearth/quality` (`--cache`); delete it to recompute all. "
+        "`--rotations r1 --rotations r2 ...`, `--seeds`, `--steps`, `--crop` change the protocol.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def write_report(report: dict, runs: list[dict], docs: Path) -> None:
+    figures = docs / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_miou(report["table"], figures / "quality_miou.png")
+    plot_selection(runs, figures / "quality_selection.png")
+    plot_panels(runs, next(iter(report["protocol"]["rotations"])), figures / "quality_panels.png")
+    write_markdown(report, docs / "quality.md")

@@ -1,0 +1,284 @@
+"""Cross-domain benchmark of the adaptation: every baseline, DG and DA, clean and sensor-shifted targets.
+
+    python bench/quality/run.py --out results/quality.json      (make bench-quality)
+
+Runs go to worker processes (one torch thread each) and are cached as JSON under ``--cache`` by a hash of
+their settings, so a rerun only computes what changed; the pretrained backbones are cached there too.
+At the end the results, docs/quality.md and docs/figures/quality_*.png are written from the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from protocol import (
+    BASELINES,
+    CLASS_NAMES,
+    EVAL_CROP,
+    METHODS,
+    PEFT_SINGLE,
+    REPO,
+    ROTATIONS,
+    SENSOR_SHIFT,
+    run,
+    run_key,
+    summarize,
+)
+
+DEFAULT_CACHE = Path.home() / ".cache" / "crossearth" / "quality"
+PROMISE_SCENES = [(5, 1), (6, 1)]  # (held-out tile, image part)
+
+# Gate ablation (DG, Fisher gating): one setting changed at a time from the defaults.
+ABLATION = {
+    "k=0.25": {"gate": {"top_k": 0.25}},
+    "k=0.75": {"gate": {"top_k": 0.75}},
+    "reselect=5": {"gate": {"reselect_every": 5}},
+    "reselect=never": {"gate": {"reselect_every": 100_000}},
+    "norm=none": {"gate": {"normalization": "none"}},
+    "norm=numel": {"gate": {"normalization": "numel"}},
+}
+
+# The product's DA defaults and variants of them, measured on the held-out scenes.
+PROMISE_VARIANTS: dict[str, dict] = {
+    "defaults": {},
+    "lr=1e-3, ema=0.99": {"extra": {"lr": 1e-3, "ema_momentum": 0.99}},
+    "class_quantile=0.5": {"extra": {"class_quantile": 0.5}},
+    "lr=1e-3, ema=0.99, class_quantile=0.5": {"extra": {"lr": 1e-3, "ema_momentum": 0.99, "class_quantile": 0.5}},
+}
+
+
+def pretrain(rotation: str, steps: int, cache: Path) -> str:
+    """The frozen backbone of a rotation: the default model's recipe on the pretraining tiles (cached)."""
+    from train_default import main as train_default
+
+    folder = cache / "pretrained" / f"P{'-'.join(map(str, ROTATIONS[rotation]['pretrain']))}_steps{steps}"
+    if not (folder / "model.safetensors").is_file():
+        train_default(
+            train_tiles=ROTATIONS[rotation]["pretrain"],
+            eval_tiles=[],
+            output=folder,
+            steps=steps,
+            log=folder.with_suffix(".log"),
+        )
+    return str(folder)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _execute(kind: str, spec: dict, path: str) -> dict:
+    if kind == "promise":
+        from promise import run_promise
+
+        result = run_promise(spec)
+    else:
+        result = run(spec)
+    Path(path).write_text(json.dumps(result))
+    return result
+
+
+def execute_all(jobs: list[tuple[str, dict]], cache: Path, workers: int) -> list[dict]:
+    """Run every job not in the cache, ``workers`` at a time; returns the results in job order."""
+    (cache / "runs").mkdir(parents=True, exist_ok=True)
+    paths = [cache / "runs" / f"{kind}-{run_key(spec)}.json" for kind, spec in jobs]
+    todo = [i for i, path in enumerate(paths) if not path.is_file()]
+    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} cached, {len(todo)} to do with {workers} workers", flush=True)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+        futures = {pool.submit(_execute, *jobs[i], str(paths[i])): i for i in todo}
+        for done, future in enumerate(as_completed(futures), 1):
+            kind, spec = jobs[futures[future]]
+            future.result()
+            label = spec.get("method", spec.get("variant", ""))
+            print(f"[{done}/{len(todo)} {time.perf_counter() - started:.0f}s] {kind} {label}", flush=True)
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Mean and standard deviation over seeds (and rotations) of mIoU and per-class IoU, per table row."""
+    table: dict[str, dict] = {}
+    for result in runs:
+        spec = result["spec"]
+        for domain, confusions in result["confusion"].items():
+            row = table.setdefault(f"{spec['setting']}/{domain}", {}).setdefault(spec["name"], {"runs": []})
+            row["runs"].append({"rotation": spec["rotation"], "seed": spec["seed"], **summarize(confusions)})
+            row.setdefault("seconds", []).append(result["adapt_seconds"])
+            row["trainable_parameters"] = result["trainable_parameters"]
+            if result.get("pseudo_label_fraction") is not None:
+                row.setdefault("pseudo_fraction", []).append(result["pseudo_label_fraction"])
+    for rows in table.values():
+        for row in rows.values():
+            row["miou"] = mean_std([r["miou"] for r in row["runs"]])
+            row["iou"] = {c: mean_std([r["iou"][c] for r in row["runs"]]) for c in CLASS_NAMES}
+            row["seconds"] = mean_std(row["seconds"])
+            if "pseudo_fraction" in row:
+                row["pseudo_fraction"] = mean_std(row["pseudo_fraction"])
+    return table
+
+
+def headline(table: dict, setting: str) -> dict:
+    """Fisher gating against the best baseline and against each reference, over the setting's target domains."""
+    domains = [key for key in table if key.startswith(f"{setting}/")]
+
+    def overall(method: str) -> float:
+        return float(np.mean([table[d][method]["miou"]["mean"] for d in domains]))
+
+    best = max(BASELINES, key=overall)
+    ours = overall("fisher_gate")
+    best_single = max(PEFT_SINGLE, key=overall)
+    return {
+        "domains": domains,
+        "fisher_gate_miou": ours,
+        "best_baseline": best,
+        "best_baseline_miou": overall(best),
+        "gain_over_best_baseline": ours - overall(best),
+        "best_single_peft": best_single,
+        "gain_over_best_single_peft": ours - overall(best_single),
+        "gain_over_random_gate": ours - overall("random_gate"),
+        "gain_over_source_only": ours - overall("source_only"),
+        "per_method": {m: overall(m) for m in METHODS},
+    }
+
+
+def promise_summary(results: list[dict]) -> dict:
+    variants: dict[str, dict] = {}
+    for result in results:
+        row = variants.setdefault(result["spec"]["variant"], {"options": result["spec"]["options"], "scenes": []})
+        row["scenes"].append(
+            {
+                "tile": result["spec"]["tile"],
+                "part": result["spec"]["part"],
+                "segment_miou": result["segment"]["miou"],
+                "adapt_segment_miou": result["adapt_segment"]["miou"],
+                "gain_miou": result["gain_miou"],
+                "segment_iou": result["segment"]["iou"],
+                "adapt_segment_iou": result["adapt_segment"]["iou"],
+                "adapt_segment_seconds": result["adapt_segment_seconds"],
+            }
+        )
+    for row in variants.values():
+        row["gain_miou"] = mean_std([s["gain_miou"] for s in row["scenes"]])
+        row["segment_miou"] = mean_std([s["segment_miou"] for s in row["scenes"]])
+        row["adapt_segment_miou"] = mean_std([s["adapt_segment_miou"] for s in row["scenes"]])
+    return variants
+
+
+def main(
+    out: Annotated[Path, typer.Option(help="results JSON")] = REPO / "results" / "quality.json",
+    cache: Annotated[Path, typer.Option(help="cached runs and pretrained backbones (not committed)")] = DEFAULT_CACHE,
+    rotations: Annotated[list[str], typer.Option(help="splits to run (see protocol.ROTATIONS)")] = ["r1"],  # noqa: B006
+    seeds: int = 3,
+    ablation_seeds: int = 2,
+    steps: int = 30,
+    batch_size: int = 4,
+    crop: int = 160,
+    reselect_every: Annotated[int, typer.Option(help="Fisher re-selection interval in the benchmark")] = 15,
+    pretrain_steps: int = 200,
+    promise_model: Annotated[
+        Path, typer.Option(help="default model retrained without the promise scenes' tiles (5 and 6)")
+    ] = DEFAULT_CACHE / "heldout-default-model",
+    workers: Annotated[int, typer.Option(help="parallel processes, one torch thread each")] = 2,
+    promise: Annotated[bool, typer.Option(help="measure the product promise (adapt-segment vs segment)")] = True,
+    docs: Annotated[bool, typer.Option(help="also write docs/quality.md and its figures")] = True,
+) -> None:
+    started = time.perf_counter()
+    pretrained = {r: pretrain(r, pretrain_steps, cache) for r in rotations}
+    base = {"steps": steps, "batch_size": batch_size, "crop_size": crop, "reselect_every": reselect_every}
+    jobs: list[tuple[str, dict]] = []
+    for rotation in rotations:
+        for seed in range(seeds):
+            common = {**base, "rotation": rotation, "pretrained": pretrained[rotation], "seed": seed}
+            for setting in ("da", "dg"):
+                for method in METHODS:
+                    if method == "source_only" and seed > 0:
+                        continue  # deterministic: one evaluation is every seed's
+                    jobs.append(
+                        (
+                            "adapt",
+                            {**common, "setting": setting, "method": method, "name": method, "target_domain": "clean"},
+                        )
+                    )
+            for name, overrides in ABLATION.items():
+                if seed >= ablation_seeds:
+                    break
+                jobs.append(
+                    (
+                        "adapt",
+                        {
+                            **common,
+                            "setting": "dg",
+                            "method": "fisher_gate",
+                            "name": name,
+                            "target_domain": "clean",
+                            "overrides": overrides,
+                        },
+                    )
+                )
+    promise_jobs = [
+        ("promise", {"model": str(promise_model), "tile": tile, "part": part, "variant": variant, "options": options})
+        for variant, options in PROMISE_VARIANTS.items()
+        for tile, part in PROMISE_SCENES
+        if promise
+    ]
+    results = execute_all(promise_jobs + jobs, cache, workers)
+    promise_results, runs = results[: len(promise_jobs)], results[len(promise_jobs) :]
+    main_runs = [r for r in runs if r["spec"]["name"] in METHODS]
+    ablation_runs = [r for r in runs if r["spec"]["name"] in ABLATION or r["spec"]["name"] == "fisher_gate"]
+    table = aggregate(main_runs)
+    report = {
+        "protocol": {
+            "rotations": {r: ROTATIONS[r] for r in rotations},
+            "pretrained": {r: {"folder": pretrained[r], "steps": pretrain_steps} for r in rotations},
+            "seeds": seeds,
+            "budget": {**base, "eval_crop": EVAL_CROP},
+            "sensor_shift": SENSOR_SHIFT,
+            "methods": METHODS,
+            "ablation": ABLATION,
+            "promise_scenes": PROMISE_SCENES,
+            "promise_model": str(promise_model),
+            "promise_model_card": json.loads((promise_model / "model_card.json").read_text()).get("provenance"),
+        },
+        "headline": {"dg": headline(table, "dg"), "da": headline(table, "da")},
+        "promise": promise_summary(promise_results),
+        "table": table,
+        "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
+        "runs": [{k: v for k, v in r.items() if k != "panels"} for r in runs],
+        "machine": {
+            "cpu": platform.machine(),
+            "cores": os.cpu_count(),
+            "workers": workers,
+            "threads_per_worker": 1,
+            "python": platform.python_version(),
+        },
+        "wall_seconds": round(time.perf_counter() - started),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out} in {report['wall_seconds']} s", flush=True)
+    if docs:
+        from report import write_report
+
+        write_report(report, runs, REPO / "docs")
+
+
+if __name__ == "__main__":
+    typer.run(main)
