@@ -44,13 +44,17 @@ class Probabilities(nn.Module):
 
 
 def torch_predictor(model: SegmentationModel, threads: int | None = None) -> Predict:
+    """PyTorch in channels-last layout (1.4x eager NCHW here, same pixels; docs/performance.md).
+
+    The model's convolution weights are converted to channels-last in place: a change of memory layout only.
+    """
     if threads:
         torch.set_num_threads(threads)
-    probabilities = Probabilities(model).eval()
+    probabilities = Probabilities(model).eval().to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def predict(batch: np.ndarray) -> np.ndarray:
-        return probabilities(torch.from_numpy(batch)).numpy()
+        return probabilities(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).numpy()
 
     return predict
 
@@ -81,14 +85,19 @@ def export_onnx(model: SegmentationModel, path: str | Path, tile: int, batch_siz
     return Path(path)
 
 
+# Idle worker threads sleep rather than spin: on a CPU shared with QGIS and other jobs, spinning takes
+# time from them and from our own threads (bench/inference.py measures both settings).
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+
 def onnx_session(path: str | Path, threads: int | None = None, config: dict[str, str] | None = None) -> Predict:
-    """An onnxruntime CPU session on an exported model; ``config`` adds session config entries."""
+    """An onnxruntime CPU session on an exported model; ``config`` overrides entries of ``SESSION_CONFIG``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    for key, value in (config or {}).items():
+    for key, value in {**SESSION_CONFIG, **(config or {})}.items():
         options.add_session_config_entry(key, value)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
