@@ -35,6 +35,8 @@ def class_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 class Probabilities(nn.Module):
+    """The model followed by its class softmax: what every engine computes."""
+
     def __init__(self, model: SegmentationModel) -> None:
         super().__init__()
         self.model = model
@@ -60,7 +62,7 @@ def torch_predictor(model: SegmentationModel, threads: int | None = None) -> Pre
 
 
 def export_onnx(model: SegmentationModel, path: str | Path, tile: int, batch_size: int) -> Path:
-    """Export with the dynamo exporter (the TorchScript one cannot export ``torch.fft``).
+    """Export with the dynamo exporter, the batch size dynamic.
 
     LoRA is merged for the export and unmerged afterwards, so the PyTorch model is left as it was.
     """
