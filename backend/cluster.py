@@ -10,22 +10,21 @@ time, so memory stays bounded however large the raster or long the list of raste
 from __future__ import annotations
 
 import atexit
-import hashlib
-import json
 import logging
 import os
 import sys
 import threading
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import rasterio
-from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
+from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker, wait
 
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
@@ -123,11 +122,6 @@ class PredictorSpec:
     batch_size: int
     threads: int | None = None  # None: the worker's cores shared among its task threads
 
-    @property
-    def plugin_name(self) -> str:
-        digest = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
-        return f"crossearth-predictor-{digest}"
-
 
 class PredictorPlugin(WorkerPlugin):
     """Loads the model (and adapter) on a worker at its first strip and keeps the predictor for the others.
@@ -218,6 +212,10 @@ class RasterJob:
         return cls(source, output, confidence, entropy, overwrite)
 
 
+def _plugin_name(run: str) -> str:
+    return f"crossearth-predictor-{run}"
+
+
 def _predict_strip_task(source: StripSource, index: int, plugin_name: str) -> StripSums:
     """Runs on a worker: read and predict one strip of tiles."""
     predict = get_worker().plugins[plugin_name].predictor()
@@ -236,14 +234,13 @@ def _predict_strip_task(source: StripSource, index: int, plugin_name: str) -> St
 class _StripStream:
     """Submits strips in order, never more than ``in_flight`` ahead of the one the client waits for."""
 
-    def __init__(self, client: Client, strips: Sequence[tuple[StripSource, int]], plugin_name: str) -> None:
+    def __init__(self, client: Client, strips: Sequence[tuple[StripSource, int]], run: str) -> None:
         self.client = client
         self.strips = strips
-        self.plugin_name = plugin_name
+        self.run = run
         self.in_flight = STRIPS_IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
         self.pending: deque[Future] = deque()
         self.submitted = 0
-        self.run = hashlib.sha1(os.urandom(8)).hexdigest()[:8]  # task keys of this run
 
     def next(self, is_cancelled: CancelFn) -> StripSums:
         while len(self.pending) < self.in_flight and self.submitted < len(self.strips):
@@ -252,7 +249,7 @@ class _StripStream:
                 _predict_strip_task,
                 source,
                 index,
-                self.plugin_name,
+                _plugin_name(self.run),
                 key=f"crossearth-strip-{self.run}-{self.submitted}",
                 retries=RETRIES,
                 pure=False,
@@ -260,12 +257,14 @@ class _StripStream:
             self.pending.append(future)
             self.submitted += 1
         future = self.pending.popleft()
-        while True:
+        while not future.done():
             check_cancelled(is_cancelled)
-            try:
-                return future.result(timeout=POLL_SECONDS)  # raises the task's error, if it failed
-            except TimeoutError:
-                continue
+            with suppress(TimeoutError):
+                wait(future, timeout=POLL_SECONDS)
+        check_cancelled(is_cancelled)
+        # no timeout here: a result(timeout) that expires drops the transfer, and a strip of a wide raster
+        # (tens of MB) slower to fetch than the timeout would be fetched again and again
+        return future.result()  # raises the task's error, if it failed
 
     def cancel(self) -> None:
         self.client.cancel(list(self.pending))
@@ -284,15 +283,14 @@ def segment_on_cluster(
     The strips of all rasters flow through the cluster in one ordered stream, so workers keep busy across
     the boundary between two rasters, while the client writes one raster at a time.
     """
-    stream = _StripStream(
-        client, [(job.source, index) for job in jobs for index in range(job.source.grid.strips)], predictor.plugin_name
-    )
+    run = uuid.uuid4().hex[:8]  # names this run's tasks and plugin: runs may share a cluster
+    stream = _StripStream(client, [(job.source, index) for job in jobs for index in range(job.source.grid.strips)], run)
     total = sum(job.source.grid.tiles for job in jobs)
     done = 0
     results = []
     workers = len(client.scheduler_info()["workers"])
     progress(0.0, f"segmenting {len(jobs)} raster(s), {total} tiles, on {workers} worker(s)")
-    client.register_plugin(PredictorPlugin(predictor), name=predictor.plugin_name)
+    client.register_plugin(PredictorPlugin(predictor), name=_plugin_name(run))
     try:
         for number, job in enumerate(jobs, start=1):
             grid = job.source.grid
@@ -316,6 +314,6 @@ def segment_on_cluster(
     finally:
         stream.cancel()
         with suppress(OSError):  # a scheduler already gone has no plugin left to remove
-            client.unregister_worker_plugin(predictor.plugin_name)
+            client.unregister_worker_plugin(_plugin_name(run))
     progress(1.0, "done")
     return results

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from backend.cli import run_in_process
 from backend.cluster import connect, parse_cluster
 from backend.errors import BadInput
 from backend.pipeline import Scene, SegmentOptions, options_per_raster, segment, segment_rasters
-from backend.progress import Cancelled
+from backend.progress import Cancelled, no_progress
 from tests.conftest_rasters import write_raster
 
 
@@ -136,6 +138,39 @@ def test_several_rasters_flow_through_one_run_each_as_in_a_single_process(tmp_pa
     for path, options in zip(paths, each, strict=True):
         segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, f"single_{path.stem}"))
         assert_same_outputs(options, expected)
+
+
+def test_two_runs_at_once_share_a_cluster_without_stepping_on_each_other(tmp_path, tiny_model_folder, scheduler):
+    path = scene_raster(tmp_path, height=300)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [
+            pool.submit(segment, scene(path, tiny_model_folder), outputs(tmp_path, name), cluster=scheduler)
+            for name in ("first", "second")
+        ]
+        for run_ in runs:
+            run_.result()  # the run that ends first removes only its own model plugin
+    segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, "single"))
+    for name in ("first", "second"):
+        assert_same_outputs(outputs(tmp_path, name), expected)
+
+
+def test_a_strip_slower_to_fetch_than_the_cancel_poll_is_fetched_once(
+    tmp_path, tiny_model_folder, scheduler, monkeypatch
+):
+    monkeypatch.setattr(cluster_module, "POLL_SECONDS", 0.001)  # no 3 MB strip crosses a socket that fast
+    path = scene_raster(tmp_path, height=100, width=2400)
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            segment, scene(path, tiny_model_folder), options := outputs(tmp_path, "cluster"), no_progress, stop.is_set,
+            cluster=scheduler,
+        )  # fmt: skip
+        try:
+            running.result(timeout=60)  # a fetch given up at each poll would never end
+        finally:
+            stop.set()
+    segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, "single"))
+    assert_same_outputs(options, expected)
 
 
 def test_cancel_mid_run_leaves_no_output(tmp_path, tiny_model_folder, scheduler):
