@@ -192,7 +192,7 @@ Quicklook = Annotated[Path | None, typer.Option("--quicklook", help="Also write 
 TileSize = Annotated[int | None, typer.Option("--tile-size", min=16, help="Tile size (default: model card).")]
 Stride = Annotated[int | None, typer.Option("--stride", min=1, help="Tile stride (default: model card).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")]
-Engine = Annotated[str, typer.Option("--engine", help="auto | onnx | torch (auto: onnxruntime when installed).")]
+Engine = Annotated[str, typer.Option("--engine", help="auto | onnx | torch (auto: onnx, torch below 64 tiles).")]
 Mode = Annotated[str, typer.Option("--mode", help="da (unlabelled, self-training) or dg (needs --labels).")]
 Labels = Annotated[Path | None, typer.Option("--labels", help="Class-index raster aligned with INPUT (DG).")]
 Samples = Annotated[int, typer.Option("--samples", min=1, help="Adaptation tiles sampled over the scene.")]

@@ -154,7 +154,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             self.BATCH_SIZE, "Tiles per batch", integer, DEFAULT_BATCH_SIZE, minValue=1
         )))
         engine = QgsProcessingParameterEnum(
-            self.ENGINE, "Inference engine (auto: onnxruntime when installed)", list(ENGINES), defaultValue="auto"
+            self.ENGINE, "Inference engine (auto: onnx, torch for small scenes)", list(ENGINES), defaultValue="auto"
         )
         engine.setUsesStaticStrings(True)
         self.addParameter(advanced(engine))
