@@ -515,9 +515,47 @@ def print_table(report: dict) -> None:
     )
 
 
+def plot(report: dict, path: Path) -> None:
+    """Throughput of every path as a multiple of the baseline, and segmentation speed and peak RSS by raster size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [row for row in report["inference"]["paths"] if "mpx_per_s" in row]
+    runs = [row for row in report["segmentation"] if row["requested_engine"] == "auto"]
+    figure, (speed, scale) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.6, 1]})
+    names = [row["name"] for row in paths]
+    colours = ["tab:green" if name in (TORCH_ENGINE, ONNX_ENGINE) else "tab:gray" for name in names]
+    speed.barh(names, [row["ratio_to_baseline"] for row in paths], color=colours)
+    speed.axvline(1.0, color="black", linewidth=0.8)
+    speed.invert_yaxis()
+    speed.tick_params(axis="y", labelsize=7)
+    speed.set_xlabel("throughput / onnxruntime fp32 as first exported (green: the engines segment() runs)")
+    for y, row in enumerate(paths):
+        speed.text(row["ratio_to_baseline"], y, f" {row['mpx_per_s']:.2f} Mpx/s", va="center", fontsize=7)
+    sizes = [row["size"] for row in runs]
+    scale.plot(sizes, [row["mpx_per_s_after_setup"] for row in runs], "o-", label="Mpx/s after setup")
+    scale.plot(sizes, [row["mpx_per_s"] for row in runs], "o--", label="Mpx/s with model load and export")
+    scale.set_xscale("log")
+    scale.set_xlabel("raster side (px), engine auto")
+    scale.set_ylabel("segmentation Mpx/s")
+    scale.legend(loc="upper left", fontsize=8)
+    memory = scale.twinx()
+    memory.plot(sizes, [row["peak_rss_mib"] for row in runs], "s:", color="tab:red")
+    memory.set_ylabel("peak RSS (MiB)", color="tab:red")
+    memory.set_ylim(0, max(row["peak_rss_mib"] for row in runs) * 1.3)
+    figure.suptitle(f"{report['model']['name']} ({report['model']['weights']}), {THREADS} threads, shared machine")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "inference.json")
+    parser.add_argument("--figure", type=Path, default=REPO / "docs" / "figures" / "inference_speed.png")
     parser.add_argument("--rounds", type=int, default=6, help="timing rounds per path")
     parser.add_argument("--skip-compile", action="store_true", help="leave out torch.compile (minutes to compile)")
     parser.add_argument("--skip-segmentation", action="store_true")
@@ -562,6 +600,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if segmentation:
+        plot(report, args.figure)
     print_table(report)
 
 
