@@ -30,6 +30,10 @@ class AdaptConfig:
 
     ``tuning`` chooses what trains: ``toolbox`` (gated modules and head, the method), ``head`` (head
     only) or ``full`` (every backbone weight and the head, the full fine-tuning baseline).
+    DA keeps a pseudo-label where the teacher's confidence reaches ``confidence``; with
+    ``class_quantile`` q, each class's threshold is lowered to the q-quantile of the confidences of the
+    pixels the teacher gives that class in the batch (class-balanced self-training), so classes the
+    teacher is unsure of, often the rare ones, are not left out and unlearned.
     """
 
     mode: str = "da"
@@ -45,7 +49,8 @@ class AdaptConfig:
     toolbox: ToolboxConfig = field(default_factory=ToolboxConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     ema_momentum: float = 0.999
-    confidence: float = 0.9
+    confidence: float = 0.7
+    class_quantile: float | None = None
     class_mix: bool = True
 
     def __post_init__(self) -> None:
@@ -57,6 +62,8 @@ class AdaptConfig:
             raise ValueError("steps and batch_size must be >= 1 and crop_size >= 16")
         if not 0.0 <= self.confidence < 1.0 or not 0.0 <= self.ema_momentum < 1.0:
             raise ValueError("confidence and ema_momentum must be in [0, 1)")
+        if self.class_quantile is not None and not 0.0 <= self.class_quantile <= 1.0:
+            raise ValueError(f"class_quantile must be in [0, 1], got {self.class_quantile}")
         if isinstance(self.toolbox, dict):
             self.toolbox = ToolboxConfig(**self.toolbox)
         if isinstance(self.gate, dict):
@@ -214,6 +221,20 @@ def _update_teacher(teacher: SegmentationModel, student: SegmentationModel, mome
             t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
 
 
+def pseudo_label_thresholds(
+    confidence: torch.Tensor, pseudo: torch.Tensor, valid: torch.Tensor, config: AdaptConfig
+) -> torch.Tensor:
+    """Per-pixel confidence threshold: ``config.confidence``, lowered per class by ``class_quantile``."""
+    threshold = torch.full_like(confidence, config.confidence)
+    if config.class_quantile is None:
+        return threshold
+    for label in pseudo[valid].unique():
+        of_class = (pseudo == label) & valid
+        quantile = torch.quantile(confidence[of_class].float(), config.class_quantile)
+        threshold[of_class] = torch.clamp(quantile, max=config.confidence)
+    return threshold
+
+
 def _self_training_loss(
     student: SegmentationModel,
     teacher: SegmentationModel,
@@ -226,7 +247,9 @@ def _self_training_loss(
     with torch.no_grad():
         probabilities = torch.softmax(teacher(target["image"]), dim=1)
         confidence, pseudo = probabilities.max(dim=1)
-        confident = (confidence >= config.confidence) & target["valid"]
+        confident = (confidence >= pseudo_label_thresholds(confidence, pseudo, target["valid"], config)) & target[
+            "valid"
+        ]
         weight = confident.flatten(1).float().mean(dim=1)  # per image
         pseudo = torch.where(confident, pseudo, IGNORE_INDEX)
     pixel_weight = weight.view(-1, 1, 1).expand_as(pseudo).clone()

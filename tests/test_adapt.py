@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from backend.adapt import AdaptConfig, adapt
+from backend.adapt import AdaptConfig, adapt, pseudo_label_thresholds
 from backend.model import create_model
 from backend.progress import Cancelled
 from tests.conftest import tiny_config
@@ -133,3 +133,23 @@ def test_head_only_and_full_fine_tuning_baselines_train_what_they_say(tuning):
     result = adapt(model, striped_samples(), small_config(mode="dg", steps=3, tuning=tuning))
     backbone_trains = any(p.requires_grad for p in model.backbone.parameters())
     assert backbone_trains == (tuning == "full") and model.toolbox is None and result.selection == []
+
+
+def test_class_quantile_lowers_the_threshold_of_a_class_the_teacher_is_unsure_of():
+    confidence = torch.tensor([[[0.95, 0.9, 0.5, 0.4]]])
+    pseudo = torch.tensor([[[0, 0, 1, 1]]])
+    valid = torch.ones_like(pseudo, dtype=torch.bool)
+    plain = pseudo_label_thresholds(confidence, pseudo, valid, AdaptConfig(confidence=0.7))
+    assert (confidence >= plain).tolist() == [[[True, True, False, False]]]
+    balanced = pseudo_label_thresholds(confidence, pseudo, valid, AdaptConfig(confidence=0.7, class_quantile=0.5))
+    assert torch.allclose(balanced, torch.tensor([[[0.7, 0.7, 0.45, 0.45]]]))  # capped at 0.7; class 1: its median
+    with pytest.raises(ValueError, match="class_quantile"):
+        AdaptConfig(class_quantile=1.5)
+
+
+def test_product_adapt_options_pass_their_learning_rate_and_teacher_momentum_and_extra_overrides_them():
+    from backend.pipeline import AdaptOptions
+
+    config = AdaptOptions(lr=2e-3, ema_momentum=0.95).config()
+    assert (config.lr, config.ema_momentum, config.class_quantile) == (2e-3, 0.95, None)
+    assert AdaptOptions(extra={"lr": 5e-4, "class_quantile": 0.5}).config().lr == 5e-4

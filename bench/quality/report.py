@@ -37,7 +37,7 @@ def _points(value: float) -> str:
 def plot_miou(table: dict, path: Path) -> None:
     keys = [k for k in TABLE_TITLES if k in table]
     methods = list(METHODS)
-    fig, ax = plt.subplots(figsize=(11, 4.2))
+    fig, ax = plt.subplots(figsize=(11, 4.6))
     width = 0.8 / len(keys)
     for i, key in enumerate(keys):
         means = [table[key][m]["miou"]["mean"] * 100 for m in methods]
@@ -47,7 +47,7 @@ def plot_miou(table: dict, path: Path) -> None:
     ax.set_ylabel("mIoU (%), mean ± std over seeds")
     lows = [table[k][m]["miou"]["mean"] * 100 for k in keys for m in methods]
     ax.set_ylim(max(0, min(lows) - 8), max(lows) + 5)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(keys), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -72,13 +72,13 @@ def selection_frequency(runs: list[dict], setting: str, depth: int) -> np.ndarra
 
 def plot_selection(runs: list[dict], path: Path) -> None:
     depth = 1 + max(int(n.split(".")[1]) for r in runs for e in r["selection"] for n in e["active"])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 2.8), gridspec_kw={"wspace": 0.45})
     for ax, setting in zip(axes, ("dg", "da"), strict=True):
         frequency = selection_frequency(runs, setting, depth)
         image = ax.imshow(frequency, vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(depth), [f"block {i}" for i in range(depth)])
         ax.set_yticks(range(3), ["LoRA", "Adapter", "Earth-Adapter"])
-        ax.set_title(f"{setting.upper()}: how often each module is gated on")
+        ax.set_title(f"{setting.upper()}: share of Fisher selections", fontsize=10)
         for (row, col), value in np.ndenumerate(frequency):
             ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.6 else "k", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8)
@@ -198,7 +198,18 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += ["## Gate ablation (DG, target tiles as they are)", ""]
     lines += method_table(report["ablation"]["dg/clean"])
     lines += ["", "Same on the sensor-shifted targets:", "", *method_table(report["ablation"]["dg/shift"]), ""]
-    lines += ["## The product promise, scene by scene", ""]
+    lines += [
+        "## Diagnosis: the same methods with a slower head (ablation seeds)",
+        "",
+        f"Variants: {protocol['diagnosis']['variants']}.",
+        "",
+    ]
+    for key, rows in report["diagnosis"].items():
+        lines += [f"{TABLE_TITLES[key]}:", "", *method_table(rows), ""]
+    lines += [
+        "## The product promise, scene by scene",
+        "",
+    ]
     lines += [
         "| variant | AdaptOptions | tile | image | segment mIoU | adapt-segment mIoU | gain | adapt-segment s |",
         "|---|---|---|---|---|---|---|---|",
@@ -225,9 +236,12 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         "## Cost",
         "",
-        f"Wall time of this run: {report['wall_seconds']} s ({report['machine']['workers']} worker processes, one "
-        f"torch thread each, on a {report['machine']['cores']}-core CPU shared with other work); runs already in the "
-        "cache were not recomputed. Per-run adaptation seconds are in the tables.",
+        f"The runs were computed over {report['computed_span_seconds'] / 60:.0f} minutes of wall time "
+        f"({report['machine']['workers']} worker processes, one torch thread each, on a "
+        f"{report['machine']['cores']}-core CPU heavily shared with other work); "
+        f"their adaptation alone took {report['adapt_seconds_total'] / 60:.0f} process-minutes. This invocation "
+        f"took {report['wall_seconds']} s, runs already in the cache being reused. Per-run adaptation seconds are "
+        "in the tables; they are wall seconds of one process on the shared machine, so compare them as ratios.",
         "",
     ]
     if NOTES.is_file():

@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -50,13 +51,27 @@ ABLATION = {
     "norm=numel": {"gate": {"normalization": "numel"}},
 }
 
-# The product's DA defaults and variants of them, measured on the held-out scenes.
+# Diagnosis of the main table: the same methods with one setting changed (ablation seeds).
+DIAGNOSIS_METHODS = ["fisher_gate", "lora_only", "all_modules"]
+DIAGNOSIS = {
+    "head lr x0.1": {"head_lr_scale": 0.1},
+}
+
+# The product's DA defaults and every variant of them tried, measured on the held-out scenes. A run is
+# cached by its complete AdaptOptions, so the same settings under two names are computed once.
 PROMISE_VARIANTS: dict[str, dict] = {
     "defaults": {},
-    "lr=1e-3, ema=0.99": {"extra": {"lr": 1e-3, "ema_momentum": 0.99}},
-    "class_quantile=0.5": {"extra": {"class_quantile": 0.5}},
-    "lr=1e-3, ema=0.99, class_quantile=0.5": {"extra": {"lr": 1e-3, "ema_momentum": 0.99, "class_quantile": 0.5}},
+    "before this benchmark: lr 1e-4, EMA 0.999": {"lr": 1e-4, "ema_momentum": 0.999},
+    "lr 1e-3, EMA 0.99": {"lr": 1e-3, "ema_momentum": 0.99},
+    "lr 1e-3, EMA 0.99, class_quantile 0.5": {"lr": 1e-3, "ema_momentum": 0.99, "extra": {"class_quantile": 0.5}},
 }
+
+
+def promise_spec(model: Path, tile: int, part: int, options: dict) -> dict:
+    """Every AdaptOptions field is in the spec, so a change of the defaults is a new run, not a stale cache."""
+    from backend.pipeline import AdaptOptions
+
+    return {"model": str(model), "tile": tile, "part": part, "options": asdict(AdaptOptions(**options))}
 
 
 def pretrain(rotation: str, steps: int, cache: Path) -> str:
@@ -92,11 +107,15 @@ def _execute(kind: str, spec: dict, path: str) -> dict:
     return result
 
 
+def cache_path(cache: Path, kind: str, spec: dict) -> Path:
+    return cache / "runs" / f"{kind}-{run_key(spec)}.json"
+
+
 def execute_all(jobs: list[tuple[str, dict]], cache: Path, workers: int) -> list[dict]:
     """Run every job not in the cache, ``workers`` at a time; returns the results in job order."""
     (cache / "runs").mkdir(parents=True, exist_ok=True)
-    paths = [cache / "runs" / f"{kind}-{run_key(spec)}.json" for kind, spec in jobs]
-    todo = [i for i, path in enumerate(paths) if not path.is_file()]
+    paths = [cache_path(cache, kind, spec) for kind, spec in jobs]
+    todo = [i for i, path in enumerate(paths) if not path.is_file() and path not in paths[:i]]
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} cached, {len(todo)} to do with {workers} workers", flush=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
@@ -104,9 +123,15 @@ def execute_all(jobs: list[tuple[str, dict]], cache: Path, workers: int) -> list
         for done, future in enumerate(as_completed(futures), 1):
             kind, spec = jobs[futures[future]]
             future.result()
-            label = spec.get("method", spec.get("variant", ""))
+            label = spec.get("name", f"tile {spec.get('tile')} part {spec.get('part')}")
             print(f"[{done}/{len(todo)} {time.perf_counter() - started:.0f}s] {kind} {label}", flush=True)
     return [json.loads(path.read_text()) for path in paths]
+
+
+def computed_span(cache: Path, jobs: list[tuple[str, dict]]) -> int:
+    """Seconds from the first to the last finished run (the runs may come from several invocations)."""
+    times = [cache_path(cache, kind, spec).stat().st_mtime for kind, spec in jobs]
+    return round(max(times) - min(times))
 
 
 def mean_std(values: list[float]) -> dict:
@@ -159,10 +184,10 @@ def headline(table: dict, setting: str) -> dict:
     }
 
 
-def promise_summary(results: list[dict]) -> dict:
+def promise_summary(names: list[str], results: list[dict]) -> dict:
     variants: dict[str, dict] = {}
-    for result in results:
-        row = variants.setdefault(result["spec"]["variant"], {"options": result["spec"]["options"], "scenes": []})
+    for name, result in zip(names, results, strict=True):
+        row = variants.setdefault(name, {"options": PROMISE_VARIANTS[name], "scenes": []})
         row["scenes"].append(
             {
                 "tile": result["spec"]["tile"],
@@ -199,6 +224,9 @@ def main(
     workers: Annotated[int, typer.Option(help="parallel processes, one torch thread each")] = 2,
     promise: Annotated[bool, typer.Option(help="measure the product promise (adapt-segment vs segment)")] = True,
     docs: Annotated[bool, typer.Option(help="also write docs/quality.md and its figures")] = True,
+    cached_only: Annotated[
+        bool, typer.Option(help="report only the runs already finished (while another process computes the rest)")
+    ] = False,
 ) -> None:
     started = time.perf_counter()
     pretrained = {r: pretrain(r, pretrain_steps, cache) for r in rotations}
@@ -233,16 +261,23 @@ def main(
                         },
                     )
                 )
-    promise_jobs = [
-        ("promise", {"model": str(promise_model), "tile": tile, "part": part, "variant": variant, "options": options})
-        for variant, options in PROMISE_VARIANTS.items()
-        for tile, part in PROMISE_SCENES
-        if promise
-    ]
+            for setting in ("dg", "da") if seed < ablation_seeds else ():
+                for variant, overrides in DIAGNOSIS.items():
+                    for method in DIAGNOSIS_METHODS:
+                        spec = {**common, "setting": setting, "method": method, "target_domain": "clean"}
+                        jobs.append(("adapt", {**spec, "name": f"{method}, {variant}", "overrides": overrides}))
+    variants = [(variant, scene) for variant in PROMISE_VARIANTS for scene in PROMISE_SCENES] if promise else []
+    promise_jobs = [("promise", promise_spec(promise_model, *scene, PROMISE_VARIANTS[v])) for v, scene in variants]
+    if cached_only:
+        variants = [v for v, job in zip(variants, promise_jobs, strict=True) if cache_path(cache, *job).is_file()]
+        promise_jobs = [job for job in promise_jobs if cache_path(cache, *job).is_file()]
+        jobs = [job for job in jobs if cache_path(cache, *job).is_file()]
     results = execute_all(promise_jobs + jobs, cache, workers)
     promise_results, runs = results[: len(promise_jobs)], results[len(promise_jobs) :]
     main_runs = [r for r in runs if r["spec"]["name"] in METHODS]
-    ablation_runs = [r for r in runs if r["spec"]["name"] in ABLATION or r["spec"]["name"] == "fisher_gate"]
+    early = [r for r in runs if r["spec"]["seed"] < ablation_seeds]  # the seeds the ablation ran on
+    ablation_runs = [r for r in early if r["spec"]["name"] in ABLATION or r["spec"]["name"] == "fisher_gate"]
+    diagnosis_runs = [r for r in early if r["spec"]["name"].split(", ")[0] in DIAGNOSIS_METHODS]
     table = aggregate(main_runs)
     report = {
         "protocol": {
@@ -253,14 +288,17 @@ def main(
             "sensor_shift": SENSOR_SHIFT,
             "methods": METHODS,
             "ablation": ABLATION,
+            "diagnosis": {"methods": DIAGNOSIS_METHODS, "variants": DIAGNOSIS},
             "promise_scenes": PROMISE_SCENES,
+            "promise_defaults": promise_spec(promise_model, 0, 0, {})["options"],
             "promise_model": str(promise_model),
             "promise_model_card": json.loads((promise_model / "model_card.json").read_text()).get("provenance"),
         },
         "headline": {"dg": headline(table, "dg"), "da": headline(table, "da")},
-        "promise": promise_summary(promise_results),
+        "promise": promise_summary([v for v, _ in variants], promise_results),
         "table": table,
         "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
+        "diagnosis": aggregate(diagnosis_runs),
         "runs": [{k: v for k, v in r.items() if k != "panels"} for r in runs],
         "machine": {
             "cpu": platform.machine(),
@@ -270,6 +308,11 @@ def main(
             "python": platform.python_version(),
         },
         "wall_seconds": round(time.perf_counter() - started),
+        "adapt_seconds_total": round(
+            sum(r["adapt_seconds"] for r in runs) + sum(r["adapt_segment_seconds"] for r in promise_results)
+        ),
+        "cached_only": cached_only,
+        "computed_span_seconds": computed_span(cache, promise_jobs + jobs),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
