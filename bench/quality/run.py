@@ -147,7 +147,7 @@ def aggregate(runs: list[dict]) -> dict:
             row = table.setdefault(f"{spec['setting']}/{domain}", {}).setdefault(spec["name"], {"runs": []})
             row["runs"].append({"rotation": spec["rotation"], "seed": spec["seed"], **summarize(confusions)})
             row.setdefault("seconds", []).append(result["adapt_seconds"])
-            row["trainable_parameters"] = result["trainable_parameters"]
+            row.setdefault("trainable", []).append(result["trainable_parameters"])
             if result.get("pseudo_label_fraction") is not None:
                 row.setdefault("pseudo_fraction", []).append(result["pseudo_label_fraction"])
     for rows in table.values():
@@ -155,6 +155,7 @@ def aggregate(runs: list[dict]) -> dict:
             row["miou"] = mean_std([r["miou"] for r in row["runs"]])
             row["iou"] = {c: mean_std([r["iou"][c] for r in row["runs"]]) for c in CLASS_NAMES}
             row["seconds"] = mean_std(row["seconds"])
+            row["trainable_parameters"] = round(float(np.mean(row.pop("trainable"))))  # random gating varies
             if "pseudo_fraction" in row:
                 row["pseudo_fraction"] = mean_std(row["pseudo_fraction"])
     return table
