@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import DUBAI_DATA
+from tests.conftest import DUBAI_DATA
 from conftest_rasters import rgb_uint8
 from rasterio.transform import from_origin
 from rasterio.windows import Window, bounds
