@@ -59,7 +59,7 @@ bench-quality: setup
 	$(PY) bench/quality/run.py --out results/quality.json
 
 train-default: setup
-	$(PY) scripts/train_default.py
+	$(PY) scripts/train_default.py --log resources/models/dubai-hybrid-vit/train.log
 
 package: setup
 	$(PY) scripts/package_plugin.py
