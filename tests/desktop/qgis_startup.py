@@ -66,10 +66,10 @@ def start():
         iface.mapCanvas().setExtent(layer.extent())
         dock.show()
         dock.raise_()
-        # A drawn rectangle over the right part: the picture shows the imagery beside the classes.
+        # A drawn rectangle over the camp and the creek: the picture shows the classes inside the imagery.
         extent = layer.extent()
-        rectangle = QgsRectangle(extent.xMinimum() + 0.42 * extent.width(), extent.yMinimum(),
-                                 extent.xMaximum(), extent.yMaximum())
+        left, top, width, height = extent.xMinimum(), extent.yMaximum(), extent.width(), extent.height()
+        rectangle = QgsRectangle(left + 0.05 * width, top - 0.8 * height, left + 0.6 * width, top - 0.12 * height)
         dock.roi_combo.setCurrentIndex(ROI_DRAWN)
         dock.map_tool.show_rectangle(rectangle)
         dock.on_rectangle_drawn(rectangle)
