@@ -94,8 +94,18 @@ class Adaptation:
 
     def argv(self) -> list[str]:
         top_k = str(int(self.top_k)) if self.top_k >= 1 else repr(float(self.top_k))
-        args = ["--mode", self.mode, "--samples", str(self.samples), "--steps", str(self.steps),
-                "--top-k", top_k, "--seed", str(self.seed)]
+        args = [
+            "--mode",
+            self.mode,
+            "--samples",
+            str(self.samples),
+            "--steps",
+            str(self.steps),
+            "--top-k",
+            top_k,
+            "--seed",
+            str(self.seed),
+        ]
         if self.reselect_every is not None:
             args += ["--reselect-every", str(self.reselect_every)]
         if self.labels:

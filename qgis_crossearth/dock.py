@@ -207,8 +207,15 @@ class AdaptDock(QDockWidget):
         dg = self.mode_combo.currentData() == "dg"
         self.labels_label.setVisible(dg)
         self.labels_combo.setVisible(dg)
-        for widget in (self.layer_combo, self.roi_combo, self.polygon_combo, self.draw_button, self.model_combo,
-                       self.output_widget, self.settings_box):
+        for widget in (
+            self.layer_combo,
+            self.roi_combo,
+            self.polygon_combo,
+            self.draw_button,
+            self.model_combo,
+            self.output_widget,
+            self.settings_box,
+        ):
             widget.setEnabled(not self.running)
         self.run_button.setEnabled(not self.running and bool(self.cards))
         self.cancel_button.setEnabled(self.running)

@@ -98,8 +98,12 @@ def check_environment(
     try:
         completed = subprocess.run(
             [config.python, "-c", PROBE, ",".join(REQUIRED + OPTIONAL)],
-            capture_output=True, text=True, env=backend_env(config), cwd=config.root if config.root.is_dir() else None,
-            timeout=CHECK_TIMEOUT_SECONDS, check=False,
+            capture_output=True,
+            text=True,
+            env=backend_env(config),
+            cwd=config.root if config.root.is_dir() else None,
+            timeout=CHECK_TIMEOUT_SECONDS,
+            check=False,
         )
     except OSError as error:
         report.add(False, f"Backend Python {config.python} cannot be started: {error.strerror or error}", setup_hint)
@@ -127,21 +131,30 @@ def check_environment(
         report.add(False, f"Missing packages: {detail}", fix)
     for name in OPTIONAL:
         if not packages.get(name):
-            report.add(True, f"Optional {name} not installed (only needed for "
-                             f"{'ONNX inference' if name == 'onnxruntime' else 'dask clusters'})")
+            report.add(
+                True,
+                f"Optional {name} not installed (only needed for "
+                f"{'ONNX inference' if name == 'onnxruntime' else 'dask clusters'})",
+            )
 
     if probe.get("backend"):
         report.add(True, f"Backend {probe['backend']['version']} from {Path(probe['backend']['path']).parent}")
     elif not missing:
-        report.add(False, f"The backend does not import: {probe.get('backend_error')}",
-                   f"the backend source is expected in {config.root}; reinstall the plugin or fix the checkout")
+        report.add(
+            False,
+            f"The backend does not import: {probe.get('backend_error')}",
+            f"the backend source is expected in {config.root}; reinstall the plugin or fix the checkout",
+        )
 
     if probe.get("cuda"):
         report.add(True, f"Device: CUDA ({', '.join(probe.get('cuda_devices', []))})")
     elif probe.get("cuda") is False:
         if device == "cuda":
-            report.add(False, "Device is set to cuda but torch sees no GPU.",
-                       "choose cpu (or auto), or install a CUDA build of torch into this Python")
+            report.add(
+                False,
+                "Device is set to cuda but torch sees no GPU.",
+                "choose cpu (or auto), or install a CUDA build of torch into this Python",
+            )
         else:
             report.add(True, f"Device: CPU ({probe.get('threads')} threads)")
 
@@ -151,9 +164,15 @@ def check_environment(
     if complete:
         report.add(True, f"Models in {model_folder}: {', '.join(complete)}")
     if incomplete:
-        report.add(False, f"Models without {WEIGHTS_FILE}: {', '.join(incomplete)}",
-                   f"copy each model's {WEIGHTS_FILE} into its folder in {model_folder}")
+        report.add(
+            False,
+            f"Models without {WEIGHTS_FILE}: {', '.join(incomplete)}",
+            f"copy each model's {WEIGHTS_FILE} into its folder in {model_folder}",
+        )
     if not cards:
-        report.add(False, f"No model found in {model_folder}.",
-                   "choose the folder that holds <model>/model_card.json and <model>/model.safetensors")
+        report.add(
+            False,
+            f"No model found in {model_folder}.",
+            "choose the folder that holds <model>/model_card.json and <model>/model.safetensors",
+        )
     return report

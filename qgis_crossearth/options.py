@@ -136,8 +136,10 @@ class EnvironmentTask(QgsTask):
     def run(self) -> bool:
         try:
             self.report = check_environment(
-                backend_config(self.settings), paths.requirements_file(),
-                self.settings.effective_model_folder, self.settings.device,
+                backend_config(self.settings),
+                paths.requirements_file(),
+                self.settings.effective_model_folder,
+                self.settings.device,
             )
         except Exception as error:
             self.report.add(False, f"the check itself failed: {type(error).__name__}: {error}")

@@ -78,8 +78,13 @@ def run_backend(
     if config.mode == IN_PROCESS:
         if torch_in_qgis_python():
             return _run_in_process(list(argv), config, on_event, is_cancelled)
-        on_event({"type": "log", "level": "warning",
-                  "message": "torch is not importable in QGIS's Python: running the backend as a subprocess"})
+        on_event(
+            {
+                "type": "log",
+                "level": "warning",
+                "message": "torch is not importable in QGIS's Python: running the backend as a subprocess",
+            }
+        )
     run = _run_subprocess(list(argv), config, on_event, is_cancelled)
     if run.cancelled:
         remove_partial_outputs(outputs)

@@ -91,8 +91,9 @@ class AdaptSegmentTask(QgsTask):
             try:
                 self.result.group, self.result.layers = load_results(self.request, self.result, self.project)
             except Exception as error:
-                self.result = TaskResult(FAILED, error=f"loading the results failed: {error}",
-                                         outputs=self.result.outputs)
+                self.result = TaskResult(
+                    FAILED, error=f"loading the results failed: {error}", outputs=self.result.outputs
+                )
         self.completed.emit(self.result)
 
 

@@ -33,12 +33,12 @@ class AdaptAlgorithm(CrossEarthAlgorithm):
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.add_scene_parameters()
         self.add_adaptation_parameters()
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.ADAPTER, "Adapter", "Safetensors (*.safetensors)"
-        ))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.REPORT, "Selection report", "JSON (*.json)", optional=True, createByDefault=False
-        ))
+        self.addParameter(QgsProcessingParameterFileDestination(self.ADAPTER, "Adapter", "Safetensors (*.safetensors)"))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.REPORT, "Selection report", "JSON (*.json)", optional=True, createByDefault=False
+            )
+        )
         self.addOutput(QgsProcessingOutputFile(self.REPORT_PLOT, "Selection heatmap"))
 
     def processAlgorithm(

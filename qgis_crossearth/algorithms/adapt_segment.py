@@ -34,12 +34,16 @@ class AdaptAndSegmentAlgorithm(CrossEarthAlgorithm):
         self.add_adaptation_parameters()
         self.add_tiling_parameters()
         self.add_segmentation_outputs()
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.ADAPTER, "Adapter", "Safetensors (*.safetensors)", optional=True, createByDefault=False
-        ))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.REPORT, "Selection report", "JSON (*.json)", optional=True, createByDefault=False
-        ))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.ADAPTER, "Adapter", "Safetensors (*.safetensors)", optional=True, createByDefault=False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.REPORT, "Selection report", "JSON (*.json)", optional=True, createByDefault=False
+            )
+        )
         self.addOutput(QgsProcessingOutputFile(self.REPORT_PLOT, "Selection heatmap"))
 
     def processAlgorithm(
@@ -56,6 +60,11 @@ class AdaptAndSegmentAlgorithm(CrossEarthAlgorithm):
             feedback,
         )
         self.style_outputs_on_load(self.model_card(parameters, context), segmentation, context)
-        return {self.OUTPUT: segmentation.output, self.CONFIDENCE: segmentation.confidence or None,
-                self.ENTROPY: segmentation.entropy or None, self.ADAPTER: adaptation.adapter_out or None,
-                self.REPORT: adaptation.report_out or None, **run.outputs}
+        return {
+            self.OUTPUT: segmentation.output,
+            self.CONFIDENCE: segmentation.confidence or None,
+            self.ENTROPY: segmentation.entropy or None,
+            self.ADAPTER: adaptation.adapter_out or None,
+            self.REPORT: adaptation.report_out or None,
+            **run.outputs,
+        }

@@ -89,8 +89,12 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
         self.addParameter(
             QgsProcessingParameterBand(
-                self.BANDS, "Bands fed to the model, in order (empty: R,G,B or the first three)",
-                None, self.INPUT, optional=True, allowMultiple=True,
+                self.BANDS,
+                "Bands fed to the model, in order (empty: R,G,B or the first three)",
+                None,
+                self.INPUT,
+                optional=True,
+                allowMultiple=True,
             )
         )
         self.add_model_parameter()
@@ -99,17 +103,17 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.ROI_LAYER, "Region of interest polygons (pixels outside become nodata)",
-                [QgsProcessing.TypeVectorPolygon], optional=True,
+                self.ROI_LAYER,
+                "Region of interest polygons (pixels outside become nodata)",
+                [QgsProcessing.TypeVectorPolygon],
+                optional=True,
             )
         )
 
     def add_model_parameter(self) -> None:
         names = [card.name for card in self.model_cards]
         default = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
-        model = QgsProcessingParameterEnum(
-            self.MODEL, "Model", options=names, defaultValue=default, optional=not names
-        )
+        model = QgsProcessingParameterEnum(self.MODEL, "Model", options=names, defaultValue=default, optional=not names)
         model.setUsesStaticStrings(True)
         self.addParameter(model)
 
@@ -117,7 +121,8 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(self.MODE, "Adaptation mode", MODE_LABELS, defaultValue=0))
         self.addParameter(
             QgsProcessingParameterRasterLayer(
-                self.LABELS, "Labels (class-index raster aligned with the input, 255 = ignore; DG only)",
+                self.LABELS,
+                "Labels (class-index raster aligned with the input, 255 = ignore; DG only)",
                 optional=True,
             )
         )
@@ -130,47 +135,81 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.TOP_K, "Modules to adapt (count, or fraction < 1 of all)",
-                QgsProcessingParameterNumber.Double, DEFAULTS.top_k, minValue=0.001,
+                self.TOP_K,
+                "Modules to adapt (count, or fraction < 1 of all)",
+                QgsProcessingParameterNumber.Double,
+                DEFAULTS.top_k,
+                minValue=0.001,
             )
         )
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.RESELECT_EVERY, "Re-select modules every N steps (empty: the mode's default)", integer, None,
-            optional=True, minValue=1,
-        )))
-        self.addParameter(advanced(
-            QgsProcessingParameterNumber(self.SEED, "Random seed", integer, DEFAULTS.seed, minValue=0)
-        ))
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    self.RESELECT_EVERY,
+                    "Re-select modules every N steps (empty: the mode's default)",
+                    integer,
+                    None,
+                    optional=True,
+                    minValue=1,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(QgsProcessingParameterNumber(self.SEED, "Random seed", integer, DEFAULTS.seed, minValue=0))
+        )
 
     def add_tiling_parameters(self) -> None:
         integer = QgsProcessingParameterNumber.Integer
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size in pixels (empty: the model's)", integer, None, optional=True, minValue=16
-        )))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.STRIDE, "Stride in pixels (empty: the model's)", integer, None, optional=True, minValue=1
-        )))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, "Tiles per batch", integer, DEFAULT_BATCH_SIZE, minValue=1
-        )))
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    self.TILE_SIZE,
+                    "Tile size in pixels (empty: the model's)",
+                    integer,
+                    None,
+                    optional=True,
+                    minValue=16,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    self.STRIDE, "Stride in pixels (empty: the model's)", integer, None, optional=True, minValue=1
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    self.BATCH_SIZE, "Tiles per batch", integer, DEFAULT_BATCH_SIZE, minValue=1
+                )
+            )
+        )
         engine = QgsProcessingParameterEnum(
             self.ENGINE, "Inference engine (auto: onnx, torch for small scenes)", list(ENGINES), defaultValue="auto"
         )
         engine.setUsesStaticStrings(True)
         self.addParameter(advanced(engine))
-        self.addParameter(advanced(QgsProcessingParameterString(
-            self.CLUSTER, "Dask cluster (local, local:N or scheduler address; empty: this machine)",
-            defaultValue="", optional=True,
-        )))
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterString(
+                    self.CLUSTER,
+                    "Dask cluster (local, local:N or scheduler address; empty: this machine)",
+                    defaultValue="",
+                    optional=True,
+                )
+            )
+        )
 
     def add_segmentation_outputs(self) -> None:
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classes"))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.CONFIDENCE, "Confidence", optional=True, createByDefault=False
-        ))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.ENTROPY, "Entropy", optional=True, createByDefault=False
-        ))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.CONFIDENCE, "Confidence", optional=True, createByDefault=False)
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.ENTROPY, "Entropy", optional=True, createByDefault=False)
+        )
 
     # --- reading parameters -----------------------------------------------------------------
 

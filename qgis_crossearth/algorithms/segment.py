@@ -31,10 +31,16 @@ class SegmentAlgorithm(CrossEarthAlgorithm):
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
         self.add_scene_parameters()
-        self.addParameter(advanced(QgsProcessingParameterFile(
-            self.ADAPTER, "Adapter (.safetensors from 'Adapt model to scene')",
-            extension="safetensors", optional=True,
-        )))
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterFile(
+                    self.ADAPTER,
+                    "Adapter (.safetensors from 'Adapt model to scene')",
+                    extension="safetensors",
+                    optional=True,
+                )
+            )
+        )
         self.add_tiling_parameters()
         self.add_segmentation_outputs()
 
@@ -46,5 +52,9 @@ class SegmentAlgorithm(CrossEarthAlgorithm):
         adapter = self.parameterAsFile(parameters, self.ADAPTER, context)
         run = self.run_command(segment_argv(scene, segmentation, adapter), segmentation.outputs(), feedback)
         self.style_outputs_on_load(self.model_card(parameters, context), segmentation, context)
-        return {self.OUTPUT: segmentation.output, self.CONFIDENCE: segmentation.confidence or None,
-                self.ENTROPY: segmentation.entropy or None, **run.outputs}
+        return {
+            self.OUTPUT: segmentation.output,
+            self.CONFIDENCE: segmentation.confidence or None,
+            self.ENTROPY: segmentation.entropy or None,
+            **run.outputs,
+        }

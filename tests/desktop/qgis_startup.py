@@ -45,9 +45,14 @@ def screenshot_and_quit(result):
             time.sleep(0.05)
         display = os.environ["DISPLAY"]
         subprocess.run(["import", "-display", display, "-window", "root", SCREENSHOT], check=True)
-        finish(status=result.status, error=result.error, group=result.group, layers=[
-            QgsProject.instance().mapLayer(layer_id).name() for layer_id in result.layers
-        ], outputs=result.outputs, seconds=time.time() - state["started"])
+        finish(
+            status=result.status,
+            error=result.error,
+            group=result.group,
+            layers=[QgsProject.instance().mapLayer(layer_id).name() for layer_id in result.layers],
+            outputs=result.outputs,
+            seconds=time.time() - state["started"],
+        )
     except Exception:
         finish(status="failed", error=traceback.format_exc())
 

@@ -58,11 +58,21 @@ def run(scene: Path, screenshot: Path, model_folder: str, steps: int, timeout: f
         }
         env.pop("QT_QPA_PLATFORM", None)
         command = [
-            "xvfb-run", "-a", "-s", f"-screen 0 {SCREEN}",
-            "qgis", "--profiles-path", str(tmp_path), "--nologo", "--noversioncheck", "--code", str(STARTUP),
+            "xvfb-run",
+            "-a",
+            "-s",
+            f"-screen 0 {SCREEN}",
+            "qgis",
+            "--profiles-path",
+            str(tmp_path),
+            "--nologo",
+            "--noversioncheck",
+            "--code",
+            str(STARTUP),
         ]
-        subprocess.run(command, env=env, timeout=timeout + 120, check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            command, env=env, timeout=timeout + 120, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if not status.is_file():
             return {"status": "failed", "error": "QGIS wrote no status (it did not start or crashed)"}
         return json.loads(status.read_text(encoding="utf-8"))

@@ -18,8 +18,10 @@ from run_desktop import REPO, run
 pytestmark = [
     pytest.mark.desktop,
     pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning"),
-    pytest.mark.skipif(not (shutil.which("xvfb-run") and shutil.which("qgis") and shutil.which("import")),
-                       reason="needs xvfb-run, qgis and imagemagick's import"),
+    pytest.mark.skipif(
+        not (shutil.which("xvfb-run") and shutil.which("qgis") and shutil.which("import")),
+        reason="needs xvfb-run, qgis and imagemagick's import",
+    ),
 ]
 SAMPLE = REPO / "resources" / "samples" / "dubai_tile6.tif"
 
@@ -34,6 +36,6 @@ def test_dock_run_on_the_sample_scene_shows_styled_layers(tmp_path):
     with rasterio.open(screenshot) as png:
         assert (png.width, png.height) == (1600, 1000)
         pixels = np.moveaxis(png.read()[:3], 0, -1).reshape(-1, 3)
-    colours = {tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in TINY_CLASSES}
+    colours = {tuple(int(c["color"][i : i + 2], 16) for i in (1, 3, 5)) for c in TINY_CLASSES}
     on_screen = {tuple(p) for p in np.unique(pixels, axis=0)}
     assert colours <= on_screen, "the class layer is not drawn in the model card's colours"

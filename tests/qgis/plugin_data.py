@@ -60,8 +60,13 @@ def write_scene(path: Path, bands: int = 3, size: int = SCENE_SIZE, seed: int = 
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, size=(bands, size, size), dtype=np.uint8)
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": bands, "dtype": "uint8",
-        "crs": SCENE_CRS, "transform": from_origin(*SCENE_ORIGIN, 1.0, 1.0),
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": bands,
+        "dtype": "uint8",
+        "crs": SCENE_CRS,
+        "transform": from_origin(*SCENE_ORIGIN, 1.0, 1.0),
     }
     with rasterio.open(path, "w", **profile) as dataset:
         dataset.write(data)
@@ -75,8 +80,14 @@ def write_labels(path: Path, size: int = SCENE_SIZE, seed: int = 1) -> Path:
     labels = np.repeat((np.arange(size) // (size // 3)).clip(0, 2)[:, None], size, axis=1).astype(np.uint8)
     labels[:8, :8] = 255
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "uint8", "nodata": 255,
-        "crs": SCENE_CRS, "transform": from_origin(*SCENE_ORIGIN, 1.0, 1.0),
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 1,
+        "dtype": "uint8",
+        "nodata": 255,
+        "crs": SCENE_CRS,
+        "transform": from_origin(*SCENE_ORIGIN, 1.0, 1.0),
     }
     with rasterio.open(path, "w", **profile) as dataset:
         dataset.write(labels, 1)
@@ -108,7 +119,12 @@ def run_qgis_process(plugin_path: Path, profile: Path, settings: dict[str, str],
     ini.parent.mkdir(parents=True, exist_ok=True)
     values = "\n".join(f"{key}={value}" for key, value in settings.items())
     ini.write_text(f"[PythonPlugins]\nqgis_crossearth=true\n\n[crossearth]\n{values}\n", encoding="utf-8")
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QGIS_PLUGINPATH": str(plugin_path),
-           "QGIS_CUSTOM_CONFIG_PATH": str(profile)}
-    return subprocess.run(["qgis_process.bin", "--json", *args], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "QGIS_PLUGINPATH": str(plugin_path),
+        "QGIS_CUSTOM_CONFIG_PATH": str(profile),
+    }
+    return subprocess.run(
+        ["qgis_process.bin", "--json", *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )

@@ -29,17 +29,51 @@ def test_plugin_defaults_are_the_backends():
 def test_segment_argv_passes_only_what_was_chosen():
     scene = Scene(raster="/d/scene.tif", model="/m/tiny")
     argv = segment_argv(scene, Segmentation(output="/d/out.tif"))
-    assert argv == ["segment", "/d/scene.tif", "--model", "/m/tiny", "-o", "/d/out.tif", "--batch-size", "4",
-                    "--json-progress", "--overwrite"]
+    assert argv == [
+        "segment",
+        "/d/scene.tif",
+        "--model",
+        "/m/tiny",
+        "-o",
+        "/d/out.tif",
+        "--batch-size",
+        "4",
+        "--json-progress",
+        "--overwrite",
+    ]
 
 
 def test_every_option_reaches_the_command_line():
-    scene = Scene(raster="/d/s.tif", model="/m/tiny", bands=[3, 2, 1], bbox=(1.0, 2.0, 3.5, 4.0),
-                  bbox_crs="EPSG:4326", roi="/d/roi.gpkg", threads=2)
-    adaptation = Adaptation(mode="dg", labels="/d/l.tif", samples=8, steps=5, top_k=6, reselect_every=2, seed=3,
-                            adapter_out="/d/a.safetensors", report_out="/d/r.json")
-    segmentation = Segmentation(output="/d/o.tif", tile_size=256, stride=200, batch_size=2,
-                                confidence="/d/c.tif", entropy="/d/e.tif", engine="torch", cluster="local:2")
+    scene = Scene(
+        raster="/d/s.tif",
+        model="/m/tiny",
+        bands=[3, 2, 1],
+        bbox=(1.0, 2.0, 3.5, 4.0),
+        bbox_crs="EPSG:4326",
+        roi="/d/roi.gpkg",
+        threads=2,
+    )
+    adaptation = Adaptation(
+        mode="dg",
+        labels="/d/l.tif",
+        samples=8,
+        steps=5,
+        top_k=6,
+        reselect_every=2,
+        seed=3,
+        adapter_out="/d/a.safetensors",
+        report_out="/d/r.json",
+    )
+    segmentation = Segmentation(
+        output="/d/o.tif",
+        tile_size=256,
+        stride=200,
+        batch_size=2,
+        confidence="/d/c.tif",
+        entropy="/d/e.tif",
+        engine="torch",
+        cluster="local:2",
+    )
     argv = adapt_segment_argv(scene, adaptation, segmentation)
     pairs = dict(itertools.pairwise(argv))
     assert argv[:2] == ["adapt-segment", "/d/s.tif"]
@@ -61,7 +95,13 @@ def test_fractional_top_k_stays_a_fraction():
 
 def test_evaluate_argv_names_the_model():
     assert evaluate_argv("p.tif", "l.tif", "/m/tiny", "m.json")[:7] == [
-        "evaluate", "p.tif", "l.tif", "--model", "/m/tiny", "--json-out", "m.json"
+        "evaluate",
+        "p.tif",
+        "l.tif",
+        "--model",
+        "/m/tiny",
+        "--json-out",
+        "m.json",
     ]
 
 

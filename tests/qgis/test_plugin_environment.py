@@ -11,8 +11,9 @@ from qgis_crossearth.runner import BackendConfig
 
 
 def test_the_project_venv_is_ready(model_folder):
-    report = check_environment(BackendConfig(python=sys.executable, root=paths.REPO_ROOT),
-                               paths.requirements_file(), model_folder)
+    report = check_environment(
+        BackendConfig(python=sys.executable, root=paths.REPO_ROOT), paths.requirements_file(), model_folder
+    )
     assert report.ok, report.as_text()
     text = report.as_text()
     for name in ("torch", "timm", "rasterio"):
@@ -21,8 +22,9 @@ def test_the_project_venv_is_ready(model_folder):
 
 
 def test_missing_python_says_how_to_create_one(model_folder, tmp_path):
-    report = check_environment(BackendConfig(python=str(tmp_path / "nope"), root=paths.REPO_ROOT),
-                               paths.requirements_file(), model_folder)
+    report = check_environment(
+        BackendConfig(python=str(tmp_path / "nope"), root=paths.REPO_ROOT), paths.requirements_file(), model_folder
+    )
     assert not report.ok
     assert "make setup" in report.findings[-1].fix and "pip install -r" in report.findings[-1].fix
 

@@ -165,10 +165,12 @@ def test_drawing_a_rectangle_sets_the_region(dock, qgis_canvas):
     assert value_after(dock.build_request().argv, "--bbox")
 
 
-@pytest.mark.parametrize("algorithm", ["crossearth:segment", "crossearth:adapt", "crossearth:adaptandsegment",
-                                       "crossearth:evaluate"])
-def test_algorithm_and_batch_dialogs_build_every_parameter_widget(crossearth_provider, qgis_iface, monkeypatch,
-                                                                  algorithm):
+@pytest.mark.parametrize(
+    "algorithm", ["crossearth:segment", "crossearth:adapt", "crossearth:adaptandsegment", "crossearth:evaluate"]
+)
+def test_algorithm_and_batch_dialogs_build_every_parameter_widget(
+    crossearth_provider, qgis_iface, monkeypatch, algorithm
+):
     import processing
     from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
     from qgis.gui import QgsBrowserGuiModel

@@ -16,8 +16,22 @@ from package_plugin import build
 
 pytestmark = pytest.mark.qgis
 
-REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
-                     "tracker", "repository", "homepage", "icon", "experimental", "hasProcessingProvider", "tags")
+REQUIRED_METADATA = (
+    "name",
+    "qgisMinimumVersion",
+    "description",
+    "about",
+    "version",
+    "author",
+    "email",
+    "tracker",
+    "repository",
+    "homepage",
+    "icon",
+    "experimental",
+    "hasProcessingProvider",
+    "tags",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +65,11 @@ def test_bundled_backend_is_the_one_the_plugin_runs(extracted):
     # The plugin runs ``python -m backend.cli`` from lib/: that must be the bundled copy, not the checkout's.
     probe = subprocess.run(
         [sys.executable, "-c", "import backend, sys; print(backend.__file__)"],
-        cwd=lib, env={"PYTHONPATH": str(lib)}, capture_output=True, text=True, check=True,
+        cwd=lib,
+        env={"PYTHONPATH": str(lib)},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert Path(probe.stdout.strip()).is_relative_to(lib)
 
@@ -62,7 +80,9 @@ def test_installed_zip_runs_its_own_backend(extracted, plugin_settings, scene, t
     out = tmp_path / "classes.tif"
     settings = {"python": plugin_settings.python, "model_folder": plugin_settings.model_folder, "threads": "1"}
     completed = run_qgis_process(
-        extracted, tmp_path / "profile", settings,
+        extracted,
+        tmp_path / "profile",
+        settings,
         ["run", "crossearth:segment", "--", f"INPUT={scene}", "ENGINE=torch", f"OUTPUT={out}"],
     )
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -108,8 +108,13 @@ def test_batch_runs_each_row_and_styles_loaded_results(crossearth_provider, tmp_
     rows = []
     for i in range(3):
         scene = write_scene(tmp_path / f"scene{i}.tif", seed=i)
-        rows.append({"INPUT": str(scene), **TORCH,
-                     "OUTPUT": QgsProcessingOutputLayerDefinition(str(tmp_path / f"classes{i}.tif"), project)})
+        rows.append(
+            {
+                "INPUT": str(scene),
+                **TORCH,
+                "OUTPUT": QgsProcessingOutputLayerDefinition(str(tmp_path / f"classes{i}.tif"), project),
+            }
+        )
     loaded = []
     for parameters in rows:
         context = QgsProcessingContext()
@@ -188,8 +193,13 @@ def test_cancel_stops_the_backend_and_leaves_nothing(crossearth_provider, reques
             timers[0].start()
 
     feedback.progressChanged.connect(cancel_once_running)
-    parameters = {"INPUT": str(scene), **FAST, "STEPS": 100_000, "OUTPUT": str(out),
-                  "CONFIDENCE": str(tmp_path / "confidence.tif")}
+    parameters = {
+        "INPUT": str(scene),
+        **FAST,
+        "STEPS": 100_000,
+        "OUTPUT": str(out),
+        "CONFIDENCE": str(tmp_path / "confidence.tif"),
+    }
     with pytest.raises(QgsProcessingException, match="cancelled"):
         processing.run("crossearth:adaptandsegment", parameters, feedback=feedback)
     assert time.monotonic() - cancelled_at[0] < 2.5  # SIGTERM, and SIGKILL after 2 s if still running

@@ -21,9 +21,11 @@ def test_qgis_process_runs_segment(plugin_settings, scene, tmp_path):
     out = tmp_path / "classes.tif"
     settings = {"python": plugin_settings.python, "model_folder": plugin_settings.model_folder, "threads": "1"}
     completed = run_qgis_process(
-        REPO_ROOT, tmp_path / "profile", settings,
+        REPO_ROOT,
+        tmp_path / "profile",
+        settings,
         ["run", "crossearth:segment", "--", f"INPUT={scene}", "ENGINE=torch", f"OUTPUT={out}"],
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    results = json.loads(completed.stdout[completed.stdout.index("{"):])["results"]
+    results = json.loads(completed.stdout[completed.stdout.index("{") :])["results"]
     assert Path(results["OUTPUT"]) == out and out.is_file()

@@ -73,8 +73,10 @@ def run(config: BackendConfig, scenario: str, out: Path, cancel_after: float | N
     start = time.monotonic()
 
     def is_cancelled() -> bool:
-        return cancel_after is not None and any(e.get("type") == "progress" for e in events) and (
-            time.monotonic() - start > cancel_after
+        return (
+            cancel_after is not None
+            and any(e.get("type") == "progress" for e in events)
+            and (time.monotonic() - start > cancel_after)
         )
 
     result = run_backend([scenario, str(out)], config, events.append, is_cancelled, outputs=[str(out)])

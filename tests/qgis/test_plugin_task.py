@@ -36,14 +36,18 @@ def wait_until(condition, timeout: float) -> None:
 
 def test_task_result_layers_are_styled_in_a_group(plugin_settings, model_folder, scene, tmp_path):
     card = ModelCard.from_folder(model_folder / TINY_MODEL)
-    adaptation = Adaptation(samples=4, steps=2, adapter_out=str(tmp_path / "a.safetensors"),
-                            report_out=str(tmp_path / "r.json"))
+    adaptation = Adaptation(
+        samples=4, steps=2, adapter_out=str(tmp_path / "a.safetensors"), report_out=str(tmp_path / "r.json")
+    )
     segmentation = Segmentation(output=str(tmp_path / "c.tif"), confidence=str(tmp_path / "p.tif"), engine="torch")
     scene_args = Scene(raster=str(scene), model=str(card.folder))
     request = RunRequest(
-        title="scene", argv=adapt_segment_argv(scene_args, adaptation, segmentation),
-        outputs=[*segmentation.outputs(), *adaptation.outputs()], card=card,
-        classes=segmentation.output, confidence=segmentation.confidence,
+        title="scene",
+        argv=adapt_segment_argv(scene_args, adaptation, segmentation),
+        outputs=[*segmentation.outputs(), *adaptation.outputs()],
+        card=card,
+        classes=segmentation.output,
+        confidence=segmentation.confidence,
     )
     task = AdaptSegmentTask(request, backend_config(load_settings()))
     completed = []
