@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from tests.conftest import DUBAI_DATA
 from conftest_rasters import rgb_uint8
 from rasterio.transform import from_origin
 from rasterio.windows import Window, bounds
@@ -21,6 +20,7 @@ from backend.predictor import AUTO_ONNX_MIN_TILES, auto_engine
 from backend.registry import DEFAULT_MODEL, load_model, resolve_model
 from backend.toolbox import MODULE_KINDS, ToolboxConfig
 from backend.toolbox.earth_adapter import low_pass
+from tests.conftest import DUBAI_DATA
 
 SAMPLE_SCENE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "dubai_tile6.tif"
 CROP = Window(0, 0, 1024, 768)  # 3 x 2 tiles of 512 px at the default stride of 341
