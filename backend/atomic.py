@@ -34,6 +34,9 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # writers such as safetensors create files readable by the owner only
         os.replace(tmp, target)
     except BaseException:
         for leftover in tmp.parent.glob(tmp.name + "*"):  # GDAL side-cars (.aux.xml, .ovr)

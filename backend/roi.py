@@ -215,6 +215,8 @@ def resolve_roi(
             source_crs = _to_crs(bbox_crs, "bbox CRS")
             if source_crs != raster.crs:
                 bbox = transform_bounds(source_crs, raster.crs, xmin, ymin, xmax, ymax, densify_pts=21)
+                if not all(math.isfinite(value) for value in bbox):
+                    raise BadInput(f"{name}: ROI bbox {(xmin, ymin, xmax, ymax)} is not a valid extent in {source_crs}")
         window = _pixel_window(raster, bbox)
     shapes: list[dict[str, Any]] = []
     if vector_path is not None:

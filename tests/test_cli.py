@@ -104,6 +104,19 @@ def bad_input_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list, str]]:
         "truncated": (["segment", rasters.truncated(tmp_path), "-o", tmp_path / "o.tif"], "truncated.tif"),
         "too few bands": (["segment", scene, "-o", tmp_path / "o.tif", "--bands", "1,2,5"], "scene.tif"),
         "roi outside": (["segment", scene, "-o", tmp_path / "o.tif", "--bbox", "0,0,10,10"], "scene.tif"),
+        "bbox in the wrong crs": (
+            [
+                "segment",
+                scene,
+                "-o",
+                tmp_path / "o.tif",
+                "--bbox",
+                "300000,2799820,300240,2800000",
+                "--bbox-crs",
+                "EPSG:4326",
+            ],
+            "scene.tif",
+        ),
         "roi empty": (["segment", scene, "-o", tmp_path / "o.tif", "--bbox", "5,5,5,5"], "scene.tif"),
         "roi unreadable": (
             ["segment", scene, "-o", tmp_path / "o.tif", "--roi", rasters.text_named_tif(tmp_path)],
