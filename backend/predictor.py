@@ -46,7 +46,7 @@ class Probabilities(nn.Module):
 
 
 def torch_predictor(model: SegmentationModel, threads: int | None = None) -> Predict:
-    """PyTorch in channels-last layout (1.4x eager NCHW here, same pixels; docs/performance.md).
+    """PyTorch in channels-last layout (1.2-1.4x eager NCHW here, same pixels; docs/performance.md).
 
     The model's convolution weights are converted to channels-last in place: a change of memory layout only.
     """
