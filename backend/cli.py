@@ -416,7 +416,9 @@ def evaluate(
         from backend import pipeline
         from backend.atomic import atomic_output
 
+        reporter.progress(0.0, "scoring")
         result = pipeline.evaluate(str(prediction), str(labels), model, _str(models_dir))
+        reporter.progress(1.0, "scored")
         outputs = {}
         if json_out:
             with atomic_output(json_out, overwrite) as tmp:
