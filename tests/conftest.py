@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from backend.dubai import CLASSES as DUBAI_CLASSES
 from backend.model import ModelConfig, SegmentationModel, create_model
 
 DUBAI_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dubai-aerial"
@@ -37,15 +38,6 @@ def tiny_config(**overrides) -> ModelConfig:
 def tiny_model() -> SegmentationModel:
     torch.manual_seed(0)
     return create_model(tiny_config()).eval()
-
-
-DUBAI_CLASSES = [
-    {"value": 0, "name": "Building", "color": "#3C1098"},
-    {"value": 1, "name": "Land", "color": "#8429F6"},
-    {"value": 2, "name": "Road", "color": "#6EC1E4"},
-    {"value": 3, "name": "Vegetation", "color": "#FEDD3A"},
-    {"value": 4, "name": "Water", "color": "#E2A929"},
-]
 
 
 def write_tiny_model_folder(folder: Path, name: str = "tiny-test-model") -> Path:
