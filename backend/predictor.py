@@ -22,8 +22,8 @@ from backend.model import SegmentationModel
 
 Predict = Callable[[np.ndarray], np.ndarray]
 ENGINES = ("auto", "onnx", "torch")
-# ``auto`` runs PyTorch below this many tiles: exporting costs about as much as predicting this many
-# tiles eagerly minus predicting them on onnxruntime (bench/inference.py measures the break-even).
+# ``auto`` runs PyTorch below this many tiles, where the one-off ONNX export costs more than onnxruntime
+# saves; bench/inference.py measured the break-even at 188 tiles under light and 35 under heavy load.
 AUTO_ONNX_MIN_TILES = 64
 
 
@@ -46,7 +46,7 @@ class Probabilities(nn.Module):
 
 
 def torch_predictor(model: SegmentationModel, threads: int | None = None) -> Predict:
-    """PyTorch in channels-last layout (1.2-1.4x eager NCHW here, same pixels; docs/performance.md).
+    """PyTorch in channels-last layout (1.2-1.5x eager NCHW here, same pixels; docs/performance.md).
 
     The model's convolution weights are converted to channels-last in place: a change of memory layout only.
     """
