@@ -193,6 +193,7 @@ TileSize = Annotated[int | None, typer.Option("--tile-size", min=16, help="Tile 
 Stride = Annotated[int | None, typer.Option("--stride", min=1, help="Tile stride (default: model card).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")]
 Engine = Annotated[str, typer.Option("--engine", help="auto | onnx | torch (auto: onnx, torch below 64 tiles).")]
+Device = Annotated[str, typer.Option("--device", help="auto (GPU if any), cpu, cuda or cuda:N: where torch segments.")]
 Mode = Annotated[str, typer.Option("--mode", help="da (unlabelled, self-training) or dg (needs --labels).")]
 Labels = Annotated[Path | None, typer.Option("--labels", help="Class-index raster aligned with INPUT (DG).")]
 Samples = Annotated[int, typer.Option("--samples", min=1, help="Adaptation tiles sampled over the scene.")]
@@ -266,6 +267,7 @@ def segment(
     stride: Stride = None,
     batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
     engine: Engine = SEGMENT_DEFAULTS.engine,
+    device: Device = SEGMENT_DEFAULTS.device,
     threads: Threads = None,
     cluster: Cluster = None,
     overwrite: Overwrite = False,
@@ -286,6 +288,7 @@ def segment(
             stride=stride,
             batch_size=batch_size,
             engine=engine,
+            device=device,
             adapter=_str(adapter),
             overwrite=overwrite,
         )
@@ -367,6 +370,7 @@ def adapt_segment(
     stride: Stride = None,
     batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
     engine: Engine = SEGMENT_DEFAULTS.engine,
+    device: Device = SEGMENT_DEFAULTS.device,
     threads: Threads = None,
     cluster: Cluster = None,
     overwrite: Overwrite = False,
@@ -390,6 +394,7 @@ def adapt_segment(
             stride=stride,
             batch_size=batch_size,
             engine=engine,
+            device=device,
             overwrite=overwrite,
         )
         outputs = pipeline.adapt_and_segment(

@@ -118,6 +118,7 @@ class PredictorSpec:
     model_folder: str
     adapter: str | None
     engine: str
+    device: str
     tile: int
     batch_size: int
     threads: int | None = None  # None: the worker's cores shared among its task threads
@@ -149,7 +150,9 @@ class PredictorPlugin(WorkerPlugin):
                 if self.spec.adapter:
                     load_adapter(model, self.spec.adapter)
                 spec = self.spec
-                self._predict, _ = make_predictor(model, spec.engine, spec.tile, spec.batch_size, self._threads)
+                self._predict, _ = make_predictor(
+                    model, spec.engine, spec.tile, spec.batch_size, self._threads, device=spec.device
+                )
             return self._predict
 
 

@@ -67,6 +67,7 @@ class SegmentOptions:
     stride: int | None = None
     batch_size: int = 4
     engine: str = "auto"
+    device: str = "auto"  # a GPU when the machine running the model has one; or cpu, cuda, cuda:N
     adapter: str | None = None
     overwrite: bool = False
 
@@ -159,7 +160,9 @@ def segment(
     reader, roi = _open(scene, card)  # bad input is reported before the model is exported
     with reader:
         tiles = sum(1 for _ in tile_windows(roi.window, tile, stride))
-        predict, engine = make_predictor(network, options.engine, tile, options.batch_size, scene.threads, tiles)
+        predict, engine = make_predictor(
+            network, options.engine, tile, options.batch_size, scene.threads, tiles, options.device
+        )
         progress(0.02, f"segmenting with {card.name} on {engine}")
         segment_scene(
             reader,
@@ -209,7 +212,7 @@ def segment_rasters(
     segmented one after another here. Every output path is checked before any work starts.
     """
     if len({(s.model, s.models_dir) for s in scenes}) > 1 or len({_shared(o) for o in options}) > 1:
-        raise ValueError("the rasters of one run share the model, adapter, engine and tiling")
+        raise ValueError("the rasters of one run share the model, adapter, engine, device and tiling")
     for opts in options:
         _check_outputs(opts.output, opts.confidence, opts.entropy, opts.quicklook, overwrite=opts.overwrite)
     first, settings = scenes[0], options[0]
@@ -253,13 +256,14 @@ def segment_rasters(
     engine = settings.engine
     if engine == "auto":  # decided here, alike for all workers, by the tiles a local worker (or the cluster) gets
         tiles = sum(job.source.grid.tiles for job in jobs)
-        engine = auto_engine(math.ceil(tiles / target) if isinstance(target, int) else tiles)
+        engine = auto_engine(math.ceil(tiles / target) if isinstance(target, int) else tiles, settings.device)
     metadata = {"model": card.name, "engine": engine, "adapter": settings.adapter or ""}
     jobs = [replace(job, metadata=metadata) for job in jobs]
     predictor = PredictorSpec(
         model_folder=str(Path(card.folder).resolve()),
         adapter=os.path.abspath(settings.adapter) if settings.adapter else None,
         engine=engine,
+        device=settings.device,
         tile=tile,
         batch_size=settings.batch_size,
         threads=first.threads or (local_threads(target) if isinstance(target, int) else None),
@@ -303,7 +307,7 @@ def options_per_raster(inputs: Sequence[str], folders: SegmentOptions) -> list[S
 
 
 def _shared(options: SegmentOptions) -> tuple:
-    return options.adapter, options.engine, options.tile_size, options.stride, options.batch_size
+    return options.adapter, options.engine, options.device, options.tile_size, options.stride, options.batch_size
 
 
 def sample_windows(roi: Roi, count: int, size: int) -> list[Window]:

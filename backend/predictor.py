@@ -1,14 +1,15 @@
-"""Inference engines for sliding-window segmentation: PyTorch eager, or the same model on onnxruntime.
+"""Inference engines for sliding-window segmentation: PyTorch (CPU or CUDA), or the same model on onnxruntime.
 
 Adaptation needs PyTorch; segmentation only needs the forward pass, which onnxruntime runs faster on
 CPU (it is what the Deepness plugin runs). The adapted model is exported once per run, LoRA merged
-and gated-off modules absent from the graph, with the softmax inside.
+and gated-off modules absent from the graph, with the softmax inside. On a GPU, PyTorch runs it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from backend.errors import BadInput
 from backend.model import SegmentationModel
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -45,18 +47,44 @@ class Probabilities(nn.Module):
         return class_softmax(self.model(image))
 
 
-def torch_predictor(model: SegmentationModel, threads: int | None = None) -> Predict:
+def resolve_device(device: str) -> torch.device:
+    """``auto`` (a GPU when this machine has one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a CUDA device
+    this machine lacks is bad input, said before any work."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise BadInput(f"device {device!r}: not a torch device ({error})") from error
+    if resolved.type not in ("cpu", "cuda"):
+        raise BadInput(f"device {device!r}: only auto, cpu and cuda are supported")
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= count:
+            raise BadInput(f"device {device!r}: this machine ({platform.node()}) has {count} usable CUDA devices")
+    return resolved
+
+
+def _is_gpu(device: str) -> bool:
+    """Whether ``device`` means a GPU here, without requiring that this machine has it (a cluster's workers may)."""
+    return torch.cuda.is_available() if device == "auto" else torch.device(device).type == "cuda"
+
+
+def torch_predictor(model: SegmentationModel, threads: int | None = None, device: str = "auto") -> Predict:
     """PyTorch in channels-last layout (1.2-1.5x eager NCHW here, same pixels; docs/performance.md).
 
-    The model's convolution weights are converted to channels-last in place: a change of memory layout only.
+    The model is moved to ``device`` and its convolution weights converted to channels-last in place:
+    a change of place and memory layout only. Batches go to the device and probabilities come back.
     """
     if threads:
         torch.set_num_threads(threads)
-    probabilities = Probabilities(model).eval().to(memory_format=torch.channels_last)
+    target = resolve_device(device)
+    probabilities = Probabilities(model).eval().to(target, memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def predict(batch: np.ndarray) -> np.ndarray:
-        return probabilities(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).numpy()
+        images = torch.from_numpy(batch).to(target, non_blocking=True)
+        return probabilities(images.contiguous(memory_format=torch.channels_last)).cpu().numpy()
 
     return predict
 
@@ -116,9 +144,10 @@ def onnx_predictor(model: SegmentationModel, tile: int, batch_size: int, threads
         return onnx_session(path, threads)
 
 
-def auto_engine(tiles: int | None) -> str:
-    """onnx when onnxruntime is installed and the scene has enough tiles (or an unknown count) to repay the export."""
-    if tiles is not None and tiles < AUTO_ONNX_MIN_TILES:
+def auto_engine(tiles: int | None, device: str = "auto") -> str:
+    """On CPU, onnx when onnxruntime is installed and the scene has enough tiles (or an unknown count) to repay
+    the export; on a GPU, torch."""
+    if _is_gpu(device) or (tiles is not None and tiles < AUTO_ONNX_MIN_TILES):
         return "torch"
     return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
@@ -130,14 +159,18 @@ def make_predictor(
     batch_size: int = 4,
     threads: int | None = None,
     tiles: int | None = None,
+    device: str = "auto",
 ) -> tuple[Predict, str]:
-    """The predict callable for ``engine`` and the engine actually used; ``auto`` picks by :func:`auto_engine`
-    from ``tiles``, the number of tiles the scene will need."""
+    """The predict callable for ``engine`` on ``device`` and the engine actually used; ``auto`` picks by
+    :func:`auto_engine` from ``tiles``, the number of tiles the scene will need. onnx always runs on the CPU."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    resolve_device(device)
     model.eval()
     if engine == "auto":
-        engine = auto_engine(tiles)
+        engine = auto_engine(tiles, device)
     if engine == "onnx":
+        if device not in ("auto", "cpu") and _is_gpu(device):
+            raise BadInput(f"device {device!r}: the onnx engine runs on the CPU; use --engine torch or auto on a GPU")
         return onnx_predictor(model, tile, batch_size, threads), "onnx"
-    return torch_predictor(model, threads), "torch"
+    return torch_predictor(model, threads, device), "torch"

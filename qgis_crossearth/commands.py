@@ -47,12 +47,15 @@ class Segmentation:
     confidence: str = ""
     entropy: str = ""
     engine: str = "auto"
+    device: str = "auto"
     cluster: str = ""
 
     def argv(self) -> list[str]:
         args = ["-o", self.output, "--batch-size", str(self.batch_size)]
         if self.engine != "auto":
             args += ["--engine", self.engine]
+        if self.device != "auto":
+            args += ["--device", self.device]
         if self.tile_size:
             args += ["--tile-size", str(self.tile_size)]
         if self.stride:

@@ -286,7 +286,9 @@ class AdaptDock(QDockWidget):
             report_out=str(folder / f"{stem}.selection.json"),
         )
         segmentation = Segmentation(
-            output=str(folder / f"{stem}_classes.tif"), confidence=str(folder / f"{stem}_confidence.tif")
+            output=str(folder / f"{stem}_classes.tif"),
+            confidence=str(folder / f"{stem}_confidence.tif"),
+            device=settings.device,
         )
         return RunRequest(
             title=stem,

@@ -61,7 +61,7 @@ def save_settings(settings: PluginSettings) -> None:
 
 
 def backend_config(settings: PluginSettings) -> BackendConfig:
-    """CPU is forced by hiding the GPUs from the backend; "auto" and "cuda" let it pick."""
+    """The device also goes to the backend as ``--device``; "cpu" additionally hides the GPUs from it."""
     extra_env = {"CUDA_VISIBLE_DEVICES": ""} if settings.device == "cpu" else {}
     return BackendConfig(
         python=settings.effective_python,

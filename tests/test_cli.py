@@ -129,6 +129,7 @@ def bad_input_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list, str]]:
         "all nodata": (["segment", empty, "-o", tmp_path / "o.tif"], "empty.tif"),
         "unwritable": (["segment", scene, "-o", tmp_path / "no" / "dir" / "o.tif"], "o.tif"),
         "output exists": (["segment", scene, "-o", existing], "exists"),
+        "device this machine lacks": (["segment", scene, "-o", tmp_path / "o.tif", "--device", "cuda:7"], "cuda:7"),
         "labels other size (evaluate)": (["evaluate", scene, other_size], "small_labels.tif"),
         "labels other size (dg)": (
             ["adapt", scene, "--adapter-out", tmp_path / "a.safetensors", "--mode", "dg", "--labels", other_size],

@@ -16,7 +16,7 @@ from rasterio.windows import Window, bounds
 
 from backend.errors import BadInput
 from backend.pipeline import Scene, SegmentOptions, segment
-from backend.predictor import AUTO_ONNX_MIN_TILES, auto_engine
+from backend.predictor import AUTO_ONNX_MIN_TILES, auto_engine, make_predictor, resolve_device
 from backend.registry import DEFAULT_MODEL, load_model, resolve_model
 from backend.toolbox import MODULE_KINDS, ToolboxConfig
 from backend.toolbox.earth_adapter import low_pass
@@ -116,6 +116,31 @@ def test_auto_engine_runs_torch_below_the_export_break_even():
     assert auto_engine(AUTO_ONNX_MIN_TILES - 1) == "torch"
     assert auto_engine(AUTO_ONNX_MIN_TILES) == "onnx"
     assert auto_engine(None) == "onnx"
+
+
+def test_auto_engine_runs_torch_on_a_gpu_whatever_the_tile_count():
+    assert auto_engine(None, "cuda") == auto_engine(10_000, "cuda:1") == "torch"
+    assert auto_engine(None, "cpu") == "onnx"
+    assert auto_engine(None, "auto") == ("torch" if torch.cuda.is_available() else "onnx")
+
+
+def test_a_device_the_machine_lacks_is_bad_input_naming_it():
+    missing = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+    with pytest.raises(BadInput, match=f"device '{missing}'.*usable CUDA devices"):
+        resolve_device(missing)
+    with pytest.raises(BadInput, match="device 'tpu': not a torch device"):
+        resolve_device("tpu")
+    with pytest.raises(BadInput, match="only auto, cpu and cuda"):
+        resolve_device("meta")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto is the GPU here")
+def test_explicit_cpu_device_predicts_the_same_probabilities_as_auto_on_a_machine_without_gpu(tiny_model):
+    batch = torch.rand(2, 3, 64, 64).numpy()
+    default, _ = make_predictor(tiny_model, "torch", tile=64, batch_size=2, device="auto")
+    on_cpu, engine = make_predictor(tiny_model, "torch", tile=64, batch_size=2, device="cpu:0")
+    assert engine == "torch"
+    np.testing.assert_array_equal(default(batch), on_cpu(batch))
 
 
 def test_segment_on_auto_picks_the_engine_by_the_scene_tile_count(tiny_model_folder, tmp_path):

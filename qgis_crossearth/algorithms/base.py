@@ -65,6 +65,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     RESELECT_EVERY = "RESELECT_EVERY"
     SEED = "SEED"
     ENGINE = "ENGINE"
+    DEVICE = "DEVICE"
     CLUSTER = "CLUSTER"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
@@ -194,6 +195,16 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             advanced(
                 QgsProcessingParameterString(
+                    self.DEVICE,
+                    "Device (auto, cpu, cuda or cuda:N; empty: the plugin's Device setting)",
+                    defaultValue="",
+                    optional=True,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterString(
                     self.CLUSTER,
                     "Dask cluster (local, local:N or scheduler address; empty: this machine)",
                     defaultValue="",
@@ -267,6 +278,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             confidence=self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or "",
             entropy=self.parameterAsOutputLayer(parameters, self.ENTROPY, context) or "",
             engine=self.parameterAsEnumString(parameters, self.ENGINE, context) or "auto",
+            device=self.parameterAsString(parameters, self.DEVICE, context).strip() or load_settings().device,
             cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip(),
         )
 

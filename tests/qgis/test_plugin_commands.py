@@ -72,6 +72,7 @@ def test_every_option_reaches_the_command_line():
         confidence="/d/c.tif",
         entropy="/d/e.tif",
         engine="torch",
+        device="cuda:1",
         cluster="local:2",
     )
     argv = adapt_segment_argv(scene, adaptation, segmentation)
@@ -83,7 +84,7 @@ def test_every_option_reaches_the_command_line():
     assert (pairs["--top-k"], pairs["--reselect-every"], pairs["--seed"]) == ("6", "2", "3")
     assert (pairs["--adapter-out"], pairs["--report-out"]) == ("/d/a.safetensors", "/d/r.json")
     assert (pairs["-o"], pairs["--tile-size"], pairs["--stride"]) == ("/d/o.tif", "256", "200")
-    assert pairs["--batch-size"] == "2" and pairs["--engine"] == "torch"
+    assert (pairs["--batch-size"], pairs["--engine"], pairs["--device"]) == ("2", "torch", "cuda:1")
     assert (pairs["--confidence"], pairs["--entropy"], pairs["--cluster"]) == ("/d/c.tif", "/d/e.tif", "local:2")
     assert segmentation.outputs() == ["/d/o.tif", "/d/c.tif", "/d/e.tif"]
 
