@@ -152,14 +152,23 @@ _DESCRIPTIONS = {
 
 
 class _Output:
-    """One single-band output, fed whole block rows so that no compressed tile is written twice."""
+    """One single-band output, fed whole block rows of a band of columns, so that no compressed tile is
+    written twice: columns begin at a multiple of the block size (or span the raster)."""
 
-    def __init__(self, path: Path, profile: dict[str, Any], width: int) -> None:
+    def __init__(self, path: Path, profile: dict[str, Any]) -> None:
         self.path = path
+        self.nodata = profile["nodata"]
         self.dataset = rasterio.open(path, "w", **profile)
-        self.buffer = np.full((BLOCK, width), profile["nodata"], profile["dtype"])
+        self.col_off = 0
+        self.buffer = np.empty((0, 0), profile["dtype"])
         self.buffered = 0  # rows held in the buffer
-        self.written = 0  # rows already in the file
+        self.written = 0  # rows of the current columns already in the file
+        self.pixels = 0  # pixels written in all
+
+    def begin_columns(self, col_off: int, width: int) -> None:
+        self.flush()
+        self.col_off, self.written = col_off, 0
+        self.buffer = np.full((BLOCK, width), self.nodata, self.buffer.dtype)
 
     def add(self, rows: np.ndarray) -> None:
         start = 0
@@ -173,9 +182,10 @@ class _Output:
 
     def flush(self) -> None:
         if self.buffered:
-            window = Window(0, self.written, self.buffer.shape[1], self.buffered)
+            window = Window(self.col_off, self.written, self.buffer.shape[1], self.buffered)
             self.dataset.write(self.buffer[: self.buffered], 1, window=window)
             self.written += self.buffered
+            self.pixels += self.buffered * self.buffer.shape[1]
             self.buffered = 0
 
     def close(self) -> None:
@@ -185,7 +195,8 @@ class _Output:
 class SegmentationWriter:
     """Context manager writing the class raster and optional confidence/entropy rasters row by row.
 
-    Rows must come in order from the top. On a clean exit the overviews and class names are added
+    Rows must come in order from the top, for the whole width or one band of columns
+    (:meth:`begin_columns`) at a time. On a clean exit the overviews and class names are added
     and every output appears at once; on an error or a cancel none does and no temporary file stays.
     """
 
@@ -226,7 +237,8 @@ class SegmentationWriter:
         with ExitStack() as stack:
             for key, path in self.paths.items():
                 tmp = stack.enter_context(atomic_raster(path, self.overwrite))
-                output = _Output(tmp, {**_GTIFF, **self._base, **_PROFILES[key]}, self.width)
+                output = _Output(tmp, {**_GTIFF, **self._base, **_PROFILES[key]})
+                output.begin_columns(0, self.width)
                 stack.callback(output.close)
                 self._describe(key, output.dataset)
                 self._outputs[key] = output
@@ -242,13 +254,24 @@ class SegmentationWriter:
             colormap[CLASS_NODATA] = (0, 0, 0, 0)
             dataset.write_colormap(1, colormap)
 
+    def begin_columns(self, col_off: int, width: int) -> None:
+        """Write the next rows into columns ``col_off:col_off + width``, from the top again.
+
+        ``col_off`` must be a multiple of the block size; the raster's full width is the default.
+        """
+        if col_off % BLOCK or not 0 < width <= self.width - col_off:
+            raise ValueError(f"columns {col_off}:{col_off + width} do not start a block of the {self.width} px width")
+        for output in self._outputs.values():
+            output.begin_columns(col_off, width)
+
     def write_rows(
         self,
         classes: np.ndarray,
         confidence: np.ndarray | None = None,
         entropy: np.ndarray | None = None,
     ) -> None:
-        """Append the next rows: uint8 class values (255 = nodata) and float32 maps (NaN = nodata)."""
+        """Append the next rows of the current columns: uint8 class values (255 = nodata) and float32 maps
+        (NaN = nodata)."""
         rows = {"class": classes, "confidence": confidence, "entropy": entropy}
         for key, output in self._outputs.items():
             data = rows[key]
@@ -259,8 +282,8 @@ class SegmentationWriter:
     def _finish(self) -> None:
         for key, output in self._outputs.items():
             output.flush()
-            if output.written != self.height:
-                raise RuntimeError(f"{output.path}: {output.written} of {self.height} rows were written")
+            if output.pixels != self.width * self.height:
+                raise RuntimeError(f"{output.path}: {output.pixels} of {self.width * self.height} pixels were written")
             output.close()
             factors = overview_factors(self.width, self.height)
             if factors:

@@ -19,7 +19,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +287,15 @@ def segment_on_cluster(
     the boundary between two rasters, while the client writes one raster at a time.
     """
     run = uuid.uuid4().hex[:8]  # names this run's tasks and plugin: runs may share a cluster
-    stream = _StripStream(client, [(job.source, index) for job in jobs for index in range(job.source.grid.strips)], run)
-    total = sum(job.source.grid.tiles for job in jobs)
+    panels = [job.source.grid.panels() for job in jobs]
+    strips = [
+        (replace(job.source, grid=panel.grid), index)
+        for job, job_panels in zip(jobs, panels, strict=True)
+        for panel in job_panels
+        for index in range(panel.grid.strips)
+    ]
+    stream = _StripStream(client, strips, run)
+    total = sum(panel.grid.tiles for job_panels in panels for panel in job_panels)
     done = 0
     results = []
     workers = len(client.scheduler_info()["workers"])
@@ -296,23 +303,25 @@ def segment_on_cluster(
     client.register_plugin(PredictorPlugin(predictor), name=_plugin_name(run))
     try:
         for number, job in enumerate(jobs, start=1):
-            grid = job.source.grid
             with job.source.open_reader() as reader:
                 assembler = StripAssembler(
                     reader,
                     job.output,
                     classes=classes,
-                    grid=grid,
+                    grid=job.source.grid,
                     confidence=job.confidence,
                     entropy=job.entropy,
                     overwrite=job.overwrite,
                     metadata=job.metadata,
                 )
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), assembler:
-                for index in range(grid.strips):
-                    assembler.add(stream.next(is_cancelled))
-                    done += len(grid.lefts)
-                    progress(0.95 * done / total, f"raster {number}/{len(jobs)}: strip {index + 1}/{grid.strips}")
+                strips, strip = sum(panel.grid.strips for panel in assembler.panels), 0
+                for panel in assembler.panels:
+                    assembler.begin(panel)
+                    for _ in range(panel.grid.strips):
+                        assembler.add(stream.next(is_cancelled))
+                        done, strip = done + len(panel.grid.lefts), strip + 1
+                        progress(0.95 * done / total, f"raster {number}/{len(jobs)}: strip {strip}/{strips}")
             results.append(assembler.result())
     finally:
         stream.cancel()

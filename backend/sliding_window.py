@@ -1,8 +1,11 @@
-"""Segment a whole scene with overlapping tiles, in strips, so memory grows with width, not height.
+"""Segment a whole scene with overlapping tiles, in panels and strips, so memory does not grow with its size.
 
 Overlapping tile predictions are averaged as probabilities under a smooth (Hann) weight, which
-hides tile seams. Only ``tile`` rows of probabilities are held at once: after each strip of
-tiles the rows no later tile can touch are turned into classes, written and dropped.
+hides tile seams. A scene wider than ``PANEL_COLUMNS`` is done one band of columns (a panel) at a time,
+each with the tiles that touch it; within a panel only ``tile`` rows of probabilities are held at
+once: after each strip of tiles the rows no later tile can touch are turned into classes, written
+and dropped. Every pixel sums the same tiles in the same order as without panels, so the outputs are
+identical; the tiles that straddle a panel edge are predicted once per panel.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ from backend.roi import Roi, whole_raster
 
 Predict = Callable[[np.ndarray], np.ndarray]  # float32 [B, C, T, T] in [0, 1] -> probabilities [B, K, T, T]
 WEIGHT_FLOOR = 1e-3  # keeps the outermost pixels of the raster, seen by one tile only, weighted
-# GDAL's block cache defaults to 5 % of RAM and fills with blocks never read again; two block
-# rows of input are all a strip needs: 256 MB holds them for uint8 RGB up to ~80000 px wide.
-GDAL_CACHE_MB = 256
+# GDAL's block cache defaults to 5 % of RAM and fills with blocks never read again (written output
+# blocks too); two block rows of a panel's input are all a strip needs: 64 MB holds them for 16-bit
+# 4-band input up to 8000 px wide per block row (a wider striped input is decoded again, not wrong).
+GDAL_CACHE_MB = 64
+# Output columns per panel: a multiple of the class raster's 512-px blocks, so no block is written twice.
+# Memory then stops growing past this width; the tiles straddling an edge are predicted twice (about
+# 10 % more tiles at 4096 for 512-px tiles at stride 341; docs/performance.md measures both).
+PANEL_COLUMNS = 4096
 
 
 def tile_starts(offset: int, length: int, tile: int, stride: int) -> list[int]:
@@ -136,6 +144,31 @@ class TileGrid:
         end = self.tops[index + 1] if index + 1 < len(self.tops) else int(self.window.row_off + self.window.height)
         return end - self.tops[index]
 
+    def panels(self, columns: int | None = None) -> list[Panel]:
+        """The ROI's columns in bands of ``columns`` (default ``PANEL_COLUMNS``), each with the grid of this
+        grid's tiles that touch it."""
+        columns = columns or PANEL_COLUMNS
+        col0, width = int(self.window.col_off), int(self.window.width)
+        panels = []
+        for start in range(0, width, columns):
+            stop = min(width, start + columns)
+            lefts = tuple(left for left in self.lefts if left - col0 < stop and left - col0 + self.tile_w > start)
+            span = Window(lefts[0], self.window.row_off, lefts[-1] + self.tile_w - lefts[0], self.window.height)
+            grid = TileGrid(span, self.tile, self.stride, self.tops, lefts)
+            panels.append(Panel(start, stop, col0 + start - lefts[0], grid))
+        return panels
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Output columns ``start:stop`` of the ROI and the tiles that cover them (``grid``, whose window is
+    the columns those tiles span, a little wider)."""
+
+    start: int  # ROI-relative
+    stop: int
+    offset: int  # where column ``start`` lies in the grid's window
+    grid: TileGrid
+
 
 @dataclass
 class StripSums:
@@ -230,7 +263,8 @@ def _predict_batch(predict: Predict, batch: np.ndarray, n_classes: int) -> np.nd
 
 
 class StripAssembler:
-    """The one writer of a scene: strips, added in order, become finished rows of the output rasters.
+    """The one writer of a scene: panel after panel (:attr:`panels`, each opened with :meth:`begin`), strips
+    added in order become finished rows of the panel's columns of the output rasters.
 
     A context manager like the :class:`SegmentationWriter` it drives: the outputs appear complete on a
     clean exit and not at all otherwise.
@@ -253,9 +287,11 @@ class StripAssembler:
                 raise BadInput(f"{path}: an output would replace the input raster")
         self.classes = parse_classes(classes)
         self.grid = grid
+        self.panels = grid.panels()
         self.paths = (Path(output), _path(confidence), _path(entropy))
         self._values = np.array([c.value for c in self.classes], np.uint8)
-        self._accumulator = _StripAccumulator(len(self.classes), grid.tile_h, int(grid.window.width))
+        self._panel: Panel | None = None
+        self._accumulator: _StripAccumulator | None = None
         self._counts = np.zeros(256, np.int64)
         self._next = 0
         self._tiles = 0
@@ -289,14 +325,32 @@ class StripAssembler:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         self._writer.__exit__(exc_type, exc, tb)
 
+    @property
+    def tiles_to_predict(self) -> int:
+        """Tiles over all panels: the grid's, plus those straddling a panel edge once more."""
+        return sum(panel.grid.tiles for panel in self.panels)
+
+    def begin(self, panel: Panel) -> None:
+        """Start the next panel; the previous one must have had all its strips."""
+        previous = self._panel
+        if previous is not None and self._next != previous.grid.strips:
+            raise ValueError(f"panel at column {previous.start} got {self._next} of {previous.grid.strips} strips")
+        self._panel, self._next = panel, 0
+        self._accumulator = _StripAccumulator(len(self.classes), panel.grid.tile_h, int(panel.grid.window.width))
+        self._writer.begin_columns(panel.start, panel.stop - panel.start)
+
     def add(self, strip: StripSums) -> None:
-        """Add the next strip and write the rows it finishes."""
+        """Add the panel's next strip and write the rows it finishes."""
+        if self._panel is None or self._accumulator is None:
+            raise ValueError("begin a panel before adding strips")
         if strip.index != self._next:
             raise ValueError(f"strip {strip.index} came before strip {self._next}")
         self._next += 1
         self._tiles += strip.tiles
         self._accumulator.add(strip)
-        probs, valid = self._accumulator.take(self.grid.finished_rows(strip.index))
+        probs, valid = self._accumulator.take(self._panel.grid.finished_rows(strip.index))
+        own = slice(self._panel.offset, self._panel.offset + self._panel.stop - self._panel.start)
+        probs, valid = probs[:, :, own], valid[:, own]
         labels = np.where(valid, self._values[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
         self._counts += np.bincount(labels.ravel(), minlength=256)
         _, confidence, entropy = self.paths
@@ -360,29 +414,31 @@ def segment_scene(
         overwrite=overwrite,
         metadata=metadata,
     )
-    done = 0
+    done, total = 0, assembler.tiles_to_predict
 
     def batch_done(tiles: int) -> None:
         nonlocal done
         done += tiles
-        progress(0.95 * done / grid.tiles, f"tile {done}/{grid.tiles}")
+        progress(0.95 * done / total, f"tile {done}/{total}")
 
-    progress(0.0, f"segmenting {grid.tiles} tiles")
+    progress(0.0, f"segmenting {total} tiles")
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), assembler:
-        for index in range(grid.strips):
-            assembler.add(
-                predict_strip(
-                    reader,
-                    predict,
-                    grid,
-                    index,
-                    roi=roi,
-                    n_classes=len(assembler.classes),
-                    batch_size=batch_size,
-                    is_cancelled=is_cancelled,
-                    on_batch=batch_done,
+        for panel in assembler.panels:
+            assembler.begin(panel)
+            for index in range(panel.grid.strips):
+                assembler.add(
+                    predict_strip(
+                        reader,
+                        predict,
+                        panel.grid,
+                        index,
+                        roi=roi,
+                        n_classes=len(assembler.classes),
+                        batch_size=batch_size,
+                        is_cancelled=is_cancelled,
+                        on_batch=batch_done,
+                    )
                 )
-            )
         progress(0.95, "writing overviews and class names")
     progress(1.0, "done")
     return assembler.result()

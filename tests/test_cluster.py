@@ -122,8 +122,11 @@ def test_two_workers_write_exactly_the_single_process_output_loading_the_model_o
         assert written.tags()["engine"] == "torch"
 
 
-def test_several_rasters_flow_through_one_run_each_as_in_a_single_process(tmp_path, tiny_model_folder, scheduler):
-    paths = [scene_raster(tmp_path, 150, 120, "a.tif"), scene_raster(tmp_path, 90, 260, "b.tif")]
+def test_several_rasters_flow_through_one_run_each_as_in_a_single_process(
+    tmp_path, tiny_model_folder, scheduler, monkeypatch
+):
+    monkeypatch.setattr("backend.sliding_window.PANEL_COLUMNS", 512)  # b.tif goes in three panels
+    paths = [scene_raster(tmp_path, 150, 120, "a.tif"), scene_raster(tmp_path, 90, 1100, "b.tif")]
     (tmp_path / "out").mkdir()
     folder = str(tmp_path / "out")
     each = options_per_raster([str(p) for p in paths], SegmentOptions(folder, folder, folder, engine="torch"))

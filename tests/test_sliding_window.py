@@ -12,7 +12,7 @@ from backend.errors import BadInput
 from backend.progress import Cancelled
 from backend.raster_io import SceneReader
 from backend.roi import resolve_roi
-from backend.sliding_window import blend_weights, segment_scene, tile_starts, tile_windows
+from backend.sliding_window import TileGrid, blend_weights, segment_scene, tile_starts, tile_windows
 
 CLASSES = [
     {"value": 1, "name": "water", "color": "#0000ff"},
@@ -110,6 +110,53 @@ def test_strips_give_the_same_result_as_one_tile(tmp_path):
     np.testing.assert_allclose(outs["one"][1], probs.max(axis=0), rtol=1e-5)
     entropy = -(probs * np.log(probs)).sum(axis=0) / np.log(3)
     np.testing.assert_allclose(outs["one"][2], entropy, rtol=1e-4)
+
+
+def tile_context_softmax(batch):
+    """Probabilities from each pixel and its tile's mean, so overlapping tiles disagree and blending matters."""
+    context = batch.mean(axis=(2, 3), keepdims=True)
+    return pixel_softmax(np.clip(batch + 0.8 * (context - 0.5), 0, 1))
+
+
+@pytest.mark.parametrize(("width", "tile", "stride", "columns"), [(1300, 96, 64, 512), (1100, 600, 400, 512)])
+def test_panels_cover_each_column_once_with_every_tile_that_touches_it(width, tile, stride, columns):
+    grid = TileGrid.over(Window(7, 3, width, 200), tile, stride)
+    panels = grid.panels(columns)
+    assert [(p.start, p.stop) for p in panels] == [(s, min(width, s + columns)) for s in range(0, width, columns)]
+    for panel in panels:
+        own = range(7 + panel.start, 7 + panel.stop)
+        touching = [left for left in grid.lefts if left < own.stop and left + grid.tile_w > own.start]
+        assert panel.grid.lefts == tuple(touching) and panel.grid.tops == grid.tops
+        assert int(panel.grid.window.col_off) + panel.offset == own.start
+
+
+def test_panels_write_the_same_bits_as_one_pass_over_the_full_width(tmp_path, monkeypatch):
+    data = np.random.default_rng(3).integers(0, 256, (3, 150, 1400)).astype(np.uint8)
+    path = write_raster(tmp_path / "wide.tif", data)
+    outs = {}
+    for name, columns in [("panels", 512), ("one pass", 100_000)]:
+        monkeypatch.setattr("backend.sliding_window.PANEL_COLUMNS", columns)
+        folder = tmp_path / name
+        folder.mkdir()
+        with SceneReader(path) as reader:
+            roi = resolve_roi(reader, bbox=(300022, 2799700, 302800, 2800000))  # columns 11-1399: panels are offset
+            result = segment_scene(
+                reader,
+                tile_context_softmax,
+                folder / "c.tif",
+                classes=CLASSES,
+                tile=96,
+                stride=64,
+                roi=roi,
+                confidence=folder / "p.tif",
+                entropy=folder / "e.tif",
+            )
+        outs[name] = [read(folder / f) for f in ("c.tif", "p.tif", "e.tif")], result.tiles
+    (panelled, tiles), (whole, whole_tiles) = outs["panels"], outs["one pass"]
+    assert panelled[0].shape == (150, 1389)
+    for ours, theirs in zip(panelled, whole, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert len(np.unique(panelled[0])) == 3 and tiles > whole_tiles  # edge tiles twice, result unchanged
 
 
 def test_roi_output_carries_crs_and_window_transform(tmp_path):
