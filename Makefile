@@ -53,6 +53,7 @@ demo: setup
 bench: setup
 	$(PY) bench/engine_cost.py --out results/engine_cost.json
 	$(PY) bench/inference.py --out results/inference.json
+	$(PY) bench/window_memory.py --out results/window_memory.json
 	$(PY) bench/cluster.py --out results/cluster.json
 
 bench-quality: setup

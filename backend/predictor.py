@@ -7,6 +7,7 @@ and gated-off modules absent from the graph, with the softmax inside. On a GPU, 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import platform
@@ -24,6 +25,10 @@ from backend.model import SegmentationModel
 
 Predict = Callable[[np.ndarray], np.ndarray]
 ENGINES = ("auto", "onnx", "torch")
+# Exported models are kept here, named by what they were exported from, so a model (with the same adapter)
+# is exported once and later runs start at once; ``CROSSEARTH_CACHE`` moves it.
+CACHE_ENV = "CROSSEARTH_CACHE"
+ONNX_CACHE_KEEP = 8  # most recently used exports kept
 # ``auto`` runs PyTorch below this many tiles, where the one-off ONNX export costs more than onnxruntime
 # saves; bench/inference.py measured the break-even at 188 tiles under light and 35 under heavy load.
 AUTO_ONNX_MIN_TILES = 64
@@ -138,10 +143,43 @@ def onnx_session(path: str | Path, threads: int | None = None, config: dict[str,
     return predict
 
 
+def onnx_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "crossearth") / "onnx"
+
+
+def export_fingerprint(model: SegmentationModel, tile: int, batch_size: int) -> str:
+    """What an export depends on: every weight (backbone, head, adapter), which toolbox modules are on,
+    the tile, the example batch and the torch version that traces it."""
+    digest = hashlib.sha256(f"{torch.__version__}|{tile}|{batch_size}".encode())
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    if model.toolbox is not None:
+        digest.update(",".join(model.toolbox.active_names).encode())
+    return digest.hexdigest()[:24]
+
+
+def cached_export(model: SegmentationModel, tile: int, batch_size: int) -> Path:
+    """The model's ONNX file from the cache, exported (atomically) on a miss; older exports are pruned."""
+    folder = onnx_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{export_fingerprint(model, tile, batch_size)}.onnx"
+    if path.exists():
+        path.touch()  # recently used: pruned last
+        return path
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=folder) as scratch:
+        os.replace(export_onnx(model, Path(scratch) / "model.onnx", tile, batch_size), path)
+    for stale in sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)[ONNX_CACHE_KEEP:]:
+        stale.unlink(missing_ok=True)
+    return path
+
+
 def onnx_predictor(model: SegmentationModel, tile: int, batch_size: int, threads: int | None = None) -> Predict:
-    with tempfile.TemporaryDirectory(prefix="crossearth-onnx-") as folder:
-        path = export_onnx(model, Path(folder) / "model.onnx", tile, batch_size)
-        return onnx_session(path, threads)
+    try:
+        return onnx_session(cached_export(model, tile, batch_size), threads)
+    except OSError:  # no writable cache: export for this run only
+        with tempfile.TemporaryDirectory(prefix="crossearth-onnx-") as folder:
+            return onnx_session(export_onnx(model, Path(folder) / "model.onnx", tile, batch_size), threads)
 
 
 def auto_engine(tiles: int | None, device: str = "auto") -> str:

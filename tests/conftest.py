@@ -19,6 +19,7 @@ def _no_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("CROSSEARTH_CACHE", str(tmp_path / "cache"))  # ONNX exports: one test's cache each
 
 
 def tiny_config(**overrides) -> ModelConfig:

@@ -14,9 +14,10 @@ from conftest_rasters import rgb_uint8
 from rasterio.transform import from_origin
 from rasterio.windows import Window, bounds
 
+import backend.predictor as predictor
 from backend.errors import BadInput
 from backend.pipeline import Scene, SegmentOptions, segment
-from backend.predictor import AUTO_ONNX_MIN_TILES, auto_engine, make_predictor, resolve_device
+from backend.predictor import AUTO_ONNX_MIN_TILES, auto_engine, make_predictor, onnx_cache_dir, resolve_device
 from backend.registry import DEFAULT_MODEL, load_model, resolve_model
 from backend.toolbox import MODULE_KINDS, ToolboxConfig
 from backend.toolbox.earth_adapter import low_pass
@@ -152,3 +153,22 @@ def test_segment_on_auto_picks_the_engine_by_the_scene_tile_count(tiny_model_fol
         output = tmp_path / f"classes_{expected}.tif"
         segment(Scene(str(raster), model=str(tiny_model_folder)), SegmentOptions(output=str(output)))
         assert _classes(output)[1] == expected
+
+
+def test_onnx_exports_are_cached_per_weights_and_gates_and_pruned(tiny_model, monkeypatch):
+    exports = []
+    export = predictor.export_onnx
+    monkeypatch.setattr(predictor, "export_onnx", lambda *args: exports.append(args[0]) or export(*args))
+    monkeypatch.setattr(predictor, "ONNX_CACHE_KEEP", 2)
+    batch = torch.rand(2, 3, 32, 32).numpy()
+    toolbox = tiny_model.add_toolbox(ToolboxConfig())
+    first, _ = make_predictor(tiny_model, "onnx", tile=32, batch_size=2)
+    again, _ = make_predictor(tiny_model, "onnx", tile=32, batch_size=2)
+    assert len(exports) == 1 and np.array_equal(first(batch), again(batch))
+    toolbox.set_active(list(toolbox.modules)[:1])  # another graph: the gated-off modules are left out
+    make_predictor(tiny_model, "onnx", tile=32, batch_size=2)
+    with torch.no_grad():
+        tiny_model.head.classifier.bias.add_(1.0)  # another weight
+    make_predictor(tiny_model, "onnx", tile=32, batch_size=2)
+    assert len(exports) == 3
+    assert len(list(onnx_cache_dir().glob("*.onnx"))) == 2 and not list(onnx_cache_dir().glob(".export-*"))
