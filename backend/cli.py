@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from backend.errors import BadInput
-from backend.pipeline import AdaptOptions, Scene, SegmentOptions
+from backend.options import AdaptOptions, Scene, SegmentOptions
 from backend.progress import CancelFn, Cancelled, CancelToken
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +17,18 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from backend.adapt import AdaptConfig, AdaptResult, adapt
+from backend.adapt import AdaptResult, adapt
 from backend.atomic import check_writable
 from backend.augment import IGNORE_INDEX, Sample
 from backend.checkpoint import load_adapter, save_adapter
 from backend.errors import BadInput
-from backend.fisher_gate import GateConfig
 from backend.metrics import confusion_matrix, scores
 from backend.model import SegmentationModel
+from backend.options import DEFAULT_MODEL, AdaptOptions, Scene, SegmentOptions
 from backend.predictor import auto_engine, make_predictor
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress, sub_progress
 from backend.raster_io import SceneReader, inspect_raster
-from backend.registry import DEFAULT_MODEL, ModelCard, load_model, resolve_model
+from backend.registry import ModelCard, load_model, resolve_model
 from backend.roi import Roi, resolve_roi
 from backend.selection_report import plot_selection, write_selection_json
 from backend.sliding_window import segment_scene, tile_windows
@@ -41,76 +41,6 @@ PER_RASTER_NAMES = {
     "quicklook": "quicklook.png",
 }
 MIN_VALID_FRACTION = 0.5  # adaptation tiles with less valid (non-nodata, inside the ROI) area are skipped
-
-
-@dataclass
-class Scene:
-    """What to work on: a raster, its band mapping, a region of interest, and the model."""
-
-    input: str
-    bands: list[int] | None = None
-    bbox: tuple[float, float, float, float] | None = None
-    bbox_crs: str | None = None
-    roi: str | None = None
-    model: str = DEFAULT_MODEL
-    models_dir: str | None = None
-    threads: int | None = None
-
-
-@dataclass
-class SegmentOptions:
-    output: str
-    confidence: str | None = None
-    entropy: str | None = None
-    quicklook: str | None = None
-    tile_size: int | None = None  # None: the model card's
-    stride: int | None = None
-    batch_size: int = 4
-    engine: str = "auto"
-    device: str = "auto"  # a GPU when the machine running the model has one; or cpu, cuda, cuda:N
-    adapter: str | None = None
-    overwrite: bool = False
-
-
-@dataclass
-class AdaptOptions:
-    """Scene adaptation defaults: a few minutes on a 2-core CPU for a scene of a few megapixels.
-
-    The learning rate and teacher momentum were chosen on held-out districts (docs/quality.md): with
-    120 steps, lr 1e-4 and an EMA teacher of momentum 0.999 barely move the model.
-    """
-
-    mode: str = "da"
-    labels: str | None = None
-    samples: int = 16
-    sample_size: int = 384
-    steps: int = 120
-    batch_size: int = 4
-    crop_size: int = 256
-    top_k: float = 0.5
-    reselect_every: int | None = None
-    confidence: float = 0.7
-    lr: float = 1e-3
-    ema_momentum: float = 0.99
-    seed: int = 0
-    adapter_out: str | None = None
-    report_out: str | None = None
-    overwrite: bool = False
-    extra: dict = field(default_factory=dict)  # further AdaptConfig fields, for experiments
-
-    def config(self) -> AdaptConfig:
-        fields = dict(
-            mode=self.mode,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            crop_size=self.crop_size,
-            confidence=self.confidence,
-            lr=self.lr,
-            ema_momentum=self.ema_momentum,
-            seed=self.seed,
-            gate=GateConfig(top_k=self.top_k, reselect_every=self.reselect_every),
-        )
-        return AdaptConfig(**{**fields, **self.extra})
 
 
 def open_model(scene: Scene, adapter: str | None = None) -> tuple[ModelCard, SegmentationModel]:

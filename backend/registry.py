@@ -14,9 +14,9 @@ from pathlib import Path
 
 from backend.errors import BadInput
 from backend.model import ModelConfig, SegmentationModel, create_model
+from backend.options import DEFAULT_MODEL
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
-DEFAULT_MODEL = "dubai-hybrid-vit"
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
 

@@ -159,6 +159,12 @@ def test_a_raster_smaller_than_one_tile_is_padded_and_segmented(tmp_path, tiny_m
         assert code == 0 and out.shape == (20, 30) and (out.read(1) < 5).all()
 
 
+def test_help_and_option_parsing_do_not_import_torch():
+    probe = "import sys, backend.cli; print(sorted(m for m in ('torch', 'timm', 'rasterio') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_json_progress_subprocess_prints_only_json_lines_and_sigterm_cancels_cleanly(tmp_path, tiny_model_folder):
     scene = rasters.rgb_uint8(tmp_path, height=256, width=256, name="scene.tif")
     command = [sys.executable, "-m", "backend.cli", "adapt-segment", str(scene), "-o", str(tmp_path / "o.tif")]

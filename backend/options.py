@@ -1,0 +1,88 @@
+"""What a job is asked to do: the scene, the segmentation and the adaptation options, as plain dataclasses.
+
+The CLI and the QGIS plugin build these; nothing here imports torch, so ``crossearth --help`` and argument
+errors answer at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backend.adapt import AdaptConfig
+
+DEFAULT_MODEL = "dubai-hybrid-vit"  # the embedded model (resources/models/dubai-hybrid-vit)
+
+
+@dataclass
+class Scene:
+    """What to work on: a raster, its band mapping, a region of interest, and the model."""
+
+    input: str
+    bands: list[int] | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    bbox_crs: str | None = None
+    roi: str | None = None
+    model: str = DEFAULT_MODEL
+    models_dir: str | None = None
+    threads: int | None = None
+
+
+@dataclass
+class SegmentOptions:
+    output: str
+    confidence: str | None = None
+    entropy: str | None = None
+    quicklook: str | None = None
+    tile_size: int | None = None  # None: the model card's
+    stride: int | None = None
+    batch_size: int = 4
+    engine: str = "auto"
+    device: str = "auto"  # a GPU when the machine running the model has one; or cpu, cuda, cuda:N
+    adapter: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class AdaptOptions:
+    """Scene adaptation defaults: a few minutes on a 2-core CPU for a scene of a few megapixels.
+
+    The learning rate and teacher momentum were chosen on held-out districts (docs/quality.md): with
+    120 steps, lr 1e-4 and an EMA teacher of momentum 0.999 barely move the model.
+    """
+
+    mode: str = "da"
+    labels: str | None = None
+    samples: int = 16
+    sample_size: int = 384
+    steps: int = 120
+    batch_size: int = 4
+    crop_size: int = 256
+    top_k: float = 0.5
+    reselect_every: int | None = None
+    confidence: float = 0.7
+    lr: float = 1e-3
+    ema_momentum: float = 0.99
+    seed: int = 0
+    adapter_out: str | None = None
+    report_out: str | None = None
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)  # further AdaptConfig fields, for experiments
+
+    def config(self) -> AdaptConfig:
+        from backend.adapt import AdaptConfig
+        from backend.fisher_gate import GateConfig
+
+        fields = dict(
+            mode=self.mode,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            crop_size=self.crop_size,
+            confidence=self.confidence,
+            lr=self.lr,
+            ema_momentum=self.ema_momentum,
+            seed=self.seed,
+            gate=GateConfig(top_k=self.top_k, reselect_every=self.reselect_every),
+        )
+        return AdaptConfig(**{**fields, **self.extra})
