@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import typer
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.atomic import atomic_output
 from backend.augment import IGNORE_INDEX, Sample, photometric_jitter, sample_batch
 from backend.dubai import CLASSES, load_tiles
+from backend.metrics import confusion_matrix, scores
 from backend.model import ModelConfig, SegmentationModel, create_model, save_model
 from backend.registry import BUILTIN_MODELS_DIR, CARD_FILE, DEFAULT_MODEL, WEIGHTS_FILE, ModelCard
 from backend.stem_weights import SOURCE, STEM_MEAN, STEM_NAME, STEM_STD, load_stem_weights
@@ -123,33 +123,22 @@ def predict_image(model: SegmentationModel, image: torch.Tensor) -> torch.Tensor
     return (logits / counts).argmax(0)[:height, :width]
 
 
-def confusion(prediction: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """Rows: reference class, columns: predicted class; ignored pixels left out."""
-    known = mask != IGNORE_INDEX
-    index = mask[known] * NUM_CLASSES + prediction[known]
-    return torch.bincount(index, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES).numpy()
-
-
-def iou_scores(matrix: np.ndarray) -> dict:
-    """Per-class IoU (None where a class is neither present nor predicted) and their mean over the rest."""
-    intersection = np.diag(matrix).astype(float)
-    union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
-    per_class = {c["name"]: (float(i / u) if u else None) for c, i, u in zip(CLASSES, intersection, union, strict=True)}
-    present = [v for v in per_class.values() if v is not None]
-    return {
-        "miou": float(np.mean(present)),
-        "pixel_accuracy": float(intersection.sum() / matrix.sum()),
-        "per_class_iou": per_class,
-        "pixels": int(matrix.sum()),
-    }
-
-
 def evaluate(model: SegmentationModel, tiles: dict[int, list[Sample]]) -> dict:
+    """Per held-out tile: mIoU, pixel accuracy and per-class IoU over the confusion summed on its images."""
     model.eval()
+    names = [c["name"] for c in CLASSES]
     results = {}
     for tile, samples in tiles.items():
-        matrix = sum(confusion(predict_image(model, s["image"]), s["mask"]) for s in samples)
-        results[f"tile_{tile}"] = iou_scores(matrix)
+        matrix = sum(
+            confusion_matrix(predict_image(model, s["image"]).numpy(), s["mask"].numpy(), NUM_CLASSES) for s in samples
+        )
+        tile_scores = scores(matrix, names)
+        results[f"tile_{tile}"] = {
+            "miou": tile_scores["miou"],
+            "pixel_accuracy": tile_scores["overall_accuracy"],
+            "per_class_iou": tile_scores["iou"],
+            "pixels": tile_scores["pixels"],
+        }
     return results
 
 
@@ -238,9 +227,11 @@ def main(
     train_seconds = time.perf_counter() - started
 
     metrics = evaluate(model, held_out)
-    for tile, scores in metrics.items():
-        per_class = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in scores["per_class_iou"].items())
-        log_line(log_file, f"held-out {tile}: mIoU {scores['miou']:.4f} ({per_class})")
+    for tile, held_out_scores in metrics.items():
+        per_class = ", ".join(
+            f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in held_out_scores["per_class_iou"].items()
+        )
+        log_line(log_file, f"held-out {tile}: mIoU {held_out_scores['miou']:.4f} ({per_class})")
 
     card = ModelCard(
         name=DEFAULT_MODEL,

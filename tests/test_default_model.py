@@ -104,3 +104,20 @@ def test_imagenet_stem_weights_fit_together_on_a_real_scene():
     assert (features.flatten(1).std(dim=1) > 1e-3).float().mean() > 0.9  # channels vary over the scene
     assert len(agreement) == 33
     assert float(np.median(agreement)) > 0.8  # measured 0.93
+
+
+def test_training_script_scores_held_out_tiles_with_the_backend_metrics(monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import train_default
+
+    generator = torch.Generator().manual_seed(0)
+    masks = [torch.randint(0, 5, (40, 30), generator=generator) for _ in range(2)]
+    masks[0][:5] = IGNORE_INDEX
+    samples = [{"image": torch.zeros(3, 40, 30), "mask": mask} for mask in masks]
+    right = iter([masks[0].clamp(max=4), masks[1]])
+    monkeypatch.setattr(train_default, "predict_image", lambda model, image: next(right))
+    scores = train_default.evaluate(torch.nn.Identity(), {6: samples})["tile_6"]
+    assert scores["miou"] == scores["pixel_accuracy"] == 1.0
+    assert scores["pixels"] == 2 * 40 * 30 - 5 * 30 and set(scores["per_class_iou"]) == {c["name"] for c in CLASSES}
