@@ -174,7 +174,8 @@ def run(spec: dict) -> dict:
     """One benchmark run: adapt (unless source-only), then score clean and shifted targets.
 
     ``spec``: rotation, setting (dg/da), method, seed, steps, batch_size, crop_size, reselect_every,
-    target_domain (the unlabelled images DA adapts on), overrides (AdaptConfig fields), pretrained folder.
+    target_domain (the unlabelled images DA adapts on), da_source ("none": DA without source crops; default
+    the labelled source tiles), overrides (AdaptConfig fields), pretrained folder.
     """
     split = ROTATIONS[spec["rotation"]]
     model = load_pretrained(spec["pretrained"])
@@ -187,7 +188,8 @@ def run(spec: dict) -> dict:
             result = adapt(model, source, config)
         else:
             target = [{"image": s["image"]} for t in split["target"] for s in tile_samples(t, spec["target_domain"])]
-            result = adapt(model, target, config, source=source)
+            # DACS mixes in labelled source crops; "none" self-trains on the target alone, as the product does
+            result = adapt(model, target, config, source=None if spec.get("da_source") == "none" else source)
     seconds = time.perf_counter() - started
     domains = ["clean", "shift"] if spec["setting"] == "dg" else [spec["target_domain"]]
     evaluation, panels = {}, {}

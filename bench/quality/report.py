@@ -18,11 +18,15 @@ from protocol import CLASS_NAMES, EVAL_CROP, METHODS, ROTATIONS, crop, panel_ind
 from backend.dubai import CLASSES
 
 NOTES = Path(__file__).with_name("notes.md")
+SETTING_NAMES = {"dg": "DG", "da": "DA", "da_self": "DA, target alone"}
 TABLE_TITLES = {
     "dg/clean": "DG, target tiles as they are",
     "dg/shift": "DG, target tiles through the sensor shift",
     "da/clean": "DA (unlabelled target images + labelled source, DACS), target tiles as they are",
     "da/shift": "DA on the sensor-shifted target tiles",
+    "da_self/clean": (
+        "DA by self-training on the unlabelled target images alone (as `adapt-segment`), target tiles as they are"
+    ),
 }
 
 
@@ -159,10 +163,11 @@ def write_markdown(report: dict, path: Path) -> None:
             f"**{_points(defaults['gain_miou']['mean'])} mIoU points** on average "
             f"({_pm(defaults['segment_miou'])} → {_pm(defaults['adapt_segment_miou'])})."
         )
-    for setting in ("dg", "da"):
+    settings = [setting for setting in SETTING_NAMES if head.get(setting, {}).get("domains")]
+    for setting in settings:
         h = head[setting]
         lines.append(
-            f"- **{setting.upper()}**: Fisher gating {h['fisher_gate_miou'] * 100:.1f} mIoU, "
+            f"- **{SETTING_NAMES[setting]}**: Fisher gating {h['fisher_gate_miou'] * 100:.1f} mIoU, "
             f"**{_points(h['gain_over_best_baseline'])} points** against the best baseline ({h['best_baseline']}, "
             f"{h['best_baseline_miou'] * 100:.1f}); {_points(h['gain_over_best_single_peft'])} against the best "
             f"single-type PEFT ({h['best_single_peft']}), {_points(h['gain_over_random_gate'])} against random gating, "
@@ -174,7 +179,7 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append(
             f"- adapt-segment default ≥ segment + 1 mIoU: {'met' if gain >= 0.01 else 'NOT met'} ({_points(gain)})."
         )
-    for setting in ("dg", "da"):
+    for setting in settings:
         h = head[setting]
         checks = [
             ("≥ best single-type PEFT", h["gain_over_best_single_peft"] >= 0),
@@ -182,7 +187,7 @@ def write_markdown(report: dict, path: Path) -> None:
             ("> source only", h["gain_over_source_only"] > 0),
         ]
         lines.append(
-            f"- {setting.upper()}, Fisher gating "
+            f"- {SETTING_NAMES[setting]}, Fisher gating "
             + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks)
             + "."
         )

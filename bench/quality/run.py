@@ -146,8 +146,9 @@ def aggregate(runs: list[dict]) -> dict:
     table: dict[str, dict] = {}
     for result in runs:
         spec = result["spec"]
+        setting = "da_self" if spec.get("da_source") == "none" else spec["setting"]
         for domain, confusions in result["confusion"].items():
-            row = table.setdefault(f"{spec['setting']}/{domain}", {}).setdefault(spec["name"], {"runs": []})
+            row = table.setdefault(f"{setting}/{domain}", {}).setdefault(spec["name"], {"runs": []})
             row["runs"].append({"rotation": spec["rotation"], "seed": spec["seed"], **summarize(confusions)})
             row.setdefault("seconds", []).append(result["adapt_seconds"])
             row.setdefault("trainable", []).append(result["trainable_parameters"])
@@ -167,6 +168,8 @@ def aggregate(runs: list[dict]) -> dict:
 def headline(table: dict, setting: str) -> dict:
     """Fisher gating against the best baseline and against each reference, over the setting's target domains."""
     domains = [key for key in table if key.startswith(f"{setting}/")]
+    if not domains:
+        return {"domains": []}
 
     def overall(method: str) -> float:
         return float(np.mean([table[d][method]["miou"]["mean"] for d in domains]))
@@ -239,16 +242,14 @@ def main(
     for rotation in rotations:
         for seed in range(seeds):
             common = {**base, "rotation": rotation, "pretrained": pretrained[rotation], "seed": seed}
-            for setting in ("da", "dg"):
+            for setting in ("da", "dg", "da_self"):
                 for method in METHODS:
                     if method == "source_only" and seed > 0:
                         continue  # deterministic: one evaluation is every seed's
-                    jobs.append(
-                        (
-                            "adapt",
-                            {**common, "setting": setting, "method": method, "name": method, "target_domain": "clean"},
-                        )
-                    )
+                    spec = {**common, "setting": setting, "method": method, "name": method, "target_domain": "clean"}
+                    if setting == "da_self":  # DA on the target images alone, no source crops (as the product)
+                        spec.update(setting="da", da_source="none")
+                    jobs.append(("adapt", spec))
             for name, overrides in ABLATION.items():
                 if seed >= ablation_seeds:
                     break
@@ -303,7 +304,7 @@ def main(
             "promise_model": str(promise_model),
             "promise_model_card": json.loads((promise_model / "model_card.json").read_text()).get("provenance"),
         },
-        "headline": {"dg": headline(table, "dg"), "da": headline(table, "da")},
+        "headline": {setting: headline(table, setting) for setting in ("dg", "da", "da_self")},
         "promise": promise_summary([v for v, _ in variants], promise_results),
         "table": table,
         "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
