@@ -17,7 +17,7 @@ from torch import nn
 from backend.progress import CancelFn, check_cancelled, never_cancelled
 from backend.toolbox import Toolbox
 
-NORMALIZATIONS = ("none", "numel", "kind")
+NORMALIZATIONS = ("none", "numel", "kind", "kind_block")
 SELECTIONS = ("fisher", "random", "all")
 
 
@@ -29,7 +29,9 @@ class GateConfig:
     selected modules' parameter count instead. ``normalization`` makes module kinds of different sizes
     comparable: ``none`` (raw sums; favours big modules), ``numel`` (mean per parameter) or ``kind``
     (each score divided by the mean score of its kind, so a module competes by how much it stands
-    out among its own kind). ``reselect_every`` of ``None`` lets adaptation pick its mode's default.
+    out among its own kind) or ``kind_block`` (``kind``, then divided by the mean of its block's scores,
+    which removes the depth prior: gradients are largest in the early blocks, whatever the scene).
+    ``reselect_every`` of ``None`` lets adaptation pick its mode's default.
     """
 
     selection: str = "fisher"
@@ -92,11 +94,18 @@ def normalize_scores(toolbox: Toolbox, raw: dict[str, float], normalization: str
         return dict(raw)
     if normalization == "numel":
         return {name: score / toolbox[name].num_parameters() for name, score in raw.items()}
-    kind_means: dict[str, float] = {}
-    for kind in {toolbox[name].kind for name in raw}:
-        values = [score for name, score in raw.items() if toolbox[name].kind == kind]
-        kind_means[kind] = sum(values) / len(values)
-    return {name: score / (kind_means[toolbox[name].kind] or 1.0) for name, score in raw.items()}
+    by_kind = _divide_by_group_mean(raw, lambda name: toolbox[name].kind)
+    if normalization == "kind":
+        return by_kind
+    return _divide_by_group_mean(by_kind, lambda name: name.rsplit(".", 1)[0])  # blocks.{i}.<kind> -> blocks.{i}
+
+
+def _divide_by_group_mean(scores: dict[str, float], group: Callable[[str], str]) -> dict[str, float]:
+    totals: dict[str, list[float]] = {}
+    for name, score in scores.items():
+        totals.setdefault(group(name), []).append(score)
+    means = {key: sum(values) / len(values) for key, values in totals.items()}
+    return {name: score / (means[group(name)] or 1.0) for name, score in scores.items()}
 
 
 def select_modules(toolbox: Toolbox, scores: dict[str, float], config: GateConfig) -> list[str]:

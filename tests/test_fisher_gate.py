@@ -86,6 +86,21 @@ def test_normalisations_make_kinds_comparable():
         assert sum(values) / 2 == pytest.approx(1.0)
 
 
+def test_kind_block_normalisation_removes_the_depth_prior():
+    """Every block-0 score ten times the block-1 ones (as early-block gradients are): ``kind`` keeps all of
+    block 0 first, ``kind_block`` ranks each module against its block and finds block 1's standout Adapter."""
+    toolbox = inject_toolbox(TinyViT(depth=2))
+    kinds = ("lora", "adapter", "earth_adapter")
+    raw = {f"blocks.0.{kind}": 10.0 for kind in kinds} | {"blocks.1.lora": 1.0, "blocks.1.adapter": 3.0}
+    raw["blocks.1.earth_adapter"] = 1.0
+    by_kind = normalize_scores(toolbox, raw, "kind")
+    assert set(select_modules(toolbox, by_kind, GateConfig(top_k=3))) == {f"blocks.0.{kind}" for kind in kinds}
+    balanced = normalize_scores(toolbox, raw, "kind_block")
+    for block in range(2):
+        assert sum(balanced[f"blocks.{block}.{kind}"] for kind in kinds) / 3 == pytest.approx(1.0)
+    assert select_modules(toolbox, balanced, GateConfig(top_k=1)) == ["blocks.1.adapter"]
+
+
 def test_top_k_as_count_fraction_and_parameter_budget():
     toolbox = inject_toolbox(TinyViT(depth=2))
     scores = {name: float(i) for i, name in enumerate(toolbox.modules)}

@@ -52,6 +52,7 @@ ABLATION = {
     "reselect=never": {"gate": {"reselect_every": 100_000}},
     "norm=none": {"gate": {"normalization": "none"}},
     "norm=numel": {"gate": {"normalization": "numel"}},
+    "norm=kind_block": {"gate": {"normalization": "kind_block"}},
 }
 
 # Diagnosis of the main table: the same methods with one setting changed (ablation seeds).
