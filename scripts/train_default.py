@@ -155,7 +155,7 @@ def main(
     output: Annotated[Path, typer.Option(help="folder for model.safetensors and model_card.json")] = (
         BUILTIN_MODELS_DIR / DEFAULT_MODEL
     ),
-    steps: int = 400,
+    steps: int = 1200,
     batch_size: int = 8,
     crop: int = 256,
     lr: float = 6e-4,

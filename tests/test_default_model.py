@@ -17,11 +17,11 @@ from backend.stem_weights import STEM_NAME, map_to_timm, packaged_weights_file
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples"
 TILE = 512
 CENTRE = 2 * TILE  # the central 1024 x 1024 pixels hold all five classes; 512 alone is mostly water
-# The shipped model scores 0.436 mIoU on the centre (Water 0.74 ... Road 0.09; measured when it was trained,
-# see docs/default-model.md); the bar sits 15 points lower so that thread counts, library versions or a
+# The shipped model scores 0.403 mIoU on the centre (Water 0.75, Building 0.56 ... Road 0.01; measured when it
+# was trained, see docs/default-model.md); the bar sits 15 points lower so that thread counts, library versions or a
 # retrained model with another seed do not fail the test, while a broken model does (an untrained one
 # scores 0.03, calling everything Water 0.11).
-MIN_CENTRE_MIOU = 0.436 - 0.15
+MIN_CENTRE_MIOU = 0.403 - 0.15
 
 
 def test_default_model_card_is_valid():
