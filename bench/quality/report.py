@@ -222,9 +222,14 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += method_table(report["ablation"]["dg/clean"])
     lines += ["", "Same on the sensor-shifted targets:", "", *method_table(report["ablation"]["dg/shift"]), ""]
     lines += [
-        "## Diagnosis: the same methods with a slower head (ablation seeds)",
+        "## Diagnosis: a slower head, and scores normalised per block",
         "",
-        f"Variants: {protocol['diagnosis']['variants']}.",
+        "Variants (AdaptConfig overrides, methods): "
+        + "; ".join(
+            f"`{name}` {over} on {', '.join(methods)}"
+            for name, (over, methods) in protocol["diagnosis"]["variants"].items()
+        )
+        + ".",
         "",
     ]
     for key, rows in report["diagnosis"].items():

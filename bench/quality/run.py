@@ -9,6 +9,7 @@ At the end the results, docs/quality.md and docs/figures/quality_*.png are writt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -55,10 +56,14 @@ ABLATION = {
     "norm=kind_block": {"gate": {"normalization": "kind_block"}},
 }
 
-# Diagnosis of the main table: the same methods with one setting changed (ablation seeds).
-DIAGNOSIS_METHODS = ["fisher_gate", "lora_only", "all_modules"]
-DIAGNOSIS = {
-    "head lr x0.1": {"head_lr_scale": 0.1},
+# Diagnosis of the main table: some methods with settings changed, every seed, DG and both DAs.
+# variant -> (AdaptConfig overrides, the methods it applies to)
+DIAGNOSIS_METHODS = ["fisher_gate", "lora_only", "all_modules", "random_gate"]
+KIND_BLOCK = {"gate": {"normalization": "kind_block"}}
+DIAGNOSIS: dict[str, tuple[dict, list[str]]] = {
+    "head lr x0.1": ({"head_lr_scale": 0.1}, DIAGNOSIS_METHODS),
+    "gate norm kind_block": (KIND_BLOCK, ["fisher_gate"]),
+    "head lr x0.1, gate norm kind_block": ({"head_lr_scale": 0.1, **KIND_BLOCK}, ["fisher_gate"]),
 }
 
 # The product's DA defaults and every variant of them tried, measured on the held-out scenes. A run is
@@ -72,10 +77,18 @@ PROMISE_VARIANTS: dict[str, dict] = {
 
 
 def promise_spec(model: Path, tile: int, part: int, options: dict) -> dict:
-    """Every AdaptOptions field is in the spec, so a change of the defaults is a new run, not a stale cache."""
+    """Every AdaptOptions field and the model's weights (by hash) are in the spec, so a change of the defaults or
+    a retrained model is a new run, not a stale cache."""
     from backend.pipeline import AdaptOptions
 
-    return {"model": str(model), "tile": tile, "part": part, "options": asdict(AdaptOptions(**options))}
+    weights = hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:16]
+    return {
+        "model": str(model),
+        "model_sha256": weights,
+        "tile": tile,
+        "part": part,
+        "options": asdict(AdaptOptions(**options)),
+    }
 
 
 def pretrain(rotation: str, steps: int, cache: Path) -> str:
@@ -218,7 +231,7 @@ def promise_summary(names: list[str], results: list[dict]) -> dict:
 def main(
     out: Annotated[Path, typer.Option(help="results JSON")] = REPO / "results" / "quality.json",
     cache: Annotated[Path, typer.Option(help="cached runs and pretrained backbones (not committed)")] = DEFAULT_CACHE,
-    rotations: Annotated[list[str], typer.Option(help="splits to run (see protocol.ROTATIONS)")] = ["r1"],  # noqa: B006
+    rotations: Annotated[list[str], typer.Option(help="splits to run (see protocol.ROTATIONS)")] = ["r1", "r2", "r3"],  # noqa: B006
     seeds: int = 3,
     ablation_seeds: int = 2,
     steps: int = 30,
@@ -267,10 +280,12 @@ def main(
                         },
                     )
                 )
-            for setting in ("dg", "da") if seed < ablation_seeds else ():
-                for variant, overrides in DIAGNOSIS.items():
-                    for method in DIAGNOSIS_METHODS:
+            for setting in ("dg", "da", "da_self"):
+                for variant, (overrides, methods) in DIAGNOSIS.items():
+                    for method in methods:
                         spec = {**common, "setting": setting, "method": method, "target_domain": "clean"}
+                        if setting == "da_self":
+                            spec.update(setting="da", da_source="none")
                         jobs.append(("adapt", {**spec, "name": f"{method}, {variant}", "overrides": overrides}))
     variants = [
         (variant, scene)
@@ -288,7 +303,7 @@ def main(
     main_runs = [r for r in runs if r["spec"]["name"] in METHODS]
     early = [r for r in runs if r["spec"]["seed"] < ablation_seeds]  # the seeds the ablation ran on
     ablation_runs = [r for r in early if r["spec"]["name"] in ABLATION or r["spec"]["name"] == "fisher_gate"]
-    diagnosis_runs = [r for r in early if r["spec"]["name"].split(", ")[0] in DIAGNOSIS_METHODS]
+    diagnosis_runs = [r for r in runs if r["spec"]["name"].split(", ")[0] in DIAGNOSIS_METHODS]
     table = aggregate(main_runs)
     report = {
         "protocol": {
