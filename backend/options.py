@@ -48,8 +48,9 @@ class SegmentOptions:
 class AdaptOptions:
     """Scene adaptation defaults: a few minutes on a 2-core CPU for a scene of a few megapixels.
 
-    The learning rate and teacher momentum were chosen on held-out districts (docs/quality.md): with
-    120 steps, lr 1e-4 and an EMA teacher of momentum 0.999 barely move the model.
+    The learning rate, teacher momentum and class-wise pseudo-label thresholds were chosen on held-out
+    districts (docs/quality.md): with 120 steps, lr 1e-4 and an EMA teacher of momentum 0.999 barely move
+    the model, and one threshold for all classes lets self-training drop the rare ones (Road).
     """
 
     mode: str = "da"
@@ -62,6 +63,7 @@ class AdaptOptions:
     top_k: float = 0.5
     reselect_every: int | None = None
     confidence: float = 0.7
+    class_quantile: float | None = 0.5  # see AdaptConfig.class_quantile; None: one threshold for all classes
     lr: float = 1e-3
     ema_momentum: float = 0.99
     seed: int = 0
@@ -80,6 +82,7 @@ class AdaptOptions:
             batch_size=self.batch_size,
             crop_size=self.crop_size,
             confidence=self.confidence,
+            class_quantile=self.class_quantile,
             lr=self.lr,
             ema_momentum=self.ema_momentum,
             seed=self.seed,

@@ -147,9 +147,11 @@ def test_class_quantile_lowers_the_threshold_of_a_class_the_teacher_is_unsure_of
         AdaptConfig(class_quantile=1.5)
 
 
-def test_product_adapt_options_pass_their_learning_rate_and_teacher_momentum_and_extra_overrides_them():
+def test_product_adapt_options_pass_their_learning_rate_teacher_momentum_and_thresholds_and_extra_overrides_them():
     from backend.pipeline import AdaptOptions
 
-    config = AdaptOptions(lr=2e-3, ema_momentum=0.95).config()
-    assert (config.lr, config.ema_momentum, config.class_quantile) == (2e-3, 0.95, None)
-    assert AdaptOptions(extra={"lr": 5e-4, "class_quantile": 0.5}).config().lr == 5e-4
+    config = AdaptOptions(lr=2e-3, ema_momentum=0.95, class_quantile=0.3).config()
+    assert (config.lr, config.ema_momentum, config.class_quantile) == (2e-3, 0.95, 0.3)
+    assert AdaptOptions().config().class_quantile == 0.5  # class-wise thresholds by default (docs/quality.md)
+    assert AdaptOptions(class_quantile=None).config().class_quantile is None
+    assert AdaptOptions(extra={"lr": 5e-4, "class_quantile": 0.7}).config().lr == 5e-4

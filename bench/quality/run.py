@@ -70,9 +70,9 @@ DIAGNOSIS: dict[str, tuple[dict, list[str]]] = {
 # cached by its complete AdaptOptions, so the same settings under two names are computed once.
 PROMISE_VARIANTS: dict[str, dict] = {
     "defaults": {},
-    "before this benchmark: lr 1e-4, EMA 0.999": {"lr": 1e-4, "ema_momentum": 0.999},
-    "lr 1e-3, EMA 0.99": {"lr": 1e-3, "ema_momentum": 0.99},
-    "lr 1e-3, EMA 0.99, class_quantile 0.5": {"lr": 1e-3, "ema_momentum": 0.99, "extra": {"class_quantile": 0.5}},
+    "before this benchmark: lr 1e-4, EMA 0.999": {"lr": 1e-4, "ema_momentum": 0.999, "class_quantile": None},
+    "lr 1e-3, EMA 0.99, one threshold for all classes": {"lr": 1e-3, "ema_momentum": 0.99, "class_quantile": None},
+    "lr 1e-3, EMA 0.99, class_quantile 0.5": {"lr": 1e-3, "ema_momentum": 0.99, "class_quantile": 0.5},
 }
 
 
