@@ -264,12 +264,13 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         "## Cost",
         "",
-        f"The runs were computed over {report['computed_span_seconds'] / 60:.0f} minutes of wall time "
+        "The runs were computed by several invocations (the earlier ones on the machine shared with other work), "
+        f"the first and the last finished {report['computed_span_seconds'] / 60:.0f} minutes apart "
         f"({report['machine']['workers']} worker processes, one torch thread each, on a "
-        f"{report['machine']['cores']}-core CPU heavily shared with other work); "
+        f"{report['machine']['cores']}-core CPU); "
         f"their adaptation alone took {report['adapt_seconds_total'] / 60:.0f} process-minutes. This invocation "
         f"took {report['wall_seconds']} s, runs already in the cache being reused. Per-run adaptation seconds are "
-        "in the tables; they are wall seconds of one process on the shared machine, so compare them as ratios.",
+        "in the tables; they are wall seconds of one process, so compare them as ratios.",
         "",
     ]
     if NOTES.is_file():
