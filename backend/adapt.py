@@ -247,9 +247,8 @@ def _self_training_loss(
     with torch.no_grad():
         probabilities = torch.softmax(teacher(target["image"]), dim=1)
         confidence, pseudo = probabilities.max(dim=1)
-        confident = (confidence >= pseudo_label_thresholds(confidence, pseudo, target["valid"], config)) & target[
-            "valid"
-        ]
+        threshold = pseudo_label_thresholds(confidence, pseudo, target["valid"], config)
+        confident = (confidence >= threshold) & target["valid"]
         weight = confident.flatten(1).float().mean(dim=1)  # per image
         pseudo = torch.where(confident, pseudo, IGNORE_INDEX)
     pixel_weight = weight.view(-1, 1, 1).expand_as(pseudo).clone()

@@ -157,10 +157,10 @@ class _Output:
 
     def __init__(self, path: Path, profile: dict[str, Any]) -> None:
         self.path = path
-        self.nodata = profile["nodata"]
+        self.nodata, self.dtype = profile["nodata"], profile["dtype"]
         self.dataset = rasterio.open(path, "w", **profile)
         self.col_off = 0
-        self.buffer = np.empty((0, 0), profile["dtype"])
+        self.buffer = np.empty((0, 0), self.dtype)  # sized by begin_columns
         self.buffered = 0  # rows held in the buffer
         self.written = 0  # rows of the current columns already in the file
         self.pixels = 0  # pixels written in all
@@ -168,7 +168,7 @@ class _Output:
     def begin_columns(self, col_off: int, width: int) -> None:
         self.flush()
         self.col_off, self.written = col_off, 0
-        self.buffer = np.full((BLOCK, width), self.nodata, self.buffer.dtype)
+        self.buffer = np.full((BLOCK, width), self.nodata, self.dtype)
 
     def add(self, rows: np.ndarray) -> None:
         start = 0

@@ -315,13 +315,13 @@ def segment_on_cluster(
                     metadata=job.metadata,
                 )
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), assembler:
-                strips, strip = sum(panel.grid.strips for panel in assembler.panels), 0
+                strip_count, strip = sum(panel.grid.strips for panel in assembler.panels), 0
                 for panel in assembler.panels:
                     assembler.begin(panel)
                     for _ in range(panel.grid.strips):
                         assembler.add(stream.next(is_cancelled))
                         done, strip = done + len(panel.grid.lefts), strip + 1
-                        progress(0.95 * done / total, f"raster {number}/{len(jobs)}: strip {strip}/{strips}")
+                        progress(0.95 * done / total, f"raster {number}/{len(jobs)}: strip {strip}/{strip_count}")
             results.append(assembler.result())
     finally:
         stream.cancel()

@@ -203,12 +203,12 @@ def make_predictor(
     :func:`auto_engine` from ``tiles``, the number of tiles the scene will need. onnx always runs on the CPU."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    resolve_device(device)
+    target = resolve_device(device)
     model.eval()
     if engine == "auto":
         engine = auto_engine(tiles, device)
     if engine == "onnx":
-        if device not in ("auto", "cpu") and _is_gpu(device):
+        if device != "auto" and target.type == "cuda":  # auto means the CPU for onnx
             raise BadInput(f"device {device!r}: the onnx engine runs on the CPU; use --engine torch or auto on a GPU")
         return onnx_predictor(model, tile, batch_size, threads), "onnx"
     return torch_predictor(model, threads, device), "torch"

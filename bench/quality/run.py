@@ -9,6 +9,7 @@ At the end the results, docs/quality.md and docs/figures/quality_*.png are writt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -76,15 +77,20 @@ PROMISE_VARIANTS: dict[str, dict] = {
 }
 
 
+@functools.cache
+def weights_sha256(model: Path) -> str:
+    """The model folder's weights, hashed once per run (every promise spec names them)."""
+    return hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
 def promise_spec(model: Path, tile: int, part: int, options: dict) -> dict:
     """Every AdaptOptions field and the model's weights (by hash) are in the spec, so a change of the defaults or
     a retrained model is a new run, not a stale cache."""
     from backend.pipeline import AdaptOptions
 
-    weights = hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:16]
     return {
         "model": str(model),
-        "model_sha256": weights,
+        "model_sha256": weights_sha256(model),
         "tile": tile,
         "part": part,
         "options": asdict(AdaptOptions(**options)),
