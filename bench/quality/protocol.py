@@ -55,6 +55,7 @@ SENSOR_SHIFT = {
 LR = 1e-3
 METHODS = {
     "source_only": None,
+    "head_only": {"tuning": "head"},
     "full_finetune": {"tuning": "full", "lr": LR / 10, "head_lr_scale": 10.0},
     "lora_only": {"toolbox": {"kinds": ["lora"]}, "gate": {"selection": "all"}},
     "adapter_only": {"toolbox": {"kinds": ["adapter"]}, "gate": {"selection": "all"}},
@@ -64,6 +65,24 @@ METHODS = {
     "fisher_gate": {},
 }
 BASELINES = [m for m in METHODS if m != "fisher_gate"]
+
+# Standard UDA: DACS from P, the tiles the model was trained on, to the unlabelled targets, with the
+# product's self-training settings (AdaptOptions: EMA teacher 0.99, class-wise thresholds) and its steps.
+UDA = {
+    "da_source": "pretrain",
+    "steps": 120,
+    "reselect_every": 50,
+    "overrides": {"ema_momentum": 0.99, "class_quantile": 0.5},
+}
+
+
+def setting_of(spec: dict) -> str:
+    """The table a run belongs to: dg, da (DACS from S), da_self (target alone) or uda (DACS from P)."""
+    if spec["setting"] == "dg":
+        return "dg"
+    return {"none": "da_self", "pretrain": "uda"}.get(spec.get("da_source"), "da")
+
+
 PEFT_SINGLE = ["lora_only", "adapter_only", "earth_adapter_only"]
 
 
@@ -85,6 +104,10 @@ def tile_samples(tile: int, domain: str) -> tuple[Sample, ...]:
     if domain == "shift":
         samples = [{**s, "image": sensor_shift(s["image"], seed=1000 * tile + i)} for i, s in enumerate(samples)]
     return tuple(samples)
+
+
+def labelled(tiles: list[int]) -> list[Sample]:
+    return [s for t in tiles for s in tile_samples(t, "clean")]
 
 
 def class_entropy(mask: torch.Tensor) -> float:
@@ -183,13 +206,16 @@ def run(spec: dict) -> dict:
     result = None
     if METHODS[spec["method"]] is not None:
         config = adapt_config(spec)
-        source = [s for t in split["source"] for s in tile_samples(t, "clean")]
         if spec["setting"] == "dg":
-            result = adapt(model, source, config)
+            # DG tunes on the labelled S; "pretrain+source": on P and S together (multi-source DG)
+            tiles = split["source"] + (split["pretrain"] if spec.get("dg_source") == "pretrain+source" else [])
+            result = adapt(model, labelled(tiles), config)
         else:
             target = [{"image": s["image"]} for t in split["target"] for s in tile_samples(t, spec["target_domain"])]
-            # DACS mixes in labelled source crops; "none" self-trains on the target alone, as the product does
-            result = adapt(model, target, config, source=None if spec.get("da_source") == "none" else source)
+            # DACS mixes in labelled crops: of S (default), or of P, the tiles the model was trained on
+            # (standard UDA); "none" self-trains on the target alone, as the product does
+            tiles = {"none": [], "pretrain": split["pretrain"]}.get(spec.get("da_source"), split["source"])
+            result = adapt(model, target, config, source=labelled(tiles) or None)
     seconds = time.perf_counter() - started
     domains = ["clean", "shift"] if spec["setting"] == "dg" else [spec["target_domain"]]
     evaluation, panels = {}, {}

@@ -35,8 +35,10 @@ from protocol import (
     REPO,
     ROTATIONS,
     SENSOR_SHIFT,
+    UDA,
     run,
     run_key,
+    setting_of,
     summarize,
 )
 
@@ -166,7 +168,7 @@ def aggregate(runs: list[dict]) -> dict:
     table: dict[str, dict] = {}
     for result in runs:
         spec = result["spec"]
-        setting = "da_self" if spec.get("da_source") == "none" else spec["setting"]
+        setting = setting_of(spec)
         for domain, confusions in result["confusion"].items():
             row = table.setdefault(f"{setting}/{domain}", {}).setdefault(spec["name"], {"runs": []})
             row["runs"].append({"rotation": spec["rotation"], "seed": spec["seed"], **summarize(confusions)})
@@ -259,6 +261,15 @@ def main(
     pretrained = {r: pretrain(r, pretrain_steps, cache) for r in rotations}
     base = {"steps": steps, "batch_size": batch_size, "crop_size": crop, "reselect_every": reselect_every}
     jobs: list[tuple[str, dict]] = []
+    for seed in range(seeds):  # seed by seed, so that a partial run already covers every rotation
+        for rotation in rotations:
+            for domain in ("shift", "clean"):
+                for method in METHODS:
+                    if method == "source_only" and seed > 0:
+                        continue
+                    spec = {**base, "rotation": rotation, "pretrained": pretrained[rotation], "seed": seed}
+                    spec.update(UDA, setting="da", method=method, name=method, target_domain=domain)
+                    jobs.append(("adapt", spec))
     for rotation in rotations:
         for seed in range(seeds):
             common = {**base, "rotation": rotation, "pretrained": pretrained[rotation], "seed": seed}
@@ -317,6 +328,7 @@ def main(
             "pretrained": {r: {"folder": pretrained[r], "steps": pretrain_steps} for r in rotations},
             "seeds": seeds,
             "budget": {**base, "eval_crop": EVAL_CROP},
+            "uda": UDA,
             "sensor_shift": SENSOR_SHIFT,
             "methods": METHODS,
             "ablation": ABLATION,
@@ -326,7 +338,7 @@ def main(
             "promise_model": str(promise_model),
             "promise_model_card": json.loads((promise_model / "model_card.json").read_text()).get("provenance"),
         },
-        "headline": {setting: headline(table, setting) for setting in ("dg", "da", "da_self")},
+        "headline": {setting: headline(table, setting) for setting in ("dg", "uda", "da", "da_self")},
         "promise": promise_summary([v for v, _ in variants], promise_results),
         "table": table,
         "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
