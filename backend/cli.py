@@ -201,6 +201,13 @@ Steps = Annotated[int, typer.Option("--steps", min=1, help="Adaptation steps.")]
 TopK = Annotated[float, typer.Option("--top-k", help="Active modules: a count, or a fraction < 1 of all.")]
 Reselect = Annotated[int | None, typer.Option("--reselect-every", min=1, help="Steps between Fisher re-selections.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic on CPU).")]
+SourceSamples = Annotated[
+    bool,
+    typer.Option(
+        "--source-samples/--no-source-samples",
+        help="DA: mix in labelled crops of the model's training tiles that it ships (DACS).",
+    ),
+]
 AdapterOut = Annotated[Path | None, typer.Option("--adapter-out", help="Adapter checkpoint to write.")]
 ReportOut = Annotated[Path | None, typer.Option("--report-out", help="Selection report (JSON; PNG beside it).")]
 Cluster = Annotated[
@@ -232,7 +239,9 @@ def _str(path: Path | None) -> str | None:
     return str(path) if path is not None else None
 
 
-def _adapt_options(mode, labels, samples, steps, top_k, reselect_every, seed, adapter_out, report_out, overwrite):
+def _adapt_options(
+    mode, labels, samples, steps, top_k, reselect_every, seed, source_samples, adapter_out, report_out, overwrite
+):
     return AdaptOptions(
         mode=mode,
         labels=_str(labels),
@@ -241,6 +250,7 @@ def _adapt_options(mode, labels, samples, steps, top_k, reselect_every, seed, ad
         top_k=top_k,
         reselect_every=reselect_every,
         seed=seed,
+        source_samples=source_samples,
         adapter_out=_str(adapter_out),
         report_out=_str(report_out),
         overwrite=overwrite,
@@ -324,6 +334,7 @@ def adapt(
     top_k: TopK = DEFAULTS.top_k,
     reselect_every: Reselect = None,
     seed: Seed = DEFAULTS.seed,
+    source_samples: SourceSamples = DEFAULTS.source_samples,
     report_out: ReportOut = None,
     threads: Threads = None,
     overwrite: Overwrite = False,
@@ -336,7 +347,17 @@ def adapt(
 
         scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
         options = _adapt_options(
-            mode, labels, samples, steps, top_k, reselect_every, seed, adapter_out, report_out, overwrite
+            mode,
+            labels,
+            samples,
+            steps,
+            top_k,
+            reselect_every,
+            seed,
+            source_samples,
+            adapter_out,
+            report_out,
+            overwrite,
         )
         outputs, _, result = pipeline.adapt_scene(scene, options, reporter.progress, is_cancelled)
         return outputs, {"active_modules": result.active_modules, "trainable_parameters": result.trainable_parameters}
@@ -361,6 +382,7 @@ def adapt_segment(
     top_k: TopK = DEFAULTS.top_k,
     reselect_every: Reselect = None,
     seed: Seed = DEFAULTS.seed,
+    source_samples: SourceSamples = DEFAULTS.source_samples,
     adapter_out: AdapterOut = None,
     report_out: ReportOut = None,
     confidence: Confidence = None,
@@ -383,7 +405,17 @@ def adapt_segment(
 
         scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
         adapt_options = _adapt_options(
-            mode, labels, samples, steps, top_k, reselect_every, seed, adapter_out, report_out, overwrite
+            mode,
+            labels,
+            samples,
+            steps,
+            top_k,
+            reselect_every,
+            seed,
+            source_samples,
+            adapter_out,
+            report_out,
+            overwrite,
         )
         segment_options = SegmentOptions(
             output=str(output),

@@ -32,6 +32,7 @@ from backend.registry import ModelCard, load_model, resolve_model
 from backend.roi import Roi, resolve_roi
 from backend.selection_report import plot_selection, write_selection_json
 from backend.sliding_window import segment_scene, tile_windows
+from backend.source_samples import load_source_samples
 
 # output file name endings when several rasters are segmented into folders
 PER_RASTER_NAMES = {
@@ -285,6 +286,17 @@ def _open_labels(path: str, reader: SceneReader) -> rasterio.DatasetReader:
     return rasterio.open(path)
 
 
+def source_crops(card: ModelCard, options: AdaptOptions) -> list[Sample] | None:
+    """DA's labelled anchor, when asked for: the crops of its training tiles that the model ships."""
+    if options.mode != "da" or not options.source_samples:
+        return None
+    if card.source_samples is None:
+        raise BadInput(
+            f"{card.folder}: model {card.name} ships no source samples (scripts/make_source_samples.py makes them)"
+        )
+    return load_source_samples(card.source_samples)
+
+
 def adapt_scene(
     scene: Scene,
     options: AdaptOptions,
@@ -306,14 +318,19 @@ def adapt_scene(
     reader, roi = _open(scene, card)
     with reader:
         samples = adaptation_samples(reader, roi, options.samples, options.sample_size, options.labels)
+    source = source_crops(card, options)
     check_cancelled(is_cancelled)
-    progress(0.02, f"adapting on {len(samples)} tiles ({config.mode.upper()}, {config.steps} steps)")
-    result = adapt(model, samples, config, progress=sub_progress(progress, 0.02, 0.97), is_cancelled=is_cancelled)
+    anchor = f", {len(source)} labelled source crops" if source else ""
+    progress(0.02, f"adapting on {len(samples)} tiles{anchor} ({config.mode.upper()}, {config.steps} steps)")
+    result = adapt(
+        model, samples, config, source, progress=sub_progress(progress, 0.02, 0.97), is_cancelled=is_cancelled
+    )
     metadata = {
         "model": card.name,
         "classes": card.classes,
         "scene": os.path.abspath(scene.input),
         "samples": len(samples),
+        "source_samples": len(source or []),
         "adapt_config": config.to_dict(),
         "selection": result.selection,
         "losses": result.losses,

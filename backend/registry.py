@@ -19,6 +19,7 @@ from backend.options import DEFAULT_MODEL
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
+SOURCE_SAMPLES_FILE = "source_samples.safetensors"  # see backend.source_samples
 
 
 @dataclass
@@ -49,6 +50,12 @@ class ModelCard:
     @property
     def weights(self) -> Path:
         return Path(self.folder) / WEIGHTS_FILE
+
+    @property
+    def source_samples(self) -> Path | None:
+        """Labelled crops of the training tiles, when the model ships them (backend.source_samples)."""
+        path = Path(self.folder) / SOURCE_SAMPLES_FILE
+        return path if path.is_file() else None
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -88,6 +88,7 @@ class Adaptation:
     top_k: float = 0.5
     reselect_every: int | None = None
     seed: int = 0
+    source_samples: bool = False
     adapter_out: str = ""
     report_out: str = ""
 
@@ -111,6 +112,8 @@ class Adaptation:
         ]
         if self.reselect_every is not None:
             args += ["--reselect-every", str(self.reselect_every)]
+        if self.source_samples:
+            args.append("--source-samples")
         if self.labels:
             args += ["--labels", self.labels]
         if self.adapter_out:

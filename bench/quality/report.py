@@ -13,15 +13,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
-from protocol import CLASS_NAMES, EVAL_CROP, METHODS, ROTATIONS, crop, panel_index, scoring_windows, tile_samples
+from protocol import (
+    CLASS_NAMES,
+    EVAL_CROP,
+    METHODS,
+    ROTATIONS,
+    crop,
+    panel_index,
+    scoring_windows,
+    setting_of,
+    tile_samples,
+)
 
 from backend.dubai import CLASSES
 
 NOTES = Path(__file__).with_name("notes.md")
-SETTING_NAMES = {"dg": "DG", "da": "DA", "da_self": "DA, target alone"}
+SETTING_NAMES = {
+    "dg": "DG",
+    "uda": "DA (standard UDA: DACS from the model's own training tiles)",
+    "da": "DA, DACS from other labelled tiles",
+    "da_self": "DA, target alone",
+}
 TABLE_TITLES = {
     "dg/clean": "DG, target tiles as they are",
     "dg/shift": "DG, target tiles through the sensor shift",
+    "uda/clean": "Standard UDA (DACS from P, the tiles the model was trained on), target tiles as they are",
+    "uda/shift": "Standard UDA (DACS from P), target tiles through the sensor shift",
     "da/clean": "DA (unlabelled target images + labelled source, DACS), target tiles as they are",
     "da/shift": "DA on the sensor-shifted target tiles",
     "da_self/clean": (
@@ -41,7 +58,7 @@ def _points(value: float) -> str:
 def plot_miou(table: dict, path: Path) -> None:
     keys = [k for k in TABLE_TITLES if k in table]
     methods = list(METHODS)
-    fig, ax = plt.subplots(figsize=(11, 4.6))
+    fig, ax = plt.subplots(figsize=(14, 4.8))
     width = 0.8 / len(keys)
     for i, key in enumerate(keys):
         means = [table[key][m]["miou"]["mean"] * 100 for m in methods]
@@ -64,7 +81,7 @@ def selection_frequency(runs: list[dict], setting: str, depth: int) -> np.ndarra
     counts, events = np.zeros((len(kinds), depth)), 0
     for run in runs:
         spec = run["spec"]
-        if spec["name"] != "fisher_gate" or spec["setting"] != setting:
+        if spec["name"] != "fisher_gate" or setting_of(spec) != setting:
             continue
         for event in run["selection"]:
             events += 1
@@ -76,13 +93,14 @@ def selection_frequency(runs: list[dict], setting: str, depth: int) -> np.ndarra
 
 def plot_selection(runs: list[dict], path: Path) -> None:
     depth = 1 + max(int(n.split(".")[1]) for r in runs for e in r["selection"] for n in e["active"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 2.8), gridspec_kw={"wspace": 0.45})
-    for ax, setting in zip(axes, ("dg", "da"), strict=True):
+    settings = ("dg", "uda", "da_self")
+    fig, axes = plt.subplots(1, len(settings), figsize=(18, 2.8), gridspec_kw={"wspace": 0.45})
+    for ax, setting in zip(axes, settings, strict=True):
         frequency = selection_frequency(runs, setting, depth)
         image = ax.imshow(frequency, vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(depth), [f"block {i}" for i in range(depth)])
         ax.set_yticks(range(3), ["LoRA", "Adapter", "Earth-Adapter"])
-        ax.set_title(f"{setting.upper()}: share of Fisher selections", fontsize=10)
+        ax.set_title(f"{setting}: share of Fisher selections", fontsize=10)
         for (row, col), value in np.ndenumerate(frequency):
             ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.6 else "k", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8)
@@ -100,11 +118,12 @@ def plot_panels(runs: list[dict], rotation: str, path: Path) -> None:
     def prediction(name: str, setting: str, domain: str) -> np.ndarray:
         for run in runs:
             spec = run["spec"]
-            if (spec["name"], spec["setting"], spec["rotation"], spec["seed"]) == (name, setting, rotation, 0):
+            same = (spec["name"], setting_of(spec), spec["rotation"], spec["seed"]) == (name, setting, rotation, 0)
+            if same and domain in run["panels"]:
                 return np.array(run["panels"][domain])
         raise KeyError(name)
 
-    rows = [("dg", "clean"), ("dg", "shift"), ("da", "clean")]
+    rows = [("dg", "clean"), ("dg", "shift"), ("uda", "clean"), ("uda", "shift")]
     fig, axes = plt.subplots(len(rows), 4, figsize=(10, 2.6 * len(rows)))
     for (setting, domain), row in zip(rows, axes, strict=True):
         sample = tile_samples(tile, domain)[index]
@@ -114,7 +133,7 @@ def plot_panels(runs: list[dict], rotation: str, path: Path) -> None:
             (image, "image" + (" (sensor shift)" if domain == "shift" else "")),
             (label, "label"),
             (prediction("source_only", setting, domain), "source only"),
-            (prediction("fisher_gate", setting, domain), f"Fisher gating ({setting.upper()})"),
+            (prediction("fisher_gate", setting, domain), f"Fisher gating ({setting})"),
         ]
         for ax, (data, title) in zip(row, panels, strict=True):
             if data.ndim == 3:
@@ -205,13 +224,22 @@ def write_markdown(report: dict, path: Path) -> None:
         f"{next(iter(protocol['pretrained'].values()))['steps']} steps instead of 1100.",
         f"- Sensor shift (a second domain gap, applied to the target images, labels unchanged): "
         f"{protocol['sensor_shift']}.",
-        f"- Budget, the same for every method: {budget['steps']} steps, batch {budget['batch_size']}, crops of "
+        f"- Budget, the same for every method (UDA: see below): {budget['steps']} steps, batch "
+        f"{budget['batch_size']}, crops of "
         f"{budget['crop_size']} px; Fisher re-selection every {budget['reselect_every']} steps, k = 0.5 (6 of 12 "
         f"modules); scoring on one {budget['eval_crop']} px window per target image (of a 3 x 3 grid of "
         "candidates, the one whose labels mix the classes most; `protocol.scoring_windows`). "
         f"{protocol['seeds']} seeds.",
-        "- DG: adapt on labelled S, test on T and on T through the sensor shift. DA: adapt on labelled S plus the "
-        "unlabelled T images (EMA teacher, confidence threshold, ClassMix), test on T.",
+        "- DG: adapt on labelled S, test on T and on T through the sensor shift.",
+        f"- Standard UDA (`uda`): the model adapts to the unlabelled T images (as they are, or through the sensor "
+        f"shift), mixing in labelled crops of P, the tiles it was trained on (DACS: EMA teacher, class-wise "
+        f"confidence thresholds, ClassMix), with the product's self-training settings "
+        f"{protocol['uda']['overrides']} and budget ({protocol['uda']['steps']} steps, re-selection every "
+        f"{protocol['uda']['reselect_every']}); source only is the model as it is. This is the usual DA protocol "
+        "(the labelled source is the domain the model was trained on) and the paper's.",
+        "- DA, DACS from other labelled tiles (`da`): as UDA but mixing in crops of S, with AdaptConfig's "
+        "self-training defaults (EMA 0.999, one threshold) and the budget above. DA, target alone (`da_self`): "
+        "no source crops, as `crossearth adapt-segment` runs.",
         "- Methods: " + "; ".join(f"`{m}` {v}" for m, v in protocol["methods"].items()) + ".",
         "",
     ]

@@ -42,6 +42,8 @@ from protocol import (
     summarize,
 )
 
+from backend.registry import SOURCE_SAMPLES_FILE
+
 DEFAULT_CACHE = Path.home() / ".cache" / "crossearth" / "quality"
 # (held-out tile, image part): the defaults are measured on all; the other variants, which only explain
 # how the defaults were chosen, on the first two
@@ -73,29 +75,35 @@ DIAGNOSIS: dict[str, tuple[dict, list[str]]] = {
 # cached by its complete AdaptOptions, so the same settings under two names are computed once.
 PROMISE_VARIANTS: dict[str, dict] = {
     "defaults": {},
+    "with the model's source crops (DACS)": {"source_samples": True},
     "before this benchmark: lr 1e-4, EMA 0.999": {"lr": 1e-4, "ema_momentum": 0.999, "class_quantile": None},
     "lr 1e-3, EMA 0.99, one threshold for all classes": {"lr": 1e-3, "ema_momentum": 0.99, "class_quantile": None},
     "lr 1e-3, EMA 0.99, class_quantile 0.5": {"lr": 1e-3, "ema_momentum": 0.99, "class_quantile": 0.5},
 }
+PROMISE_ALL_SCENES = ["defaults", "with the model's source crops (DACS)"]
 
 
 @functools.cache
-def weights_sha256(model: Path) -> str:
-    """The model folder's weights, hashed once per run (every promise spec names them)."""
-    return hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:16]
+def model_sha256(model: Path, with_source_samples: bool) -> str:
+    """The model files a run reads: its weights, and its source crops when DA mixes them in (hashed once)."""
+    digest = hashlib.sha256((model / "model.safetensors").read_bytes())
+    if with_source_samples and (model / "source_samples.safetensors").is_file():
+        digest.update((model / "source_samples.safetensors").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def promise_spec(model: Path, tile: int, part: int, options: dict) -> dict:
-    """Every AdaptOptions field and the model's weights (by hash) are in the spec, so a change of the defaults or
+    """Every AdaptOptions field and the model's files (by hash) are in the spec, so a change of the defaults or
     a retrained model is a new run, not a stale cache."""
     from backend.pipeline import AdaptOptions
 
+    adapt_options = AdaptOptions(**options)
     return {
         "model": str(model),
-        "model_sha256": weights_sha256(model),
+        "model_sha256": model_sha256(model, adapt_options.source_samples),
         "tile": tile,
         "part": part,
-        "options": asdict(AdaptOptions(**options)),
+        "options": asdict(adapt_options),
     }
 
 
@@ -259,6 +267,10 @@ def main(
 ) -> None:
     started = time.perf_counter()
     pretrained = {r: pretrain(r, pretrain_steps, cache) for r in rotations}
+    if promise and not (promise_model / SOURCE_SAMPLES_FILE).is_file():
+        from make_source_samples import main as make_source_samples  # scripts/ is on the path (protocol)
+
+        make_source_samples(model_dir=promise_model)  # labelled crops of its training tiles, for the DACS variant
     base = {"steps": steps, "batch_size": batch_size, "crop_size": crop, "reselect_every": reselect_every}
     jobs: list[tuple[str, dict]] = []
     for seed in range(seeds):  # seed by seed, so that a partial run already covers every rotation
@@ -307,7 +319,7 @@ def main(
     variants = [
         (variant, scene)
         for variant in PROMISE_VARIANTS
-        for scene in (PROMISE_SCENES if variant == "defaults" else PROMISE_SCENES[:PROMISE_VARIANT_SCENES])
+        for scene in (PROMISE_SCENES if variant in PROMISE_ALL_SCENES else PROMISE_SCENES[:PROMISE_VARIANT_SCENES])
     ]
     variants = variants if promise else []
     promise_jobs = [("promise", promise_spec(promise_model, *scene, PROMISE_VARIANTS[v])) for v, scene in variants]

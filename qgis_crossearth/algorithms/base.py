@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -64,6 +65,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     TOP_K = "TOP_K"
     RESELECT_EVERY = "RESELECT_EVERY"
     SEED = "SEED"
+    SOURCE_SAMPLES = "SOURCE_SAMPLES"
     ENGINE = "ENGINE"
     DEVICE = "DEVICE"
     CLUSTER = "CLUSTER"
@@ -157,6 +159,15 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(
             advanced(QgsProcessingParameterNumber(self.SEED, "Random seed", integer, DEFAULTS.seed, minValue=0))
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterBoolean(
+                    self.SOURCE_SAMPLES,
+                    "DA: mix in labelled crops of the model's training tiles (if it ships them)",
+                    DEFAULTS.source_samples,
+                )
+            )
         )
 
     def add_tiling_parameters(self) -> None:
@@ -267,6 +278,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             top_k=self.parameterAsDouble(parameters, self.TOP_K, context),
             reselect_every=self.optional_int(parameters, self.RESELECT_EVERY, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
+            source_samples=self.parameterAsBoolean(parameters, self.SOURCE_SAMPLES, context),
         )
 
     def read_segmentation(self, parameters: dict[str, Any], context: QgsProcessingContext) -> Segmentation:

@@ -20,7 +20,7 @@ from qgis_crossearth.commands import (
 
 def test_plugin_defaults_are_the_backends():
     plugin, backend = Adaptation(), AdaptOptions()
-    for name in ("mode", "samples", "steps", "top_k", "reselect_every", "seed"):
+    for name in ("mode", "samples", "steps", "top_k", "reselect_every", "seed", "source_samples"):
         assert getattr(plugin, name) == getattr(backend, name), name
     ours, theirs = Segmentation(output=""), SegmentOptions(output="")
     assert (ours.batch_size, ours.engine) == (theirs.batch_size, theirs.engine)
@@ -61,6 +61,7 @@ def test_every_option_reaches_the_command_line():
         top_k=6,
         reselect_every=2,
         seed=3,
+        source_samples=True,
         adapter_out="/d/a.safetensors",
         report_out="/d/r.json",
     )
@@ -83,6 +84,7 @@ def test_every_option_reaches_the_command_line():
     assert (pairs["--mode"], pairs["--labels"], pairs["--samples"], pairs["--steps"]) == ("dg", "/d/l.tif", "8", "5")
     assert (pairs["--top-k"], pairs["--reselect-every"], pairs["--seed"]) == ("6", "2", "3")
     assert (pairs["--adapter-out"], pairs["--report-out"]) == ("/d/a.safetensors", "/d/r.json")
+    assert "--source-samples" in argv and "--source-samples" not in adapt_argv(scene, Adaptation())
     assert (pairs["-o"], pairs["--tile-size"], pairs["--stride"]) == ("/d/o.tif", "256", "200")
     assert (pairs["--batch-size"], pairs["--engine"], pairs["--device"]) == ("2", "torch", "cuda:1")
     assert (pairs["--confidence"], pairs["--entropy"], pairs["--cluster"]) == ("/d/c.tif", "/d/e.tif", "local:2")

@@ -1,0 +1,65 @@
+"""Ship labelled crops of a model's training tiles beside its weights (``source_samples.safetensors``).
+
+``adapt-segment --source-samples`` mixes them into the scene's crops (DACS) so that self-training stays
+anchored to what the model was trained on. Per training tile (from the model card's provenance), the
+images whose best crop mixes the classes most are kept, so that the rare classes (Road, Water) are in.
+
+    python scripts/make_source_samples.py                  # the embedded default model
+    python scripts/make_source_samples.py --model-dir DIR  # another model folder trained on Dubai tiles
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backend.dubai import CLASSES, load_tile
+from backend.options import DEFAULT_MODEL
+from backend.registry import BUILTIN_MODELS_DIR, SOURCE_SAMPLES_FILE, ModelCard
+from backend.source_samples import label_entropy, save_source_samples
+
+
+def best_crop(sample: dict, size: int) -> tuple[float, dict]:
+    """The ``size`` crop of a 3 x 3 grid of candidates whose labels mix the classes most, and its entropy."""
+    height, width = sample["mask"].shape
+    best = None
+    for top in np.linspace(0, max(0, height - size), 3).round().astype(int):
+        for left in np.linspace(0, max(0, width - size), 3).round().astype(int):
+            window = (slice(top, top + size), slice(left, left + size))
+            mask = sample["mask"][window]
+            entropy = label_entropy(mask, len(CLASSES))
+            if best is None or entropy > best[0]:
+                best = (entropy, {"image": sample["image"][(slice(None), *window)], "mask": mask})
+    return best
+
+
+def main(
+    model_dir: Annotated[Path, typer.Option(help="model folder; its card names the training tiles")] = (
+        BUILTIN_MODELS_DIR / DEFAULT_MODEL
+    ),
+    crops: Annotated[int, typer.Option(help="crops in all, shared evenly between the training tiles")] = 24,
+    size: Annotated[int, typer.Option(help="crop side in pixels (the adaptation crop size)")] = 256,
+) -> None:
+    card = ModelCard.read(model_dir)
+    tiles = card.provenance.get("train_tiles")
+    if not tiles:
+        raise typer.BadParameter(f"{model_dir}: the model card names no train_tiles")
+    per_tile = math.ceil(crops / len(tiles))
+    samples = []
+    for tile in tiles:
+        ranked = sorted((best_crop(s, size) for s in load_tile(tile)), key=lambda pair: -pair[0])
+        samples += [crop for _, crop in ranked[:per_tile]]
+    path = model_dir / SOURCE_SAMPLES_FILE
+    save_source_samples(samples, path, {"model": card.name, "tiles": tiles, "crops_per_tile": per_tile, "size": size})
+    print(f"wrote {len(samples)} crops of {size} px from tiles {tiles} to {path}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
