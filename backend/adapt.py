@@ -29,7 +29,8 @@ class AdaptConfig:
     """Adaptation settings; saved in the adapter checkpoint so a run can be repeated.
 
     ``tuning`` chooses what trains: ``toolbox`` (gated modules and head, the method), ``head`` (head
-    only) or ``full`` (every backbone weight and the head, the full fine-tuning baseline).
+    only) or ``full`` (every backbone weight and the head, the full fine-tuning baseline); the head learns
+    at ``lr * head_lr_scale``, and ``head_lr_scale`` 0 freezes it (the toolbox alone adapts).
     DA keeps a pseudo-label where the teacher's confidence reaches ``confidence``; with
     ``class_quantile`` q, each class's threshold is lowered to the q-quantile of the confidences of the
     pixels the teacher gives that class in the batch (class-balanced self-training), so classes the
@@ -58,6 +59,8 @@ class AdaptConfig:
             raise ValueError(f"mode must be 'dg' or 'da', got {self.mode!r}")
         if self.tuning not in ("toolbox", "head", "full"):
             raise ValueError(f"tuning must be 'toolbox', 'head' or 'full', got {self.tuning!r}")
+        if self.tuning == "head" and self.head_lr_scale <= 0:
+            raise ValueError("head-only tuning needs head_lr_scale > 0")
         if self.steps < 1 or self.batch_size < 1 or self.crop_size < 16:
             raise ValueError("steps and batch_size must be >= 1 and crop_size >= 16")
         if not 0.0 <= self.confidence < 1.0 or not 0.0 <= self.ema_momentum < 1.0:
@@ -170,7 +173,7 @@ def prepare_trainable(model: SegmentationModel, config: AdaptConfig) -> FisherGa
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     for parameter in model.head.parameters():
-        parameter.requires_grad_(True)
+        parameter.requires_grad_(config.head_lr_scale > 0)
     if config.tuning == "full":
         for parameter in model.backbone.parameters():
             parameter.requires_grad_(True)

@@ -135,6 +135,19 @@ def test_head_only_and_full_fine_tuning_baselines_train_what_they_say(tuning):
     assert backbone_trains == (tuning == "full") and model.toolbox is None and result.selection == []
 
 
+def test_head_lr_scale_zero_freezes_the_head_and_only_the_toolbox_adapts():
+    model = fresh_model()
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    result = adapt(model, striped_samples(), small_config(mode="dg", steps=4, head_lr_scale=0.0))
+    assert all(torch.equal(v, head_before[k]) for k, v in model.head.state_dict().items())
+    assert not any(p.requires_grad for p in model.head.parameters())
+    trained = [p for module in model.toolbox.modules.values() for p in module.parameters() if p.requires_grad]
+    assert result.trainable_parameters == sum(p.numel() for p in trained) > 0
+    assert result.losses[-1] < result.losses[0]  # the modules alone still learn
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        small_config(tuning="head", head_lr_scale=0.0)
+
+
 def test_class_quantile_lowers_the_threshold_of_a_class_the_teacher_is_unsure_of():
     confidence = torch.tensor([[[0.95, 0.9, 0.5, 0.4]]])
     pseudo = torch.tensor([[[0, 0, 1, 1]]])

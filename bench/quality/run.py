@@ -36,6 +36,7 @@ from protocol import (
     ROTATIONS,
     SENSOR_SHIFT,
     UDA,
+    deep_update,
     run,
     run_key,
     setting_of,
@@ -69,6 +70,12 @@ DIAGNOSIS: dict[str, tuple[dict, list[str]]] = {
     "head lr x0.1": ({"head_lr_scale": 0.1}, DIAGNOSIS_METHODS),
     "gate norm kind_block": (KIND_BLOCK, ["fisher_gate"]),
     "head lr x0.1, gate norm kind_block": ({"head_lr_scale": 0.1, **KIND_BLOCK}, ["fisher_gate"]),
+}
+# In standard UDA: the head frozen (only the gated modules adapt), with and without per-block normalisation.
+HEAD_FROZEN = {"head_lr_scale": 0.0}
+UDA_DIAGNOSIS: dict[str, tuple[dict, list[str]]] = {
+    "head frozen": (HEAD_FROZEN, ["fisher_gate", "lora_only", "random_gate"]),
+    "head frozen, gate norm kind_block": ({**HEAD_FROZEN, **KIND_BLOCK}, ["fisher_gate"]),
 }
 
 # The product's DA defaults and every variant of them tried, measured on the held-out scenes. A run is
@@ -121,6 +128,32 @@ def pretrain(rotation: str, steps: int, cache: Path) -> str:
             log=folder.with_suffix(".log"),
         )
     return str(folder)
+
+
+def uda_spec(common: dict, method: str, domain: str, name: str | None = None, overrides: dict | None = None) -> dict:
+    """A standard-UDA run: ``UDA``'s settings, then a diagnosis variant's ``overrides``."""
+    spec = {**common, **UDA, "setting": "da", "method": method, "name": name or method, "target_domain": domain}
+    if overrides:
+        spec["overrides"] = deep_update(UDA["overrides"], overrides)
+    return spec
+
+
+def uda_jobs(base: dict, pretrained: dict, rotations: list[str], seeds: int, diagnosis: bool) -> list[tuple[str, dict]]:
+    """Seed by seed, so that a partial run already covers every rotation; the main table or the diagnosis."""
+    jobs = []
+    for seed in range(seeds):
+        for rotation in rotations:
+            common = {**base, "rotation": rotation, "pretrained": pretrained[rotation], "seed": seed}
+            for domain in ("shift", "clean"):
+                if diagnosis:
+                    for variant, (overrides, methods) in UDA_DIAGNOSIS.items():
+                        for method in methods:
+                            jobs.append(("adapt", uda_spec(common, method, domain, f"{method}, {variant}", overrides)))
+                    continue
+                for method in METHODS:
+                    if method != "source_only" or seed == 0:  # source only is deterministic: one evaluation
+                        jobs.append(("adapt", uda_spec(common, method, domain)))
+    return jobs
 
 
 def _worker_init() -> None:
@@ -272,16 +305,8 @@ def main(
 
         make_source_samples(model_dir=promise_model)  # labelled crops of its training tiles, for the DACS variant
     base = {"steps": steps, "batch_size": batch_size, "crop_size": crop, "reselect_every": reselect_every}
-    jobs: list[tuple[str, dict]] = []
-    for seed in range(seeds):  # seed by seed, so that a partial run already covers every rotation
-        for rotation in rotations:
-            for domain in ("shift", "clean"):
-                for method in METHODS:
-                    if method == "source_only" and seed > 0:
-                        continue
-                    spec = {**base, "rotation": rotation, "pretrained": pretrained[rotation], "seed": seed}
-                    spec.update(UDA, setting="da", method=method, name=method, target_domain=domain)
-                    jobs.append(("adapt", spec))
+    jobs = uda_jobs(base, pretrained, rotations, seeds, diagnosis=False)
+    jobs += uda_jobs(base, pretrained, rotations, seeds, diagnosis=True)
     for rotation in rotations:
         for seed in range(seeds):
             common = {**base, "rotation": rotation, "pretrained": pretrained[rotation], "seed": seed}
@@ -344,7 +369,7 @@ def main(
             "sensor_shift": SENSOR_SHIFT,
             "methods": METHODS,
             "ablation": ABLATION,
-            "diagnosis": {"methods": DIAGNOSIS_METHODS, "variants": DIAGNOSIS},
+            "diagnosis": {"methods": DIAGNOSIS_METHODS, "variants": DIAGNOSIS, "uda_variants": UDA_DIAGNOSIS},
             "promise_scenes": PROMISE_SCENES,
             "promise_defaults": promise_spec(promise_model, 0, 0, {})["options"],
             "promise_model": str(promise_model),
