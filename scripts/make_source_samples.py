@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,21 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.dubai import CLASSES, load_tile
 from backend.options import DEFAULT_MODEL
 from backend.registry import BUILTIN_MODELS_DIR, SOURCE_SAMPLES_FILE, ModelCard
-from backend.source_samples import label_entropy, save_source_samples
+from backend.source_samples import most_mixed_corner, save_source_samples
 
 
 def best_crop(sample: dict, size: int) -> tuple[float, dict]:
-    """The ``size`` crop of a 3 x 3 grid of candidates whose labels mix the classes most, and its entropy."""
-    height, width = sample["mask"].shape
-    best = None
-    for top in np.linspace(0, max(0, height - size), 3).round().astype(int):
-        for left in np.linspace(0, max(0, width - size), 3).round().astype(int):
-            window = (slice(top, top + size), slice(left, left + size))
-            mask = sample["mask"][window]
-            entropy = label_entropy(mask, len(CLASSES))
-            if best is None or entropy > best[0]:
-                best = (entropy, {"image": sample["image"][(slice(None), *window)], "mask": mask})
-    return best
+    """The image's most class-mixed ``size`` crop (``most_mixed_corner``) and its label entropy."""
+    entropy, (top, left) = most_mixed_corner(sample["mask"], size, len(CLASSES))
+    window = (slice(top, top + size), slice(left, left + size))
+    return entropy, {"image": sample["image"][(slice(None), *window)], "mask": sample["mask"][window]}
 
 
 def main(

@@ -29,6 +29,7 @@ from backend.dubai import CLASSES, load_tile  # noqa: E402
 from backend.metrics import confusion_matrix, scores  # noqa: E402
 from backend.model import SegmentationModel, create_model  # noqa: E402
 from backend.registry import ModelCard  # noqa: E402
+from backend.source_samples import label_entropy, most_mixed_corner  # noqa: E402
 
 CLASS_NAMES = [c["name"] for c in CLASSES]
 NUM_CLASSES = len(CLASSES)
@@ -110,34 +111,19 @@ def labelled(tiles: list[int]) -> list[Sample]:
     return [s for t in tiles for s in tile_samples(t, "clean")]
 
 
-def class_entropy(mask: torch.Tensor) -> float:
-    counts = torch.bincount(mask[mask < NUM_CLASSES].flatten(), minlength=NUM_CLASSES).float()
-    share = counts[counts > 0] / counts.sum().clamp(min=1)
-    return float(-(share * share.log()).sum())
-
-
 @functools.cache
 def scoring_windows(tile: int) -> tuple[tuple[int, int], ...]:
     """Per image, the top-left corner of the ``EVAL_CROP`` window that is scored: of a 3 x 3 grid of
     candidates, the one whose labels mix the classes most (label entropy). The labels choose where to
     score, so that rare classes count, and are never seen by any method."""
-    corners = []
-    for sample in tile_samples(tile, "clean"):
-        height, width = sample["mask"].shape
-        candidates = [
-            (top, left)
-            for top in np.linspace(0, max(0, height - EVAL_CROP), 3).round().astype(int)
-            for left in np.linspace(0, max(0, width - EVAL_CROP), 3).round().astype(int)
-        ]
-        corners.append(max(candidates, key=lambda c: class_entropy(crop(sample["mask"], c))))
-    return tuple((int(top), int(left)) for top, left in corners)
+    return tuple(most_mixed_corner(s["mask"], EVAL_CROP, NUM_CLASSES)[1] for s in tile_samples(tile, "clean"))
 
 
 def panel_index(tile: int) -> int:
     """The image shown in the qualitative panels: the one whose scored window mixes the classes most."""
     samples = tile_samples(tile, "clean")
     windows = scoring_windows(tile)
-    return max(range(len(samples)), key=lambda i: class_entropy(crop(samples[i]["mask"], windows[i])))
+    return max(range(len(samples)), key=lambda i: label_entropy(crop(samples[i]["mask"], windows[i]), NUM_CLASSES))
 
 
 def crop(tensor: torch.Tensor, corner: tuple[int, int]) -> torch.Tensor:

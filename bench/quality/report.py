@@ -250,18 +250,24 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += method_table(report["ablation"]["dg/clean"])
     lines += ["", "Same on the sensor-shifted targets:", "", *method_table(report["ablation"]["dg/shift"]), ""]
     lines += [
-        "## Diagnosis: a slower head, and scores normalised per block",
+        "## Diagnosis: a slower or frozen head, and scores normalised per block",
         "",
         "Variants (AdaptConfig overrides, methods): "
         + "; ".join(
             f"`{name}` {over} on {', '.join(methods)}"
             for name, (over, methods) in protocol["diagnosis"]["variants"].items()
         )
-        + ".",
+        + ". In standard UDA: "
+        + "; ".join(
+            f"`{name}` {over} on {', '.join(methods)}"
+            for name, (over, methods) in protocol["diagnosis"]["uda_variants"].items()
+        )
+        + ". Source only, head only and the methods' main rows are repeated for reference.",
         "",
     ]
-    for key, rows in report["diagnosis"].items():
-        lines += [f"{TABLE_TITLES[key]}:", "", *method_table(rows), ""]
+    for key, title in TABLE_TITLES.items():
+        if key in report["diagnosis"]:
+            lines += [f"{title}:", "", *method_table(report["diagnosis"][key]), ""]
     lines += [
         "## The product promise, scene by scene",
         "",

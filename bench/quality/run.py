@@ -83,11 +83,12 @@ UDA_DIAGNOSIS: dict[str, tuple[dict, list[str]]] = {
 PROMISE_VARIANTS: dict[str, dict] = {
     "defaults": {},
     "with the model's source crops (DACS)": {"source_samples": True},
+    "head frozen (only the gated modules adapt)": {"extra": HEAD_FROZEN},
     "before this benchmark: lr 1e-4, EMA 0.999": {"lr": 1e-4, "ema_momentum": 0.999, "class_quantile": None},
     "lr 1e-3, EMA 0.99, one threshold for all classes": {"lr": 1e-3, "ema_momentum": 0.99, "class_quantile": None},
     "lr 1e-3, EMA 0.99, class_quantile 0.5": {"lr": 1e-3, "ema_momentum": 0.99, "class_quantile": 0.5},
 }
-PROMISE_ALL_SCENES = ["defaults", "with the model's source crops (DACS)"]
+PROMISE_ALL_SCENES = ["defaults", "with the model's source crops (DACS)", "head frozen (only the gated modules adapt)"]
 
 
 @functools.cache
@@ -357,7 +358,8 @@ def main(
     main_runs = [r for r in runs if r["spec"]["name"] in METHODS]
     early = [r for r in runs if r["spec"]["seed"] < ablation_seeds]  # the seeds the ablation ran on
     ablation_runs = [r for r in early if r["spec"]["name"] in ABLATION or r["spec"]["name"] == "fisher_gate"]
-    diagnosis_runs = [r for r in runs if r["spec"]["name"].split(", ")[0] in DIAGNOSIS_METHODS]
+    references = ["source_only", "head_only"]  # shown beside the diagnosis rows
+    diagnosis_runs = [r for r in runs if r["spec"]["name"].split(", ")[0] in DIAGNOSIS_METHODS + references]
     table = aggregate(main_runs)
     report = {
         "protocol": {
