@@ -90,6 +90,11 @@ PROMISE_VARIANTS: dict[str, dict] = {
 }
 PROMISE_ALL_SCENES = ["defaults", "with the model's source crops (DACS)", "head frozen (only the gated modules adapt)"]
 
+# Every method on the product's own path: the held-out default model adapts to each promise scene with
+# adapt-segment's defaults, only what trains changed (METHODS); source only is plain segment.
+SCENE_METHODS = {method: {"extra": config} for method, config in METHODS.items() if config is not None}
+SCENE_SEEDS = 3
+
 
 @functools.cache
 def model_sha256(model: Path, with_source_samples: bool) -> str:
@@ -113,6 +118,16 @@ def promise_spec(model: Path, tile: int, part: int, options: dict) -> dict:
         "part": part,
         "options": asdict(adapt_options),
     }
+
+
+def scene_method_jobs(model: Path) -> list[tuple[str, str, dict]]:
+    """(method, kind, spec) seed by seed, so that a partial run already covers every method and scene."""
+    return [
+        (method, "promise", promise_spec(model, *scene, {**options, "seed": seed}))
+        for seed in range(SCENE_SEEDS)
+        for method, options in SCENE_METHODS.items()
+        for scene in PROMISE_SCENES
+    ]
 
 
 def pretrain(rotation: str, steps: int, cache: Path) -> str:
@@ -278,6 +293,74 @@ def promise_summary(names: list[str], results: list[dict]) -> dict:
     return variants
 
 
+def scene_methods_summary(methods: list[str], results: list[dict]) -> dict:
+    """Per method on the product's path: mIoU and gain over plain segment, per scene and seed, and their mean."""
+    rows: dict[str, dict] = {"source_only": {"runs": []}}
+    for method, result in zip(methods, results, strict=True):
+        spec = result["spec"]
+        where = {"tile": spec["tile"], "part": spec["part"], "seed": spec["options"]["seed"]}
+        rows.setdefault(method, {"runs": []})["runs"].append(
+            {
+                **where,
+                "miou": result["adapt_segment"]["miou"],
+                "iou": result["adapt_segment"]["iou"],
+                "gain_miou": result["gain_miou"],
+                "seconds": result["adapt_segment_seconds"],
+            }
+        )
+        if where["seed"] == 0 and method == "fisher_gate":  # plain segment is deterministic: once per scene
+            rows["source_only"]["runs"].append(
+                {
+                    **where,
+                    "miou": result["segment"]["miou"],
+                    "iou": result["segment"]["iou"],
+                    "gain_miou": 0.0,
+                    "seconds": 0.0,
+                }
+            )
+    for row in rows.values():
+        for key in ("miou", "gain_miou", "seconds"):
+            row[key] = mean_std([r[key] for r in row["runs"]])
+        # a class absent from a scene and never predicted there has no IoU (None): left out of its mean
+        present = {c: [r["iou"][c] for r in row["runs"] if r["iou"][c] is not None] for c in CLASS_NAMES}
+        row["iou"] = {c: mean_std(values) for c, values in present.items() if values}
+    return rows
+
+
+def scene_headline(results: list[dict]) -> dict:
+    """Fisher gating against the other methods on the product's path, paired by scene and seed."""
+    if not results:
+        return {}
+    miou: dict[tuple, float] = {}
+    for result in results:
+        spec = result["spec"]
+        options = spec["options"]
+        method = next(m for m, o in SCENE_METHODS.items() if options["extra"] == o["extra"])
+        miou[(method, spec["tile"], spec["part"], options["seed"])] = result["adapt_segment"]["miou"]
+        miou[("source_only", spec["tile"], spec["part"], options["seed"])] = result["segment"]["miou"]
+    ours = {key[1:]: value for key, value in miou.items() if key[0] == "fisher_gate"}
+
+    def gain_over(method: str) -> float:
+        pairs = [(value, miou[(method, *where)]) for where, value in ours.items() if (method, *where) in miou]
+        return float(np.mean([a - b for a, b in pairs]))
+
+    def overall(method: str) -> float:
+        return float(np.mean([v for k, v in miou.items() if k[0] == method]))
+
+    best_single = max(PEFT_SINGLE, key=overall)
+    best = max(BASELINES, key=overall)
+    return {
+        "fisher_gate_miou": overall("fisher_gate"),
+        "best_baseline": best,
+        "gain_over_best_baseline": gain_over(best),
+        "best_single_peft": best_single,
+        "gain_over_best_single_peft": gain_over(best_single),
+        "gain_over_random_gate": gain_over("random_gate"),
+        "gain_over_source_only": gain_over("source_only"),
+        "per_method": {m: overall(m) for m in METHODS},
+    }
+
+
 def main(
     out: Annotated[Path, typer.Option(help="results JSON")] = REPO / "results" / "quality.json",
     cache: Annotated[Path, typer.Option(help="cached runs and pretrained backbones (not committed)")] = DEFAULT_CACHE,
@@ -349,12 +432,17 @@ def main(
     ]
     variants = variants if promise else []
     promise_jobs = [("promise", promise_spec(promise_model, *scene, PROMISE_VARIANTS[v])) for v, scene in variants]
+    scene_methods = scene_method_jobs(promise_model) if promise else []
     if cached_only:
         variants = [v for v, job in zip(variants, promise_jobs, strict=True) if cache_path(cache, *job).is_file()]
         promise_jobs = [job for job in promise_jobs if cache_path(cache, *job).is_file()]
+        scene_methods = [job for job in scene_methods if cache_path(cache, *job[1:]).is_file()]
         jobs = [job for job in jobs if cache_path(cache, *job).is_file()]
+    promise_jobs += [(kind, spec) for _, kind, spec in scene_methods]
     results = execute_all(promise_jobs + jobs, cache, workers)
     promise_results, runs = results[: len(promise_jobs)], results[len(promise_jobs) :]
+    variant_results = promise_results[: len(variants)]
+    scene_method_results = promise_results[len(variants) :]
     main_runs = [r for r in runs if r["spec"]["name"] in METHODS]
     early = [r for r in runs if r["spec"]["seed"] < ablation_seeds]  # the seeds the ablation ran on
     ablation_runs = [r for r in early if r["spec"]["name"] in ABLATION or r["spec"]["name"] == "fisher_gate"]
@@ -377,8 +465,12 @@ def main(
             "promise_model": str(promise_model),
             "promise_model_card": json.loads((promise_model / "model_card.json").read_text()).get("provenance"),
         },
-        "headline": {setting: headline(table, setting) for setting in ("dg", "uda", "da", "da_self")},
-        "promise": promise_summary([v for v, _ in variants], promise_results),
+        "headline": {
+            **{setting: headline(table, setting) for setting in ("dg", "uda", "da", "da_self")},
+            "scene": scene_headline(scene_method_results),
+        },
+        "promise": promise_summary([v for v, _ in variants], variant_results),
+        "scene_methods": scene_methods_summary([m for m, _, _ in scene_methods], scene_method_results),
         "table": table,
         "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
         "diagnosis": aggregate(diagnosis_runs),

@@ -1,0 +1,50 @@
+"""The quality benchmark's summary of every method on the product's path (bench/quality/run.py)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
+
+from run import SCENE_METHODS, scene_headline, scene_methods_summary
+
+CLASSES = ["Building", "Land", "Road", "Vegetation", "Water"]
+SEGMENT = {(5, 1): 0.40, (6, 1): 0.60}  # plain segment's mIoU per scene (tile, part)
+
+
+def _result(method: str, scene: tuple[int, int], seed: int, miou: float) -> dict:
+    iou = dict.fromkeys(CLASSES, miou) | {"Vegetation": None}  # a class absent from the scene has no IoU
+    return {
+        "spec": {"tile": scene[0], "part": scene[1], "options": {**SCENE_METHODS[method], "seed": seed}},
+        "segment": {"miou": SEGMENT[scene], "iou": dict.fromkeys(CLASSES, SEGMENT[scene])},
+        "adapt_segment": {"miou": miou, "iou": iou},
+        "gain_miou": miou - SEGMENT[scene],
+        "adapt_segment_seconds": 100.0,
+    }
+
+
+@pytest.fixture
+def results() -> tuple[list[str], list[dict]]:
+    """Every method gains 0.05 on every scene and seed; Fisher gating 0.07, LoRA only 0.06."""
+    gain = {"fisher_gate": 0.07, "lora_only": 0.06}
+    jobs = [(m, scene, seed) for seed in (0, 1) for m in SCENE_METHODS for scene in SEGMENT]
+    return [m for m, _, _ in jobs], [_result(m, sc, s, SEGMENT[sc] + gain.get(m, 0.05)) for m, sc, s in jobs]
+
+
+def test_scene_headline_pairs_fisher_gating_with_each_method_by_scene_and_seed(results):
+    headline = scene_headline(results[1])
+    assert headline["best_baseline"] == "lora_only" == headline["best_single_peft"]
+    assert headline["gain_over_best_single_peft"] == pytest.approx(0.01)
+    assert headline["gain_over_random_gate"] == pytest.approx(0.02)
+    assert headline["gain_over_source_only"] == pytest.approx(0.07)
+    assert headline["per_method"]["source_only"] == pytest.approx(0.50)
+
+
+def test_scene_summary_counts_plain_segment_once_per_scene_and_skips_absent_classes(results):
+    rows = scene_methods_summary(*results)
+    assert rows["source_only"]["miou"]["n"] == 2  # deterministic: not repeated per seed
+    assert rows["fisher_gate"]["miou"]["n"] == 4
+    assert rows["fisher_gate"]["gain_miou"]["mean"] == pytest.approx(0.07)
+    assert rows["adapter_only"]["iou"]["Road"]["mean"] == pytest.approx(0.55)
+    assert "Vegetation" not in rows["adapter_only"]["iou"]
