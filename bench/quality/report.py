@@ -225,13 +225,16 @@ def write_markdown(report: dict, path: Path) -> None:
         )
     scene = head.get("scene")
     if scene:
+
+        def versus(method: str) -> str:
+            g = scene["paired_gain"][method]
+            return f"{_points(g['mean'])} ± {g['sem'] * 100:.1f} against {method} (better in {g['wins']} of {g['n']})"
+
         lines.append(
-            f"- **Every method on the product's path** (adapt-segment's defaults, only what trains changed, paired "
-            f"by scene and seed): Fisher gating {scene['fisher_gate_miou'] * 100:.1f} mIoU, "
-            f"**{_points(scene['gain_over_best_baseline'])} points** against the best baseline "
-            f"({scene['best_baseline']}); {_points(scene['gain_over_best_single_peft'])} against the best single-type "
-            f"PEFT ({scene['best_single_peft']}), {_points(scene['gain_over_random_gate'])} against random gating, "
-            f"{_points(scene['gain_over_source_only'])} against source only (plain segment)."
+            f"- **Every method on the product's path** (adapt-segment's defaults, only what trains changed; gains "
+            f"paired by scene and seed, ± standard error): Fisher gating {scene['fisher_gate_miou'] * 100:.1f} mIoU, "
+            f"**{versus(scene['best_baseline'])}**, the best baseline; {versus(scene['best_single_peft'])}, the best "
+            f"single-type PEFT; {versus('random_gate')}; {versus('source_only')} (plain segment)."
         )
     settings = [setting for setting in SETTING_NAMES if head.get(setting, {}).get("domains")]
     for setting in settings:

@@ -94,6 +94,13 @@ PROMISE_ALL_SCENES = ["defaults", "with the model's source crops (DACS)", "head 
 # adapt-segment's defaults, only what trains changed (METHODS); source only is plain segment.
 SCENE_METHODS = {method: {"extra": config} for method, config in METHODS.items() if config is not None}
 SCENE_SEEDS = 3
+# The gate's ablation on the same path: Fisher gating with one setting changed (fewer seeds).
+SCENE_GATE_ABLATION = {
+    "fisher_gate, k=0.25": {"top_k": 0.25},
+    "fisher_gate, k=0.75": {"top_k": 0.75},
+    "fisher_gate, norm=kind_block": {"extra": {"gate": {"normalization": "kind_block"}}},
+}
+SCENE_ABLATION_SEEDS = 2
 
 
 @functools.cache
@@ -121,11 +128,14 @@ def promise_spec(model: Path, tile: int, part: int, options: dict) -> dict:
 
 
 def scene_method_jobs(model: Path) -> list[tuple[str, str, dict]]:
-    """(method, kind, spec) seed by seed, so that a partial run already covers every method and scene."""
+    """(row, kind, spec) seed by seed, so that a partial run already covers every method and scene; then the
+    gate's ablation."""
+    rows = [(seed, SCENE_METHODS) for seed in range(SCENE_SEEDS)]
+    rows += [(seed, SCENE_GATE_ABLATION) for seed in range(SCENE_ABLATION_SEEDS)]
     return [
-        (method, "promise", promise_spec(model, *scene, {**options, "seed": seed}))
-        for seed in range(SCENE_SEEDS)
-        for method, options in SCENE_METHODS.items()
+        (name, "promise", promise_spec(model, *scene, {**options, "seed": seed}))
+        for seed, variants in rows
+        for name, options in variants.items()
         for scene in PROMISE_SCENES
     ]
 
@@ -327,36 +337,39 @@ def scene_methods_summary(methods: list[str], results: list[dict]) -> dict:
     return rows
 
 
-def scene_headline(results: list[dict]) -> dict:
+def scene_headline(rows: list[str], results: list[dict]) -> dict:
     """Fisher gating against the other methods on the product's path, paired by scene and seed."""
     if not results:
         return {}
     miou: dict[tuple, float] = {}
-    for result in results:
+    for row, result in zip(rows, results, strict=True):
         spec = result["spec"]
-        options = spec["options"]
-        method = next(m for m, o in SCENE_METHODS.items() if options["extra"] == o["extra"])
-        miou[(method, spec["tile"], spec["part"], options["seed"])] = result["adapt_segment"]["miou"]
-        miou[("source_only", spec["tile"], spec["part"], options["seed"])] = result["segment"]["miou"]
+        where = (spec["tile"], spec["part"], spec["options"]["seed"])
+        miou[(row, *where)] = result["adapt_segment"]["miou"]
+        miou[("source_only", *where)] = result["segment"]["miou"]
     ours = {key[1:]: value for key, value in miou.items() if key[0] == "fisher_gate"}
 
-    def gain_over(method: str) -> float:
-        pairs = [(value, miou[(method, *where)]) for where, value in ours.items() if (method, *where) in miou]
-        return float(np.mean([a - b for a, b in pairs]))
+    def paired(method: str) -> dict:
+        """Fisher gating minus ``method`` over the (scene, seed) pairs both ran: mean, standard error, wins."""
+        gains = np.array([value - miou[(method, *where)] for where, value in ours.items() if (method, *where) in miou])
+        sem = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
+        return {"mean": float(gains.mean()), "sem": sem, "n": len(gains), "wins": int((gains > 0).sum())}
 
     def overall(method: str) -> float:
         return float(np.mean([v for k, v in miou.items() if k[0] == method]))
 
     best_single = max(PEFT_SINGLE, key=overall)
     best = max(BASELINES, key=overall)
+    gains = {method: paired(method) for method in BASELINES}
     return {
         "fisher_gate_miou": overall("fisher_gate"),
         "best_baseline": best,
-        "gain_over_best_baseline": gain_over(best),
+        "gain_over_best_baseline": gains[best]["mean"],
         "best_single_peft": best_single,
-        "gain_over_best_single_peft": gain_over(best_single),
-        "gain_over_random_gate": gain_over("random_gate"),
-        "gain_over_source_only": gain_over("source_only"),
+        "gain_over_best_single_peft": gains[best_single]["mean"],
+        "gain_over_random_gate": gains["random_gate"]["mean"],
+        "gain_over_source_only": gains["source_only"]["mean"],
+        "paired_gain": gains,
         "per_method": {m: overall(m) for m in METHODS},
     }
 
@@ -467,7 +480,7 @@ def main(
         },
         "headline": {
             **{setting: headline(table, setting) for setting in ("dg", "uda", "da", "da_self")},
-            "scene": scene_headline(scene_method_results),
+            "scene": scene_headline([m for m, _, _ in scene_methods], scene_method_results),
         },
         "promise": promise_summary([v for v, _ in variants], variant_results),
         "scene_methods": scene_methods_summary([m for m, _, _ in scene_methods], scene_method_results),
