@@ -94,13 +94,20 @@ PROMISE_ALL_SCENES = ["defaults", "with the model's source crops (DACS)", "head 
 # adapt-segment's defaults, only what trains changed (METHODS); source only is plain segment.
 SCENE_METHODS = {method: {"extra": config} for method, config in METHODS.items() if config is not None}
 SCENE_SEEDS = 3
-# The gate's ablation on the same path: Fisher gating with one setting changed (fewer seeds).
-SCENE_GATE_ABLATION = {
+# On the same path, with fewer seeds: the gate's ablation (one setting of Fisher gating changed), and
+# whether the choice of modules matters once the modules move more (the toolbox at ten times the learning
+# rate, the head kept at the default one) for Fisher gating and its two closest baselines.
+MODULES_LR_X10 = {"lr": 1e-2, "head_lr_scale": 0.1}
+SCENE_VARIANTS = {
     "fisher_gate, k=0.25": {"top_k": 0.25},
     "fisher_gate, k=0.75": {"top_k": 0.75},
     "fisher_gate, norm=kind_block": {"extra": {"gate": {"normalization": "kind_block"}}},
+    **{
+        f"{method}, modules lr x10": {"extra": {**METHODS[method], **MODULES_LR_X10}}
+        for method in ("fisher_gate", "random_gate", "lora_only")
+    },
 }
-SCENE_ABLATION_SEEDS = 2
+SCENE_VARIANT_SEEDS = 2
 
 
 @functools.cache
@@ -129,9 +136,9 @@ def promise_spec(model: Path, tile: int, part: int, options: dict) -> dict:
 
 def scene_method_jobs(model: Path) -> list[tuple[str, str, dict]]:
     """(row, kind, spec) seed by seed, so that a partial run already covers every method and scene; then the
-    gate's ablation."""
+    variants."""
     rows = [(seed, SCENE_METHODS) for seed in range(SCENE_SEEDS)]
-    rows += [(seed, SCENE_GATE_ABLATION) for seed in range(SCENE_ABLATION_SEEDS)]
+    rows += [(seed, SCENE_VARIANTS) for seed in range(SCENE_VARIANT_SEEDS)]
     return [
         (name, "promise", promise_spec(model, *scene, {**options, "seed": seed}))
         for seed, variants in rows
