@@ -96,7 +96,8 @@ SCENE_METHODS = {method: {"extra": config} for method, config in METHODS.items()
 SCENE_SEEDS = 3
 # On the same path, with fewer seeds: the gate's ablation (one setting of Fisher gating changed), and
 # whether the choice of modules matters once the modules move more (the toolbox at ten times the learning
-# rate, the head kept at the default one) for Fisher gating and its two closest baselines.
+# rate, the head kept at the default one) for Fisher gating and its two closest baselines, and for Fisher
+# gating without its depth prior (per-block normalisation).
 MODULES_LR_X10 = {"lr": 1e-2, "head_lr_scale": 0.1}
 SCENE_VARIANTS = {
     "fisher_gate, k=0.25": {"top_k": 0.25},
@@ -105,6 +106,9 @@ SCENE_VARIANTS = {
     **{
         f"{method}, modules lr x10": {"extra": {**METHODS[method], **MODULES_LR_X10}}
         for method in ("fisher_gate", "random_gate", "lora_only")
+    },
+    "fisher_gate, norm=kind_block, modules lr x10": {
+        "extra": {"gate": {"normalization": "kind_block"}, **MODULES_LR_X10}
     },
 }
 SCENE_VARIANT_SEEDS = 2
