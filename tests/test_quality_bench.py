@@ -36,7 +36,7 @@ def results() -> tuple[list[str], list[dict]]:
 
 
 def test_scene_headline_pairs_fisher_gating_with_each_method_by_scene_and_seed(results):
-    headline = scene_headline(*results)
+    headline = scene_headline(scene_methods_summary(*results))
     assert headline["best_baseline"] == "lora_only" == headline["best_single_peft"]
     assert headline["gain_over_best_single_peft"] == pytest.approx(0.02)
     assert headline["gain_over_random_gate"] == pytest.approx(0.03)

@@ -316,6 +316,8 @@ def promise_summary(names: list[str], results: list[dict]) -> dict:
 
 def scene_methods_summary(methods: list[str], results: list[dict]) -> dict:
     """Per method on the product's path: mIoU and gain over plain segment, per scene and seed, and their mean."""
+    if not results:
+        return {}
     rows: dict[str, dict] = {"source_only": {"runs": []}}
     for method, result in zip(methods, results, strict=True):
         spec = result["spec"]
@@ -348,26 +350,26 @@ def scene_methods_summary(methods: list[str], results: list[dict]) -> dict:
     return rows
 
 
-def scene_headline(rows: list[str], results: list[dict]) -> dict:
-    """Fisher gating against the other methods on the product's path, paired by scene and seed."""
-    if not results:
+def scene_headline(rows: dict) -> dict:
+    """Fisher gating against the other methods on the product's path (``scene_methods_summary``'s rows),
+    paired by scene and seed; plain segment is deterministic, so its one run per scene pairs with every seed."""
+    if "fisher_gate" not in rows:
         return {}
-    miou: dict[tuple, float] = {}
-    for row, result in zip(rows, results, strict=True):
-        spec = result["spec"]
-        where = (spec["tile"], spec["part"], spec["options"]["seed"])
-        miou[(row, *where)] = result["adapt_segment"]["miou"]
-        miou[("source_only", *where)] = result["segment"]["miou"]
+    miou = {(method, r["tile"], r["part"], r["seed"]): r["miou"] for method, row in rows.items() for r in row["runs"]}
     ours = {key[1:]: value for key, value in miou.items() if key[0] == "fisher_gate"}
+
+    def other(method: str, tile: int, part: int, seed: int) -> float | None:
+        return miou.get((method, tile, part, 0 if method == "source_only" else seed))
 
     def paired(method: str) -> dict:
         """Fisher gating minus ``method`` over the (scene, seed) pairs both ran: mean, standard error, wins."""
-        gains = np.array([value - miou[(method, *where)] for where, value in ours.items() if (method, *where) in miou])
+        pairs = [(value, other(method, *where)) for where, value in ours.items()]
+        gains = np.array([value - theirs for value, theirs in pairs if theirs is not None])
         sem = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
         return {"mean": float(gains.mean()), "sem": sem, "n": len(gains), "wins": int((gains > 0).sum())}
 
     def overall(method: str) -> float:
-        return float(np.mean([v for k, v in miou.items() if k[0] == method]))
+        return rows[method]["miou"]["mean"]
 
     best_single = max(PEFT_SINGLE, key=overall)
     best = max(BASELINES, key=overall)
@@ -381,7 +383,7 @@ def scene_headline(rows: list[str], results: list[dict]) -> dict:
         "gain_over_random_gate": gains["random_gate"]["mean"],
         "gain_over_source_only": gains["source_only"]["mean"],
         "paired_gain": gains,
-        "per_method": {m: overall(m) for m in METHODS},
+        "per_method": {m: overall(m) for m in METHODS if m in rows},
     }
 
 
@@ -466,7 +468,7 @@ def main(
     results = execute_all(promise_jobs + jobs, cache, workers)
     promise_results, runs = results[: len(promise_jobs)], results[len(promise_jobs) :]
     variant_results = promise_results[: len(variants)]
-    scene_method_results = promise_results[len(variants) :]
+    scene_rows = scene_methods_summary([name for name, _, _ in scene_methods], promise_results[len(variants) :])
     main_runs = [r for r in runs if r["spec"]["name"] in METHODS]
     early = [r for r in runs if r["spec"]["seed"] < ablation_seeds]  # the seeds the ablation ran on
     ablation_runs = [r for r in early if r["spec"]["name"] in ABLATION or r["spec"]["name"] == "fisher_gate"]
@@ -491,10 +493,10 @@ def main(
         },
         "headline": {
             **{setting: headline(table, setting) for setting in ("dg", "uda", "da", "da_self")},
-            "scene": scene_headline([m for m, _, _ in scene_methods], scene_method_results),
+            "scene": scene_headline(scene_rows),
         },
         "promise": promise_summary([v for v, _ in variants], variant_results),
-        "scene_methods": scene_methods_summary([m for m, _, _ in scene_methods], scene_method_results),
+        "scene_methods": scene_rows,
         "table": table,
         "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
         "diagnosis": aggregate(diagnosis_runs),
