@@ -144,12 +144,14 @@ class FisherGate:
         if self.config.selection == "all":
             scores = dict.fromkeys(names, 1.0)
             chosen = names
-        elif self.config.selection == "random":
-            scores = {name: self._random.random() for name in names}
-            chosen = select_modules(self.toolbox, scores, self.config)
         else:
+            # Random gating measures too and ignores the scores: the measurement draws random numbers (DA's
+            # augmentations), so only thus do both gates train on the same crops and differ by their choice alone.
             raw = fisher_scores(self.toolbox, model, batches, loss_fn, is_cancelled)
-            scores = normalize_scores(self.toolbox, raw, self.config.normalization)
+            if self.config.selection == "random":
+                scores = {name: self._random.random() for name in names}
+            else:
+                scores = normalize_scores(self.toolbox, raw, self.config.normalization)
             chosen = select_modules(self.toolbox, scores, self.config)
         self.toolbox.set_active(chosen)
         self.history.append({"step": step, "scores": scores, "active": sorted(chosen, key=names.index)})

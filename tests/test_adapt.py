@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from backend.adapt import AdaptConfig, adapt, pseudo_label_thresholds
+from backend.augment import sample_batch
 from backend.model import create_model
 from backend.progress import Cancelled
 from tests.conftest import tiny_config
@@ -104,6 +105,31 @@ def test_same_seed_same_run_other_seed_other_run():
 
     assert run(3) == run(3)
     assert run(3) != run(4)
+
+
+def test_random_and_fisher_gating_train_on_the_same_crops_and_differ_only_by_their_choice(monkeypatch):
+    """Common random numbers: DA's scoring draws augmentations, and random gating draws them too."""
+    import backend.adapt
+
+    def crops_seen(selection: str) -> tuple[list[float], list[list[str]]]:
+        seen = []
+
+        def recording(*args):
+            batch = sample_batch(*args)
+            seen.append(float(batch["image"].sum()))
+            return batch
+
+        monkeypatch.setattr(backend.adapt, "sample_batch", recording)
+        target = [{"image": s["image"].flip(0)} for s in striped_samples()]
+        config = small_config(mode="da", confidence=0.3, gate=dict(selection=selection, top_k=2, reselect_every=4))
+        result = adapt(fresh_model(), target, config)
+        return seen, [event["active"] for event in result.selection]
+
+    fisher_crops, fisher_choice = crops_seen("fisher")
+    random_crops, random_choice = crops_seen("random")
+    assert len(fisher_crops) == 12 + 3 * 2  # the training steps and two scoring batches per selection
+    assert random_crops == fisher_crops
+    assert random_choice != fisher_choice
 
 
 def test_cancel_stops_within_a_step():

@@ -122,7 +122,8 @@ def test_random_gate_is_seeded_and_every_event_is_recorded():
     def run(seed):
         vit = TinyViT(depth=3)
         gate = FisherGate(inject_toolbox(vit), GateConfig(selection="random", top_k=3), seed=seed)
-        return [gate.reselect(step, vit, [], lambda b: b) for step in (0, 50)], gate.history
+        batches = [torch.randn(2, 4, 3)]
+        return [gate.reselect(step, vit, batches, lambda b: vit(b).pow(2).mean()) for step in (0, 50)], gate.history
 
     first, history = run(1)
     assert first == run(1)[0] and first != run(2)[0]
