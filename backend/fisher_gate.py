@@ -1,9 +1,8 @@
 """Fisher gating: train and apply only the toolbox modules that matter for this scene.
 
 A module's importance is its empirical Fisher information: the squared gradient of the task loss,
-summed over the module's parameters (or only those that write its output) and averaged over a few
-mini-batches, measured with every module temporarily active. The top-k modules are gated on; the choice is
-revisited every N steps.
+summed over the module's parameters and averaged over a few mini-batches, measured with every module
+temporarily active. The top-k modules are gated on; the choice is revisited every N steps.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from backend.toolbox import Toolbox
 
 NORMALIZATIONS = ("none", "numel", "kind", "kind_block")
 SELECTIONS = ("fisher", "random", "all")
-SCORED_PARAMETERS = ("all", "output")
 
 
 @dataclass
@@ -33,10 +31,6 @@ class GateConfig:
     (each score divided by the mean score of its kind, so a module competes by how much it stands
     out among its own kind) or ``kind_block`` (``kind``, then divided by the mean of its block's scores,
     which removes the depth prior: gradients are largest in the early blocks, whatever the scene).
-    ``scored_parameters``: ``all`` (the paper's sum over every parameter of a module) or ``output`` (only
-    the zero-initialised ones that write its output). An untrained module has a gradient on those alone,
-    while a module that has trained has one on all of them; scoring ``all`` therefore favours the modules
-    already chosen at every re-selection, and ``output`` compares trained and untrained ones alike.
     ``reselect_every`` of ``None`` lets adaptation pick its mode's default.
     """
 
@@ -46,15 +40,12 @@ class GateConfig:
     reselect_every: int | None = None
     fisher_batches: int = 2
     normalization: str = "kind"
-    scored_parameters: str = "all"
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
-        if self.scored_parameters not in SCORED_PARAMETERS:
-            raise ValueError(f"scored_parameters must be one of {SCORED_PARAMETERS}, got {self.scored_parameters!r}")
         if self.top_k <= 0 or (self.top_k >= 1 and self.top_k != int(self.top_k)):
             raise ValueError(f"top_k must be a fraction in (0, 1) or a whole count, got {self.top_k}")
         if self.fisher_batches < 1:
@@ -71,10 +62,8 @@ def fisher_scores(
     batches: Iterable,
     loss_fn: Callable[[object], torch.Tensor],
     is_cancelled: CancelFn = never_cancelled,
-    scored_parameters: str = "all",
 ) -> dict[str, float]:
-    """Raw empirical Fisher of every module: mean over ``batches`` of the summed squared gradients (of the
-    ``scored_parameters``, see :class:`GateConfig`).
+    """Raw empirical Fisher of every module: mean over ``batches`` of the summed squared gradients.
 
     All modules are switched on for the measurement and the previous gates restored afterwards;
     gradients are cleared before and after, so an optimizer step in progress is not disturbed.
@@ -89,8 +78,7 @@ def fisher_scores(
             check_cancelled(is_cancelled)
             loss_fn(batch).backward()
             for name, module in toolbox:
-                scored = module.output_parameters() if scored_parameters == "output" else module.parameters()
-                totals[name] += sum(float((p.grad**2).sum()) for p in scored if p.grad is not None)
+                totals[name] += sum(float((p.grad**2).sum()) for p in module.parameters() if p.grad is not None)
             model.zero_grad(set_to_none=True)
             count += 1
     finally:
@@ -159,7 +147,7 @@ class FisherGate:
         else:
             # Random gating measures too and ignores the scores: the measurement draws random numbers (DA's
             # augmentations), so only thus do both gates train on the same crops and differ by their choice alone.
-            raw = fisher_scores(self.toolbox, model, batches, loss_fn, is_cancelled, self.config.scored_parameters)
+            raw = fisher_scores(self.toolbox, model, batches, loss_fn, is_cancelled)
             if self.config.selection == "random":
                 scores = {name: self._random.random() for name in names}
             else:

@@ -37,6 +37,3 @@ class Adapter(ToolboxModule):
 
     def delta(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         return self.up(self.act(self.down(inputs))) * self.scale
-
-    def output_parameters(self) -> list[nn.Parameter]:
-        return list(self.up.parameters())

@@ -44,9 +44,5 @@ class ToolboxModule(nn.Module, ABC):
             return None
         return output + self.delta(args[0], output)
 
-    @abstractmethod
-    def output_parameters(self) -> list[nn.Parameter]:
-        """The parameters that write the module's delta and start at zero (LoRA's B, the up-projections)."""
-
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())

@@ -97,9 +97,6 @@ class EarthAdapter(ToolboxModule):
         self.router = nn.Linear(dim, len(self.bands))
         self.scale = nn.Parameter(torch.ones(1))
 
-    def output_parameters(self) -> list[nn.Parameter]:
-        return [parameter for adapter in self.adapters.values() for parameter in adapter.up.parameters()]
-
     def delta(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         prefix = self.grid.num_prefix_tokens
         height, width = self.grid.size

@@ -53,9 +53,6 @@ class LoRA(ToolboxModule):
         v = inputs @ self.lora_A[1].T @ self.lora_B[1].T
         return torch.cat([q, torch.zeros_like(q), v], dim=-1) * self.scaling
 
-    def output_parameters(self) -> list[nn.Parameter]:
-        return [self.lora_B]
-
     def hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if self.merged:
             return None
