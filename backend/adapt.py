@@ -114,6 +114,7 @@ def adapt(
     started = time.perf_counter()
 
     gate = prepare_trainable(model, config)
+    model.train()  # before anything runs it: the frozen backbone in eval mode, so scoring moves no norm statistics
     teacher = _make_teacher(model) if config.mode == "da" else None
     fractions: list[float] = []
 
@@ -136,7 +137,6 @@ def adapt(
         _mirror_gates(model, teacher)
     optimizer = make_optimizer(model, config, previous=None)
     losses: list[float] = []
-    model.train()
     for step in range(config.steps):
         check_cancelled(is_cancelled)
         if gate is not None and step > 0 and config.gate.selection != "all" and step % config.gate.reselect_every == 0:

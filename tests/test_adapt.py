@@ -132,6 +132,17 @@ def test_random_and_fisher_gating_train_on_the_same_crops_and_differ_only_by_the
     assert random_choice != fisher_choice
 
 
+@pytest.mark.parametrize("selection", ["fisher", "random"])
+def test_frozen_batch_norm_statistics_never_move_even_if_the_model_arrives_in_training_mode(selection):
+    torch.manual_seed(0)
+    model = create_model(tiny_config(stem="tf_efficientnet_lite0", stem_stages=2, img_size=64))
+    torch.nn.Module.train(model)  # as nn.Module leaves a new model: the backbone's batch norms in training mode
+    before = {name: buffer.clone() for name, buffer in model.backbone.named_buffers()}
+    assert any("running_mean" in name for name in before)
+    adapt(model, striped_samples(size=64), small_config(mode="dg", steps=2, gate=dict(selection=selection, top_k=2)))
+    assert all(torch.equal(buffer, before[name]) for name, buffer in model.backbone.named_buffers())
+
+
 def test_cancel_stops_within_a_step():
     calls = {"n": 0}
 
