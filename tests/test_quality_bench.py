@@ -1,4 +1,4 @@
-"""The quality benchmark's summary of every method on the product's path (bench/quality/run.py)."""
+"""The quality benchmark's summaries (bench/quality/run.py): every method on the product's path, the gates' choices."""
 
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
-from run import SCENE_METHODS, scene_headline, scene_methods_summary
+from run import SCENE_METHODS, choice_changes, scene_headline, scene_methods_summary
 
 CLASSES = ["Building", "Land", "Road", "Vegetation", "Water"]
 SEGMENT = {(5, 1): 0.40, (6, 1): 0.60}  # plain segment's mIoU per scene (tile, part)
@@ -57,3 +57,20 @@ def test_scene_summary_counts_plain_segment_once_per_scene_and_skips_absent_clas
     assert rows["fisher_gate"]["gain_miou"]["mean"] == pytest.approx(0.08)
     assert rows["adapter_only"]["iou"]["Road"]["mean"] == pytest.approx(0.55)
     assert "Vegetation" not in rows["adapter_only"]["iou"]
+
+
+def test_choice_changes_counts_the_reselections_that_changed_the_active_modules_per_setting_and_gate():
+    def gate_run(name: str, setting: str, choices: list[list[str]]) -> dict:
+        spec = {"name": name, "setting": setting, "da_source": "none" if setting == "da" else None}
+        return {"spec": spec, "selection": [{"step": 15 * i, "active": a} for i, a in enumerate(choices)]}
+
+    runs = [
+        gate_run("fisher_gate", "dg", [["b0.lora", "b1.lora"], ["b1.lora", "b0.lora"], ["b0.lora", "b1.lora"]]),
+        gate_run("random_gate", "dg", [["b0.lora"], ["b1.lora"], ["b1.lora"]]),
+        gate_run("fisher_gate", "da", [["b0.lora"], ["b2.lora"]]),
+        gate_run("lora_only", "dg", []),
+    ]
+    assert choice_changes(runs) == {
+        "dg": {"fisher_gate": {"changed": 0, "reselections": 2}, "random_gate": {"changed": 1, "reselections": 2}},
+        "da_self": {"fisher_gate": {"changed": 1, "reselections": 1}},
+    }

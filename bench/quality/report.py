@@ -340,7 +340,9 @@ def write_markdown(report: dict, path: Path) -> None:
             "The held-out default model adapts to each promise scene with `adapt-segment`'s defaults (DA on the "
             "scene alone, 120 steps, EMA teacher 0.99, class-wise thresholds, lr 1e-3); only what trains changes "
             "(`METHODS`, passed as AdaptOptions.extra). Source only is plain `segment`. Mean ± standard deviation "
-            f"over {len(protocol['promise_scenes'])} scenes × seeds; gains are paired by scene. The rows "
+            f"over {len(protocol['promise_scenes'])} scenes × seeds; gains are paired by scene. Random and Fisher "
+            "gating train on the same crops (random gating measures the Fisher scores too and ignores them), so "
+            "their paired difference is that of their choice alone; the other rows draw other crops. The rows "
             "after Fisher gating are variants run on the first two seeds only: the gate's ablation (`k`, "
             "per-block normalisation) and the toolbox at ten times the learning rate with the head at the default "
             "one (`modules lr x10`, AdaptConfig lr 1e-2 and head_lr_scale 0.1).",
@@ -356,6 +358,13 @@ def write_markdown(report: dict, path: Path) -> None:
         "![mIoU per method](figures/quality_miou.png)",
         "",
         "![Fisher selection frequency](figures/quality_selection.png)",
+        "",
+        "Re-selections that changed the active modules (main rows, every rotation and seed): "
+        + "; ".join(
+            f"{setting} " + ", ".join(f"{gate} {t['changed']} of {t['reselections']}" for gate, t in gates.items())
+            for setting, gates in report["choice_changes"].items()
+        )
+        + ".",
         "",
         "![Qualitative panels](figures/quality_panels.png)",
         "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -291,6 +292,24 @@ def headline(table: dict, setting: str) -> dict:
     }
 
 
+def choice_changes(runs: list[dict]) -> dict:
+    """Per setting and gate, how often a re-selection (after the first choice) changed the active modules."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for result in runs:
+        spec = result["spec"]
+        if spec["name"] not in ("fisher_gate", "random_gate"):
+            continue
+        active = [set(event["active"]) for event in result["selection"]]
+        changed = sum(after != before for before, after in itertools.pairwise(active))
+        tally = counts.setdefault(setting_of(spec), {}).setdefault(spec["name"], [0, 0])
+        tally[0] += changed
+        tally[1] += len(active) - 1
+    return {
+        setting: {gate: {"changed": c, "reselections": n} for gate, (c, n) in gates.items()}
+        for setting, gates in counts.items()
+    }
+
+
 def promise_summary(names: list[str], results: list[dict]) -> dict:
     variants: dict[str, dict] = {}
     for name, result in zip(names, results, strict=True):
@@ -498,6 +517,7 @@ def main(
         "promise": promise_summary([v for v, _ in variants], variant_results),
         "scene_methods": scene_rows,
         "table": table,
+        "choice_changes": choice_changes(main_runs),
         "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
         "diagnosis": aggregate(diagnosis_runs),
         "runs": [{k: v for k, v in r.items() if k != "panels"} for r in runs],
