@@ -345,7 +345,8 @@ def write_markdown(report: dict, path: Path) -> None:
             "their paired difference is that of their choice alone; the other rows draw other crops. The rows "
             "after Fisher gating are variants run on the first two seeds only: the gate's ablation (`k`, "
             "per-block normalisation) and the toolbox at ten times the learning rate with the head at the default "
-            "one (`modules lr x10`, AdaptConfig lr 1e-2 and head_lr_scale 0.1).",
+            "one (`modules lr x10`, AdaptConfig lr 1e-2 and head_lr_scale 0.1), there also random gating that "
+            "keeps its first choice (`never re-selected`).",
             "",
             *scene_method_table(report["scene_methods"]),
             "",

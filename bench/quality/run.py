@@ -98,7 +98,8 @@ SCENE_SEEDS = 3
 # On the same path, with fewer seeds: the gate's ablation (one setting of Fisher gating changed), and
 # whether the choice of modules matters once the modules move more (the toolbox at ten times the learning
 # rate, the head kept at the default one) for Fisher gating and its two closest baselines, and for Fisher
-# gating without its depth prior (per-block normalisation).
+# gating without its depth prior (per-block normalisation), and for random gating that keeps its first
+# choice as Fisher gating mostly does (does a random choice gain by changing, or by spreading over the depth?).
 MODULES_LR_X10 = {"lr": 1e-2, "head_lr_scale": 0.1}
 SCENE_VARIANTS = {
     "fisher_gate, k=0.25": {"top_k": 0.25},
@@ -110,6 +111,9 @@ SCENE_VARIANTS = {
     },
     "fisher_gate, norm=kind_block, modules lr x10": {
         "extra": {"gate": {"normalization": "kind_block"}, **MODULES_LR_X10}
+    },
+    "random_gate, never re-selected, modules lr x10": {
+        "extra": {"gate": {"selection": "random", "reselect_every": 100_000}, **MODULES_LR_X10}
     },
 }
 SCENE_VARIANT_SEEDS = 2
