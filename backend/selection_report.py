@@ -52,7 +52,7 @@ def plot_selection(history: list[dict], depth: int, path: str | Path, overwrite:
         axis.set_yticks(range(depth), [str(b) for b in range(depth)], fontsize=8)
     axes[0][0].set_ylabel("block")
     figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="normalised Fisher score")
-    figure.suptitle("Fisher-gated modules (red: active)", fontsize=10)
+    figure.suptitle("Fisher-gated modules (red: active)", fontsize=10, y=1.06)  # above the panel titles
     with atomic_output(path, overwrite) as tmp:
         figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(figure)
