@@ -123,30 +123,39 @@ def adapt(
         extra = sample_batch(source, config.batch_size, config.crop_size, generator) if source else None
         return batch, extra
 
-    def loss_on(batches: tuple[Sample, Sample | None]) -> torch.Tensor:
+    def task_loss(batches: tuple[Sample, Sample | None], rng: torch.Generator) -> tuple[torch.Tensor, float]:
         batch, source_batch = batches
         if config.mode == "dg":
-            return F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE_INDEX)
-        loss, fraction = _self_training_loss(model, teacher, batch, source_batch, config, generator)
-        fractions.append(fraction)
+            return F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE_INDEX), 1.0
+        return _self_training_loss(model, teacher, batch, source_batch, config, rng)
+
+    def loss_on(batches: tuple[Sample, Sample | None]) -> torch.Tensor:
+        loss, fraction = task_loss(batches, generator)
+        if config.mode == "da":
+            fractions.append(fraction)
         return loss
+
+    def repeatable_loss(batches: tuple[Sample, Sample | None]) -> torch.Tensor:
+        """The same augmentations at every call, drawn aside from training's: the lookahead gate compares on it."""
+        return task_loss(batches, torch.Generator().manual_seed(config.seed))[0]
+
+    def reselect(step: int) -> None:
+        batches = [next_batches() for _ in range(config.gate.fisher_batches)]
+        gate.reselect(step, model, batches, loss_on, is_cancelled, repeatable_loss, config.lr * _lr_scale(step, config))
+        _mirror_gates(model, teacher)
 
     if gate is not None:
         progress(0.0, "scoring toolbox modules (Fisher information)")
-        gate.reselect(0, model, [next_batches() for _ in range(config.gate.fisher_batches)], loss_on, is_cancelled)
-        _mirror_gates(model, teacher)
+        reselect(0)
     optimizer = make_optimizer(model, config, previous=None)
     losses: list[float] = []
     for step in range(config.steps):
         check_cancelled(is_cancelled)
         if gate is not None and step > 0 and config.gate.selection != "all" and step % config.gate.reselect_every == 0:
-            batches = [next_batches() for _ in range(config.gate.fisher_batches)]
-            gate.reselect(step, model, batches, loss_on, is_cancelled)
-            _mirror_gates(model, teacher)
+            reselect(step)
             optimizer = make_optimizer(model, config, previous=optimizer)
-        scale = (1.0 - step / config.steps) ** config.poly_power
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * scale
+            group["lr"] = group["initial_lr"] * _lr_scale(step, config)
         loss = loss_on(next_batches())
         check_cancelled(is_cancelled)
         optimizer.zero_grad(set_to_none=True)
@@ -166,6 +175,11 @@ def adapt(
         seconds=time.perf_counter() - started,
         pseudo_label_fraction=fractions,
     )
+
+
+def _lr_scale(step: int, config: AdaptConfig) -> float:
+    """The polynomial decay of the learning rate."""
+    return (1.0 - step / config.steps) ** config.poly_power
 
 
 def prepare_trainable(model: SegmentationModel, config: AdaptConfig) -> FisherGate | None:

@@ -3,12 +3,15 @@
 A module's importance is its empirical Fisher information: the squared gradient of the task loss,
 summed over the module's parameters and averaged over a few mini-batches, measured with every module
 temporarily active. The top-k modules are gated on; the choice is revisited every N steps.
+
+The ``lookahead`` selection scores a module instead by the loss it removes on a held-out batch with one
+trial step of the optimizer's real size: the Fisher score is that gain's first-order, small-step estimate.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,7 +21,7 @@ from backend.progress import CancelFn, check_cancelled, never_cancelled
 from backend.toolbox import Toolbox
 
 NORMALIZATIONS = ("none", "numel", "kind", "kind_block")
-SELECTIONS = ("fisher", "random", "all")
+SELECTIONS = ("fisher", "lookahead", "random", "all")
 
 
 @dataclass
@@ -31,6 +34,8 @@ class GateConfig:
     (each score divided by the mean score of its kind, so a module competes by how much it stands
     out among its own kind) or ``kind_block`` (``kind``, then divided by the mean of its block's scores,
     which removes the depth prior: gradients are largest in the early blocks, whatever the scene).
+    ``selection``: ``fisher`` (the method), ``lookahead`` (the gain of a trial step, see
+    :func:`lookahead_scores`; not normalised, as gains are in the loss's own units), ``random`` or ``all``.
     ``reselect_every`` of ``None`` lets adaptation pick its mode's default.
     """
 
@@ -50,6 +55,8 @@ class GateConfig:
             raise ValueError(f"top_k must be a fraction in (0, 1) or a whole count, got {self.top_k}")
         if self.fisher_batches < 1:
             raise ValueError("fisher_batches must be >= 1")
+        if self.selection == "lookahead" and self.fisher_batches < 2:
+            raise ValueError("lookahead selection needs fisher_batches >= 2: a step on one, the gain on another")
 
     def count(self, total: int) -> int:
         k = int(self.top_k) if self.top_k >= 1 else round(self.top_k * total)
@@ -87,6 +94,46 @@ def fisher_scores(
     if count == 0:
         raise ValueError("Fisher scores need at least one batch")
     return {name: total / count for name, total in totals.items()}
+
+
+def lookahead_scores(
+    toolbox: Toolbox,
+    model: nn.Module,
+    step_batch: object,
+    gain_batch: object,
+    loss_fn: Callable[[object], torch.Tensor],
+    step_size: float,
+    is_cancelled: CancelFn = never_cancelled,
+) -> dict[str, float]:
+    """Loss removed on ``gain_batch`` by one trial step of each module alone, taken on ``step_batch``.
+
+    The step is Adam's first: ``step_size`` times the sign of each parameter's gradient. Where the empirical
+    Fisher extrapolates an infinitesimal step, this measures a step of the size training takes, so a module
+    whose large steps disturb every later feature (an early block's) scores by what they cost. ``loss_fn``
+    must repeat its augmentations at every call, or the candidates are compared on different inputs.
+    Every module is active while measuring, as for the Fisher scores; parameters and gates are restored.
+    """
+    previous = toolbox.active_names
+    toolbox.set_active(list(toolbox.modules))
+    model.zero_grad(set_to_none=True)
+    try:
+        loss_fn(step_batch).backward()
+        gains = {}
+        with torch.no_grad():
+            before = float(loss_fn(gain_batch))
+            for name, module in toolbox:
+                check_cancelled(is_cancelled)
+                stepped = [p for p in module.parameters() if p.grad is not None]
+                saved = [p.detach().clone() for p in stepped]
+                for parameter in stepped:
+                    parameter.sub_(step_size * parameter.grad.sign())
+                gains[name] = before - float(loss_fn(gain_batch))
+                for parameter, value in zip(stepped, saved, strict=True):
+                    parameter.copy_(value)
+    finally:
+        toolbox.set_active(previous)
+        model.zero_grad(set_to_none=True)
+    return gains
 
 
 def normalize_scores(toolbox: Toolbox, raw: dict[str, float], normalization: str) -> dict[str, float]:
@@ -135,21 +182,33 @@ class FisherGate:
         self,
         step: int,
         model: nn.Module,
-        batches: Iterable,
+        batches: Sequence,
         loss_fn: Callable[[object], torch.Tensor],
         is_cancelled: CancelFn = never_cancelled,
+        repeatable_loss_fn: Callable[[object], torch.Tensor] | None = None,
+        step_size: float = 0.0,
     ) -> list[str]:
-        """Score the modules, gate on the chosen ones, record the event; returns the active names."""
+        """Score the modules, gate on the chosen ones, record the event; returns the active names.
+
+        ``lookahead`` selection also needs ``repeatable_loss_fn`` (``loss_fn`` with fixed augmentations) and
+        the optimizer's current ``step_size``.
+        """
         names = list(self.toolbox.modules)
         if self.config.selection == "all":
             scores = dict.fromkeys(names, 1.0)
             chosen = names
         else:
-            # Random gating measures too and ignores the scores: the measurement draws random numbers (DA's
-            # augmentations), so only thus do both gates train on the same crops and differ by their choice alone.
+            # Every gate measures the Fisher scores, even those that ignore them: the measurement draws random numbers
+            # (DA's augmentations), so only thus do the gates train on the same crops and differ by their choice alone.
             raw = fisher_scores(self.toolbox, model, batches, loss_fn, is_cancelled)
             if self.config.selection == "random":
                 scores = {name: self._random.random() for name in names}
+            elif self.config.selection == "lookahead":
+                if repeatable_loss_fn is None or step_size <= 0:
+                    raise ValueError("lookahead selection needs a repeatable loss and a step size > 0")
+                scores = lookahead_scores(
+                    self.toolbox, model, batches[0], batches[-1], repeatable_loss_fn, step_size, is_cancelled
+                )
             else:
                 scores = normalize_scores(self.toolbox, raw, self.config.normalization)
             chosen = select_modules(self.toolbox, scores, self.config)

@@ -107,8 +107,9 @@ def test_same_seed_same_run_other_seed_other_run():
     assert run(3) != run(4)
 
 
-def test_random_and_fisher_gating_train_on_the_same_crops_and_differ_only_by_their_choice(monkeypatch):
-    """Common random numbers: DA's scoring draws augmentations, and random gating draws them too."""
+@pytest.mark.parametrize("other", ["random", "lookahead"])
+def test_other_gates_train_on_fisher_gatings_crops_and_differ_only_by_their_choice(monkeypatch, other):
+    """Common random numbers: DA's scoring draws augmentations, and every gate draws them too."""
     import backend.adapt
 
     def crops_seen(selection: str) -> tuple[list[float], list[list[str]]]:
@@ -126,13 +127,14 @@ def test_random_and_fisher_gating_train_on_the_same_crops_and_differ_only_by_the
         return seen, [event["active"] for event in result.selection]
 
     fisher_crops, fisher_choice = crops_seen("fisher")
-    random_crops, random_choice = crops_seen("random")
+    other_crops, other_choice = crops_seen(other)
     assert len(fisher_crops) == 12 + 3 * 2  # the training steps and two scoring batches per selection
-    assert random_crops == fisher_crops
-    assert random_choice != fisher_choice
+    assert other_crops == fisher_crops
+    if other == "random":
+        assert other_choice != fisher_choice
 
 
-@pytest.mark.parametrize("selection", ["fisher", "random"])
+@pytest.mark.parametrize("selection", ["fisher", "random", "lookahead"])
 def test_frozen_batch_norm_statistics_never_move_even_if_the_model_arrives_in_training_mode(selection):
     torch.manual_seed(0)
     model = create_model(tiny_config(stem="tf_efficientnet_lite0", stem_stages=2, img_size=64))

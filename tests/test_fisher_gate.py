@@ -1,4 +1,4 @@
-"""Fisher scores against a hand computation, normalisation, top-k and budget selection, history."""
+"""Fisher and lookahead scores against hand computations, normalisation, top-k and budget selection, history."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from backend.fisher_gate import FisherGate, GateConfig, fisher_scores, normalize_scores, select_modules
+from backend.fisher_gate import (
+    FisherGate,
+    GateConfig,
+    fisher_scores,
+    lookahead_scores,
+    normalize_scores,
+    select_modules,
+)
 from backend.toolbox import AdapterConfig, ToolboxConfig, inject_toolbox
 
 
@@ -74,6 +81,49 @@ def test_scoring_switches_every_module_on_and_restores_the_gates_and_gradients()
     assert all(p.grad is None for p in vit.parameters())
 
 
+def test_lookahead_gain_of_a_sign_step_is_exact_for_a_linear_loss_and_everything_is_restored():
+    """With a loss linear in the adapter's output, a step of size s along -sign(g) removes exactly s * sum|g|."""
+    torch.manual_seed(0)
+    vit = TinyViT(depth=2)
+    toolbox = inject_toolbox(vit, ToolboxConfig(kinds=("adapter",)))
+    toolbox.set_active(["blocks.1.adapter"])
+    weights = torch.tensor([1.0, -2.0, 0.5])
+    x = torch.randn(1, 4, 3)
+    before = {name: p.clone() for name, p in vit.named_parameters()}
+
+    def loss(batch):
+        return (vit(batch) * weights).sum()
+
+    gains = lookahead_scores(toolbox, vit, x, x, loss, step_size=1e-2)
+
+    toolbox.set_active(["blocks.0.adapter"])
+    loss(x).backward()  # only block 0's adapter active: its gradient alone, as every no-op module passes it on
+    up = toolbox["blocks.0.adapter"].up
+    expected = 1e-2 * float(up.weight.grad.abs().sum() + up.bias.grad.abs().sum())
+    assert gains["blocks.0.adapter"] == pytest.approx(expected, rel=1e-4)
+    assert all(torch.equal(p, before[name]) for name, p in vit.named_parameters())
+    assert toolbox.active_names == ["blocks.0.adapter"]  # as set for the check; lookahead had restored block 1's
+
+
+def test_lookahead_passes_over_a_module_whose_real_size_step_overshoots_which_fisher_ranks_first():
+    """Module 0: steep but narrow valley (its step overshoots); module 1: gentle slope (its step helps)."""
+    torch.manual_seed(0)
+    vit = TinyViT(depth=2)
+    toolbox = inject_toolbox(vit, ToolboxConfig(kinds=("adapter",), adapter=AdapterConfig(hidden=2)))  # 17 parameters
+    start = {name: sum(p.detach().sum() for p in module.parameters()) for name, module in toolbox}
+
+    def loss(_batch):
+        moved = {name: sum(p.sum() for p in module.parameters()) - start[name] for name, module in toolbox}
+        return 1000.0 * (moved["blocks.0.adapter"] - 0.01) ** 2 + (moved["blocks.1.adapter"] - 1.0) ** 2
+
+    config = GateConfig(top_k=1, normalization="none")
+    fisher = fisher_scores(toolbox, vit, [None], loss)
+    assert select_modules(toolbox, fisher, config) == ["blocks.0.adapter"]
+    gains = lookahead_scores(toolbox, vit, None, None, loss, step_size=1e-2)
+    assert gains["blocks.0.adapter"] < 0 < gains["blocks.1.adapter"]
+    assert select_modules(toolbox, gains, config) == ["blocks.1.adapter"]
+
+
 def test_normalisations_make_kinds_comparable():
     toolbox = inject_toolbox(TinyViT(depth=2))
     raw = {name: 10.0 * (i + 1) for i, name in enumerate(toolbox.modules)}
@@ -112,7 +162,16 @@ def test_top_k_as_count_fraction_and_parameter_budget():
     assert chosen[0] == ranked[0] and sum(toolbox[n].num_parameters() for n in chosen) <= budget
 
 
-@pytest.mark.parametrize("bad", [dict(top_k=0), dict(top_k=2.5), dict(normalization="zscore"), dict(selection="x")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(top_k=0),
+        dict(top_k=2.5),
+        dict(normalization="zscore"),
+        dict(selection="x"),
+        dict(selection="lookahead", fisher_batches=1),  # the gain must be measured on another batch
+    ],
+)
 def test_gate_config_rejects_nonsense(bad):
     with pytest.raises(ValueError):
         GateConfig(**bad)
