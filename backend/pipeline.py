@@ -341,7 +341,8 @@ def adapt_scene(
     outputs = {"ADAPTER": adapter_out}
     if result.selection:
         write_selection_json(result.selection, report_out, overwrite=options.overwrite)
-        plot_selection(result.selection, len(model.backbone.blocks), report_png, overwrite=options.overwrite)
+        depth = len(model.backbone.blocks)
+        plot_selection(result.selection, depth, report_png, options.overwrite, result.config.gate.selection)
         outputs.update(REPORT=report_out, REPORT_PLOT=report_png)
     progress(1.0, f"adapted: {len(result.active_modules)} modules active, {result.trainable_parameters:,} parameters")
     return outputs, card, result

@@ -30,7 +30,18 @@ def write_selection_json(history: list[dict], path: str | Path, overwrite: bool 
     return Path(path)
 
 
-def plot_selection(history: list[dict], depth: int, path: str | Path, overwrite: bool = False) -> Path:
+# What the colours mean and the title, per GateConfig.selection.
+SCORE_LABELS = {
+    "fisher": ("normalised Fisher score", "Fisher-gated modules"),
+    "lookahead": ("loss removed by a trial step", "Lookahead-gated modules"),
+    "random": ("random draw", "Randomly gated modules"),
+    "all": ("every module active", "All modules"),
+}
+
+
+def plot_selection(
+    history: list[dict], depth: int, path: str | Path, overwrite: bool = False, selection: str = "fisher"
+) -> Path:
     """One panel per re-selection; active modules are outlined. Written atomically as PNG."""
     import matplotlib
 
@@ -51,8 +62,9 @@ def plot_selection(history: list[dict], depth: int, path: str | Path, overwrite:
         axis.set_xticks(range(len(MODULE_KINDS)), ["LoRA", "Adapter", "Earth"], rotation=45, fontsize=8)
         axis.set_yticks(range(depth), [str(b) for b in range(depth)], fontsize=8)
     axes[0][0].set_ylabel("block")
-    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="normalised Fisher score")
-    figure.suptitle("Fisher-gated modules (red: active)", fontsize=10, y=1.06)  # above the panel titles
+    score_label, title = SCORE_LABELS[selection]
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=score_label)
+    figure.suptitle(f"{title} (red: active)", fontsize=10, y=1.06)  # above the panel titles
     with atomic_output(path, overwrite) as tmp:
         figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(figure)

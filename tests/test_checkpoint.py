@@ -11,8 +11,9 @@ from safetensors import safe_open
 from backend.adapt import AdaptConfig, adapt
 from backend.checkpoint import load_adapter, read_adapter_metadata, save_adapter
 from backend.errors import BadInput
+from backend.fisher_gate import SELECTIONS
 from backend.model import create_model
-from backend.selection_report import plot_selection, write_selection_json
+from backend.selection_report import SCORE_LABELS, plot_selection, write_selection_json
 from tests.conftest import tiny_config
 from tests.test_adapt import striped_samples
 
@@ -75,3 +76,11 @@ def test_selection_report_as_json_and_heatmap(tmp_path, adapted):
     png = plot_selection(adapted.selection, depth=2, path=tmp_path / "sel.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sel.json", "sel.png"]
+
+
+def test_every_gate_selection_has_its_own_heatmap_legend(tmp_path, adapted):
+    """Random gating's colours are random draws, not Fisher scores: the legend must say which."""
+    assert set(SCORE_LABELS) == set(SELECTIONS)
+    for selection in SELECTIONS:
+        plot_selection(adapted.selection, 2, tmp_path / f"{selection}.png", selection=selection)
+    assert len({(tmp_path / f"{s}.png").read_bytes() for s in SELECTIONS}) == len(SELECTIONS)
