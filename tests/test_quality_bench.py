@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
-from run import SCENE_METHODS, choice_changes, scene_headline, scene_methods_summary
+from run import SCENE_METHODS, choice_changes, gate_pairs, scene_headline, scene_methods_summary
 
 CLASSES = ["Building", "Land", "Road", "Vegetation", "Water"]
 SEGMENT = {(5, 1): 0.40, (6, 1): 0.60}  # plain segment's mIoU per scene (tile, part)
@@ -48,6 +48,20 @@ def test_scene_headline_pairs_fisher_gating_with_each_method_by_scene_and_seed(r
         "n": 4,
         "wins": 4,
     }
+
+
+def test_gate_pairs_compare_each_gate_run_with_random_gating_only_where_both_ran(results):
+    methods, runs = results
+    variant = [("lookahead_gate", scene, 0, 0.40 + 0.01 * i) for i, scene in enumerate(SEGMENT)]  # seed 0 only
+    for method, scene, seed, miou in variant:
+        run = _result("random_gate", scene, seed, miou)
+        methods, runs = [*methods, method], [*runs, run]
+    pairs = gate_pairs(scene_methods_summary(methods, runs))
+    assert pairs["fisher_gate vs random_gate"]["mean"] == pytest.approx(0.03)
+    lookahead = pairs["lookahead_gate vs random_gate"]  # random gating: 0.45 and 0.65 with seed 0
+    assert lookahead["n"] == 2 and lookahead["wins"] == 0
+    assert lookahead["mean"] == pytest.approx(((0.40 - 0.45) + (0.41 - 0.65)) / 2)
+    assert "fisher_gate, k=2 vs random_gate, k=2" not in pairs  # not run
 
 
 def test_scene_summary_counts_plain_segment_once_per_scene_and_skips_absent_classes(results):

@@ -99,7 +99,8 @@ SCENE_SEEDS = 3
 # whether the choice of modules matters once the modules move more (the toolbox at ten times the learning
 # rate, the head kept at the default one) for Fisher gating and its two closest baselines, and for Fisher
 # gating without its depth prior (per-block normalisation), and for random gating that keeps its first
-# choice as Fisher gating mostly does (does a random choice gain by changing, or by spreading over the depth?).
+# choice as Fisher gating mostly does (does a random choice gain by changing, or by spreading over the depth?),
+# and the lookahead gate (modules scored by the loss a trial step of the real size removes) at both rates.
 MODULES_LR_X10 = {"lr": 1e-2, "head_lr_scale": 0.1}
 SCENE_VARIANTS = {
     "fisher_gate, k=0.25": {"top_k": 0.25},
@@ -115,8 +116,26 @@ SCENE_VARIANTS = {
     "random_gate, never re-selected, modules lr x10": {
         "extra": {"gate": {"selection": "random", "reselect_every": 100_000}, **MODULES_LR_X10}
     },
+    "lookahead_gate": {"extra": {"gate": {"selection": "lookahead"}}},
+    "lookahead_gate, modules lr x10": {"extra": {"gate": {"selection": "lookahead"}, **MODULES_LR_X10}},
+    # A tighter budget, where which modules train might matter at the default rate (extra's gate replaces top_k).
+    "random_gate, k=0.25": {"extra": {"gate": {"selection": "random", "top_k": 0.25}}},
+    "fisher_gate, k=2": {"top_k": 2},
+    "random_gate, k=2": {"extra": {"gate": {"selection": "random", "top_k": 2}}},
 }
 SCENE_VARIANT_SEEDS = 2
+# Gates paired with random gating of the same budget and rates (reported as gate_pairs).
+X10 = ", modules lr x10"
+GATE_PAIRS = [
+    ("fisher_gate", "random_gate"),
+    ("lookahead_gate", "random_gate"),
+    ("fisher_gate, k=0.25", "random_gate, k=0.25"),
+    ("fisher_gate, k=2", "random_gate, k=2"),
+    ("fisher_gate" + X10, "random_gate" + X10),
+    ("fisher_gate, norm=kind_block" + X10, "random_gate" + X10),
+    ("lookahead_gate" + X10, "random_gate" + X10),
+    ("random_gate, never re-selected" + X10, "random_gate" + X10),
+]
 
 
 @functools.cache
@@ -373,30 +392,36 @@ def scene_methods_summary(methods: list[str], results: list[dict]) -> dict:
     return rows
 
 
+def paired_gain(rows: dict, ours: str, theirs: str) -> dict:
+    """``ours`` minus ``theirs`` over the (scene, seed) pairs both ran (``scene_methods_summary``'s rows): mean,
+    standard error, wins. Plain segment is deterministic, so its one run per scene pairs with every seed."""
+    miou = {(method, r["tile"], r["part"], r["seed"]): r["miou"] for method, row in rows.items() for r in row["runs"]}
+
+    def other(tile: int, part: int, seed: int) -> float | None:
+        return miou.get((theirs, tile, part, 0 if theirs == "source_only" else seed))
+
+    pairs = [(value, other(*key[1:])) for key, value in miou.items() if key[0] == ours]
+    gains = np.array([value - their for value, their in pairs if their is not None])
+    sem = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
+    return {"mean": float(gains.mean()), "sem": sem, "n": len(gains), "wins": int((gains > 0).sum())}
+
+
+def gate_pairs(rows: dict) -> dict:
+    """Each gate against random gating with the same budget and rates, paired (the same crops): the choice alone."""
+    return {f"{ours} vs {theirs}": paired_gain(rows, ours, theirs) for ours, theirs in GATE_PAIRS if ours in rows}
+
+
 def scene_headline(rows: dict) -> dict:
-    """Fisher gating against the other methods on the product's path (``scene_methods_summary``'s rows),
-    paired by scene and seed; plain segment is deterministic, so its one run per scene pairs with every seed."""
+    """Fisher gating against the other methods on the product's path, paired by scene and seed."""
     if "fisher_gate" not in rows:
         return {}
-    miou = {(method, r["tile"], r["part"], r["seed"]): r["miou"] for method, row in rows.items() for r in row["runs"]}
-    ours = {key[1:]: value for key, value in miou.items() if key[0] == "fisher_gate"}
-
-    def other(method: str, tile: int, part: int, seed: int) -> float | None:
-        return miou.get((method, tile, part, 0 if method == "source_only" else seed))
-
-    def paired(method: str) -> dict:
-        """Fisher gating minus ``method`` over the (scene, seed) pairs both ran: mean, standard error, wins."""
-        pairs = [(value, other(method, *where)) for where, value in ours.items()]
-        gains = np.array([value - theirs for value, theirs in pairs if theirs is not None])
-        sem = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
-        return {"mean": float(gains.mean()), "sem": sem, "n": len(gains), "wins": int((gains > 0).sum())}
 
     def overall(method: str) -> float:
         return rows[method]["miou"]["mean"]
 
     best_single = max(PEFT_SINGLE, key=overall)
     best = max(BASELINES, key=overall)
-    gains = {method: paired(method) for method in BASELINES}
+    gains = {method: paired_gain(rows, "fisher_gate", method) for method in BASELINES}
     return {
         "fisher_gate_miou": overall("fisher_gate"),
         "best_baseline": best,
@@ -520,6 +545,7 @@ def main(
         },
         "promise": promise_summary([v for v, _ in variants], variant_results),
         "scene_methods": scene_rows,
+        "gate_pairs": gate_pairs(scene_rows),
         "table": table,
         "choice_changes": choice_changes(main_runs),
         "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
