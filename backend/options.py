@@ -88,6 +88,7 @@ class AdaptOptions:
             lr=self.lr,
             ema_momentum=self.ema_momentum,
             seed=self.seed,
-            gate=GateConfig(top_k=self.top_k, reselect_every=self.reselect_every),
         )
-        return AdaptConfig(**{**fields, **self.extra})
+        # extra's gate settings refine the options' k and interval rather than silently resetting them
+        gate = GateConfig(**{"top_k": self.top_k, "reselect_every": self.reselect_every, **self.extra.get("gate", {})})
+        return AdaptConfig(**{**fields, **self.extra, "gate": gate})

@@ -207,3 +207,6 @@ def test_product_adapt_options_pass_their_learning_rate_teacher_momentum_and_thr
     assert AdaptOptions().config().class_quantile == 0.5  # class-wise thresholds by default (docs/quality.md)
     assert AdaptOptions(class_quantile=None).config().class_quantile is None
     assert AdaptOptions(extra={"lr": 5e-4, "class_quantile": 0.7}).config().lr == 5e-4
+    gate = AdaptOptions(top_k=0.25, reselect_every=7, extra={"gate": {"selection": "random"}}).config().gate
+    assert (gate.selection, gate.top_k, gate.reselect_every) == ("random", 0.25, 7)  # merged, not replaced
+    assert AdaptOptions(top_k=0.25, extra={"gate": {"top_k": 2}}).config().gate.top_k == 2

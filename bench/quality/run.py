@@ -97,7 +97,7 @@ SCENE_METHODS = {method: {"extra": config} for method, config in METHODS.items()
 SCENE_SEEDS = 3
 # On the same path, with fewer seeds: the gate's ablation (one setting of Fisher gating changed), and
 # whether the choice of modules matters once the modules move more (the toolbox at ten times the learning
-# rate, the head kept at the default one) for Fisher gating and its two closest baselines, and for Fisher
+# rate, the head kept at the default one) for Fisher gating and its three closest baselines, and for Fisher
 # gating without its depth prior (per-block normalisation), and for random gating that keeps its first
 # choice as Fisher gating mostly does (does a random choice gain by changing, or by spreading over the depth?),
 # and the lookahead gate (modules scored by the loss a trial step of the real size removes) at both rates.
@@ -108,7 +108,7 @@ SCENE_VARIANTS = {
     "fisher_gate, norm=kind_block": {"extra": {"gate": {"normalization": "kind_block"}}},
     **{
         f"{method}, modules lr x10": {"extra": {**METHODS[method], **MODULES_LR_X10}}
-        for method in ("fisher_gate", "random_gate", "lora_only")
+        for method in ("fisher_gate", "random_gate", "lora_only", "all_modules")
     },
     "fisher_gate, norm=kind_block, modules lr x10": {
         "extra": {"gate": {"normalization": "kind_block"}, **MODULES_LR_X10}
@@ -118,10 +118,12 @@ SCENE_VARIANTS = {
     },
     "lookahead_gate": {"extra": {"gate": {"selection": "lookahead"}}},
     "lookahead_gate, modules lr x10": {"extra": {"gate": {"selection": "lookahead"}, **MODULES_LR_X10}},
-    # A tighter budget, where which modules train might matter at the default rate (extra's gate replaces top_k).
+    # A tighter budget, where which modules train might matter at the default rate.
     "random_gate, k=0.25": {"extra": {"gate": {"selection": "random", "top_k": 0.25}}},
     "fisher_gate, k=2": {"top_k": 2},
     "random_gate, k=2": {"extra": {"gate": {"selection": "random", "top_k": 2}}},
+    "fisher_gate, k=2, modules lr x10": {"extra": {"gate": {"top_k": 2}, **MODULES_LR_X10}},
+    "random_gate, k=2, modules lr x10": {"extra": {"gate": {"selection": "random", "top_k": 2}, **MODULES_LR_X10}},
 }
 SCENE_VARIANT_SEEDS = 2
 # Gates paired with random gating of the same budget and rates (reported as gate_pairs).
@@ -131,6 +133,7 @@ GATE_PAIRS = [
     ("lookahead_gate", "random_gate"),
     ("fisher_gate, k=0.25", "random_gate, k=0.25"),
     ("fisher_gate, k=2", "random_gate, k=2"),
+    ("fisher_gate, k=2" + X10, "random_gate, k=2" + X10),
     ("fisher_gate" + X10, "random_gate" + X10),
     ("fisher_gate, norm=kind_block" + X10, "random_gate" + X10),
     ("lookahead_gate" + X10, "random_gate" + X10),
