@@ -36,7 +36,11 @@ class GateConfig:
     which removes the depth prior: gradients are largest in the early blocks, whatever the scene).
     ``selection``: ``fisher`` (the method), ``lookahead`` (the gain of a trial step, see
     :func:`lookahead_scores`; not normalised, as gains are in the loss's own units), ``random`` or ``all``.
-    ``reselect_every`` of ``None`` lets adaptation pick its mode's default.
+    ``spread_over_blocks`` ranks modules by their rank within their block first and by score second, so the
+    chosen ones spread over the depth (at most ceil(k / depth) per block) while the scores still choose the
+    kinds in each block and which blocks get the extra ones: a half chosen by Fisher alone is the first
+    blocks', as gradients are largest there. ``reselect_every`` of ``None`` lets adaptation pick its mode's
+    default.
     """
 
     selection: str = "fisher"
@@ -45,6 +49,7 @@ class GateConfig:
     reselect_every: int | None = None
     fisher_batches: int = 2
     normalization: str = "kind"
+    spread_over_blocks: bool = False
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -144,7 +149,11 @@ def normalize_scores(toolbox: Toolbox, raw: dict[str, float], normalization: str
     by_kind = _divide_by_group_mean(raw, lambda name: toolbox[name].kind)
     if normalization == "kind":
         return by_kind
-    return _divide_by_group_mean(by_kind, lambda name: name.rsplit(".", 1)[0])  # blocks.{i}.<kind> -> blocks.{i}
+    return _divide_by_group_mean(by_kind, _block)
+
+
+def _block(name: str) -> str:
+    return name.rsplit(".", 1)[0]  # blocks.{i}.<kind> -> blocks.{i}
 
 
 def _divide_by_group_mean(scores: dict[str, float], group: Callable[[str], str]) -> dict[str, float]:
@@ -158,6 +167,13 @@ def _divide_by_group_mean(scores: dict[str, float], group: Callable[[str], str])
 def select_modules(toolbox: Toolbox, scores: dict[str, float], config: GateConfig) -> list[str]:
     """The highest-scoring modules: ``top_k`` of them, or as many as fit ``param_budget``."""
     ranked = sorted(scores, key=lambda name: (-scores[name], name))
+    if config.spread_over_blocks:
+        rank_in_block: dict[str, int] = {}
+        taken: dict[str, int] = {}
+        for name in ranked:
+            rank_in_block[name] = taken.get(_block(name), 0)
+            taken[_block(name)] = rank_in_block[name] + 1
+        ranked = sorted(ranked, key=rank_in_block.__getitem__)  # stable: by score within a rank
     if config.param_budget is None:
         return ranked[: config.count(len(ranked))]
     chosen, used = [], 0

@@ -151,6 +151,16 @@ def test_kind_block_normalisation_removes_the_depth_prior():
     assert select_modules(toolbox, balanced, GateConfig(top_k=1)) == ["blocks.1.adapter"]
 
 
+def test_spread_over_blocks_gives_every_block_its_best_module_before_any_block_its_second():
+    toolbox = inject_toolbox(TinyViT(depth=2))
+    kinds = ("lora", "adapter", "earth_adapter")
+    scores = {f"blocks.0.{kind}": 10.0 - i for i, kind in enumerate(kinds)}  # 10, 9, 8: the depth prior
+    scores |= {f"blocks.1.{kind}": 1.0 + i for i, kind in enumerate(kinds)}  # 1, 2, 3
+    assert set(select_modules(toolbox, scores, GateConfig(top_k=3))) == {f"blocks.0.{kind}" for kind in kinds}
+    spread = select_modules(toolbox, scores, GateConfig(top_k=3, spread_over_blocks=True))
+    assert spread == ["blocks.0.lora", "blocks.1.earth_adapter", "blocks.0.adapter"]
+
+
 def test_top_k_as_count_fraction_and_parameter_budget():
     toolbox = inject_toolbox(TinyViT(depth=2))
     scores = {name: float(i) for i, name in enumerate(toolbox.modules)}

@@ -355,7 +355,9 @@ def write_markdown(report: dict, path: Path) -> None:
             "one (`modules lr x10`, AdaptConfig lr 1e-2 and head_lr_scale 0.1), there also random gating that "
             "keeps its first choice (`never re-selected`), the lookahead gate (`selection=lookahead`: each module "
             "scored by the loss one trial step of the optimizer's size removes on a held-out batch) at both "
-            "rates, and Fisher and random gating with a tighter budget (`k=0.25`: 3 of the 12 modules; `k=2`). "
+            "rates, Fisher and random gating with a tighter budget (`k=0.25`: 3 of the 12 modules; `k=2`), and "
+            "Fisher gating that spreads its budget over the blocks (`spread over blocks`: modules ranked within "
+            "their block first, by score second). "
             "All gates, variants included, train on the same crops.",
             "",
             *scene_method_table(report["scene_methods"]),

@@ -102,6 +102,7 @@ SCENE_SEEDS = 3
 # choice as Fisher gating mostly does (does a random choice gain by changing, or by spreading over the depth?),
 # and the lookahead gate (modules scored by the loss a trial step of the real size removes) at both rates.
 MODULES_LR_X10 = {"lr": 1e-2, "head_lr_scale": 0.1}
+X10 = ", modules lr x10"
 SCENE_VARIANTS = {
     "fisher_gate, k=0.25": {"top_k": 0.25},
     "fisher_gate, k=0.75": {"top_k": 0.75},
@@ -124,10 +125,12 @@ SCENE_VARIANTS = {
     "random_gate, k=2": {"extra": {"gate": {"selection": "random", "top_k": 2}}},
     "fisher_gate, k=2, modules lr x10": {"extra": {"gate": {"top_k": 2}, **MODULES_LR_X10}},
     "random_gate, k=2, modules lr x10": {"extra": {"gate": {"selection": "random", "top_k": 2}, **MODULES_LR_X10}},
+    # Fisher's ranking within each block, the budget spread over the blocks.
+    "fisher_gate, spread over blocks": {"extra": {"gate": {"spread_over_blocks": True}}},
+    "fisher_gate, spread over blocks" + X10: {"extra": {"gate": {"spread_over_blocks": True}, **MODULES_LR_X10}},
 }
 SCENE_VARIANT_SEEDS = 2
 # Gates paired with random gating of the same budget and rates (reported as gate_pairs).
-X10 = ", modules lr x10"
 GATE_PAIRS = [
     ("fisher_gate", "random_gate"),
     ("lookahead_gate", "random_gate"),
@@ -137,6 +140,8 @@ GATE_PAIRS = [
     ("fisher_gate" + X10, "random_gate" + X10),
     ("fisher_gate, norm=kind_block" + X10, "random_gate" + X10),
     ("lookahead_gate" + X10, "random_gate" + X10),
+    ("fisher_gate, spread over blocks", "random_gate"),
+    ("fisher_gate, spread over blocks" + X10, "random_gate" + X10),
     ("random_gate, never re-selected" + X10, "random_gate" + X10),
 ]
 
