@@ -97,7 +97,7 @@ SCENE_METHODS = {method: {"extra": config} for method, config in METHODS.items()
 SCENE_SEEDS = 3
 # On the same path, with fewer seeds: the gate's ablation (one setting of Fisher gating changed), and
 # whether the choice of modules matters once the modules move more (the toolbox at ten times the learning
-# rate, the head kept at the default one) for Fisher gating and its three closest baselines, and for Fisher
+# rate, the head kept at the default one) for Fisher gating and four baselines, and for Fisher
 # gating without its depth prior (per-block normalisation), and for random gating that keeps its first
 # choice as Fisher gating mostly does (does a random choice gain by changing, or by spreading over the depth?),
 # and the lookahead gate (modules scored by the loss a trial step of the real size removes) at both rates.
@@ -109,7 +109,7 @@ SCENE_VARIANTS = {
     "fisher_gate, norm=kind_block": {"extra": {"gate": {"normalization": "kind_block"}}},
     **{
         f"{method}, modules lr x10": {"extra": {**METHODS[method], **MODULES_LR_X10}}
-        for method in ("fisher_gate", "random_gate", "lora_only", "all_modules")
+        for method in ("fisher_gate", "random_gate", "lora_only", "all_modules", "earth_adapter_only")
     },
     "fisher_gate, norm=kind_block, modules lr x10": {
         "extra": {"gate": {"normalization": "kind_block"}, **MODULES_LR_X10}
