@@ -39,8 +39,9 @@ class GateConfig:
     ``spread_over_blocks`` ranks modules by their rank within their block first and by score second, so the
     chosen ones spread over the depth (at most ceil(k / depth) per block) while the scores still choose the
     kinds in each block and which blocks get the extra ones: a half chosen by Fisher alone is the first
-    blocks', as gradients are largest there. ``reselect_every`` of ``None`` lets adaptation pick its mode's
-    default.
+    blocks', as gradients are largest there. ``exclude`` names modules never chosen (still scored), to test
+    whether one module's presence decides a result. ``reselect_every`` of ``None`` lets adaptation pick its
+    mode's default.
     """
 
     selection: str = "fisher"
@@ -50,6 +51,7 @@ class GateConfig:
     fisher_batches: int = 2
     normalization: str = "kind"
     spread_over_blocks: bool = False
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -210,9 +212,12 @@ class FisherGate:
         the optimizer's current ``step_size``.
         """
         names = list(self.toolbox.modules)
+        unknown = set(self.config.exclude) - set(names)
+        if unknown:
+            raise ValueError(f"cannot exclude modules the toolbox does not have: {sorted(unknown)}")
         if self.config.selection == "all":
             scores = dict.fromkeys(names, 1.0)
-            chosen = names
+            chosen = [name for name in names if name not in self.config.exclude]
         else:
             # Every gate measures the Fisher scores, even those that ignore them: the measurement draws random numbers
             # (DA's augmentations), so only thus do the gates train on the same crops and differ by their choice alone.
@@ -227,7 +232,8 @@ class FisherGate:
                 )
             else:
                 scores = normalize_scores(self.toolbox, raw, self.config.normalization)
-            chosen = select_modules(self.toolbox, scores, self.config)
+            allowed = {name: score for name, score in scores.items() if name not in self.config.exclude}
+            chosen = select_modules(self.toolbox, allowed, self.config)
         self.toolbox.set_active(chosen)
         self.history.append({"step": step, "scores": scores, "active": sorted(chosen, key=names.index)})
         return self.toolbox.active_names

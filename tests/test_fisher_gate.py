@@ -161,6 +161,22 @@ def test_spread_over_blocks_gives_every_block_its_best_module_before_any_block_i
     assert spread == ["blocks.0.lora", "blocks.1.earth_adapter", "blocks.0.adapter"]
 
 
+def test_an_excluded_module_is_scored_but_never_chosen_and_an_unknown_one_is_refused():
+    vit = TinyViT(depth=2)
+    toolbox = inject_toolbox(vit, ToolboxConfig(kinds=("adapter",)))
+    batches = [torch.randn(1, 4, 3)]
+
+    def loss(x):
+        return vit(x).pow(2).sum()
+
+    best = FisherGate(toolbox, GateConfig(top_k=1)).reselect(0, vit, batches, loss)
+    gate = FisherGate(toolbox, GateConfig(top_k=1, exclude=tuple(best)))
+    assert gate.reselect(0, vit, batches, loss) != best
+    assert set(gate.history[0]["scores"]) == set(toolbox.modules)
+    with pytest.raises(ValueError, match=r"blocks\.7\.adapter"):
+        FisherGate(toolbox, GateConfig(exclude=("blocks.7.adapter",))).reselect(0, vit, batches, loss)
+
+
 def test_top_k_as_count_fraction_and_parameter_budget():
     toolbox = inject_toolbox(TinyViT(depth=2))
     scores = {name: float(i) for i, name in enumerate(toolbox.modules)}
