@@ -357,7 +357,7 @@ def write_markdown(report: dict, path: Path) -> None:
             "scored by the loss one trial step of the optimizer's size removes on a held-out batch) at both "
             "rates, Fisher and random gating with a tighter budget (`k=0.25`: 3 of the 12 modules; `k=2`), and "
             "Fisher gating that spreads its budget over the blocks (`spread over blocks`: modules ranked within "
-            "their block first, by score second). "
+            "their block first, by score second) or that may never choose block 1's Earth-Adapter. "
             "All gates, variants included, train on the same crops.",
             "",
             *scene_method_table(report["scene_methods"]),
