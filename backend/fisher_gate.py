@@ -11,7 +11,8 @@ trial step of the optimizer's real size: the Fisher score is that gain's first-o
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -70,6 +71,20 @@ class GateConfig:
         return max(1, min(total, k))
 
 
+@contextmanager
+def _every_module_measured(toolbox: Toolbox, model: nn.Module) -> Iterator[None]:
+    """Every module switched on and gradients cleared for a measurement; afterwards the previous gates are
+    restored and the gradients cleared again, so an optimizer step in progress is not disturbed."""
+    previous = toolbox.active_names
+    toolbox.set_active(list(toolbox.modules))
+    model.zero_grad(set_to_none=True)
+    try:
+        yield
+    finally:
+        toolbox.set_active(previous)
+        model.zero_grad(set_to_none=True)
+
+
 def fisher_scores(
     toolbox: Toolbox,
     model: nn.Module,
@@ -77,17 +92,11 @@ def fisher_scores(
     loss_fn: Callable[[object], torch.Tensor],
     is_cancelled: CancelFn = never_cancelled,
 ) -> dict[str, float]:
-    """Raw empirical Fisher of every module: mean over ``batches`` of the summed squared gradients.
-
-    All modules are switched on for the measurement and the previous gates restored afterwards;
-    gradients are cleared before and after, so an optimizer step in progress is not disturbed.
-    """
-    previous = toolbox.active_names
-    toolbox.set_active(list(toolbox.modules))
-    model.zero_grad(set_to_none=True)
+    """Raw empirical Fisher of every module: mean over ``batches`` of the summed squared gradients,
+    measured with every module active (:func:`_every_module_measured`)."""
     totals = dict.fromkeys(toolbox.modules, 0.0)
     count = 0
-    try:
+    with _every_module_measured(toolbox, model):
         for batch in batches:
             check_cancelled(is_cancelled)
             loss_fn(batch).backward()
@@ -95,9 +104,6 @@ def fisher_scores(
                 totals[name] += sum(float((p.grad**2).sum()) for p in module.parameters() if p.grad is not None)
             model.zero_grad(set_to_none=True)
             count += 1
-    finally:
-        toolbox.set_active(previous)
-        model.zero_grad(set_to_none=True)
     if count == 0:
         raise ValueError("Fisher scores need at least one batch")
     return {name: total / count for name, total in totals.items()}
@@ -120,12 +126,9 @@ def lookahead_scores(
     must repeat its augmentations at every call, or the candidates are compared on different inputs.
     Every module is active while measuring, as for the Fisher scores; parameters and gates are restored.
     """
-    previous = toolbox.active_names
-    toolbox.set_active(list(toolbox.modules))
-    model.zero_grad(set_to_none=True)
-    try:
+    gains = {}
+    with _every_module_measured(toolbox, model):
         loss_fn(step_batch).backward()
-        gains = {}
         with torch.no_grad():
             before = float(loss_fn(gain_batch))
             for name, module in toolbox:
@@ -137,9 +140,6 @@ def lookahead_scores(
                 gains[name] = before - float(loss_fn(gain_batch))
                 for parameter, value in zip(stepped, saved, strict=True):
                     parameter.copy_(value)
-    finally:
-        toolbox.set_active(previous)
-        model.zero_grad(set_to_none=True)
     return gains
 
 
