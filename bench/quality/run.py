@@ -108,23 +108,21 @@ SCENE_VARIANTS = {
     "fisher_gate, k=0.75": {"top_k": 0.75},
     "fisher_gate, norm=kind_block": {"extra": {"gate": {"normalization": "kind_block"}}},
     **{
-        f"{method}, modules lr x10": {"extra": {**METHODS[method], **MODULES_LR_X10}}
+        method + X10: {"extra": {**METHODS[method], **MODULES_LR_X10}}
         for method in ("fisher_gate", "random_gate", "lora_only", "all_modules", "earth_adapter_only")
     },
-    "fisher_gate, norm=kind_block, modules lr x10": {
-        "extra": {"gate": {"normalization": "kind_block"}, **MODULES_LR_X10}
-    },
-    "random_gate, never re-selected, modules lr x10": {
+    "fisher_gate, norm=kind_block" + X10: {"extra": {"gate": {"normalization": "kind_block"}, **MODULES_LR_X10}},
+    "random_gate, never re-selected" + X10: {
         "extra": {"gate": {"selection": "random", "reselect_every": 100_000}, **MODULES_LR_X10}
     },
     "lookahead_gate": {"extra": {"gate": {"selection": "lookahead"}}},
-    "lookahead_gate, modules lr x10": {"extra": {"gate": {"selection": "lookahead"}, **MODULES_LR_X10}},
+    "lookahead_gate" + X10: {"extra": {"gate": {"selection": "lookahead"}, **MODULES_LR_X10}},
     # A tighter budget, where which modules train might matter at the default rate.
     "random_gate, k=0.25": {"extra": {"gate": {"selection": "random", "top_k": 0.25}}},
     "fisher_gate, k=2": {"top_k": 2},
     "random_gate, k=2": {"extra": {"gate": {"selection": "random", "top_k": 2}}},
-    "fisher_gate, k=2, modules lr x10": {"extra": {"gate": {"top_k": 2}, **MODULES_LR_X10}},
-    "random_gate, k=2, modules lr x10": {"extra": {"gate": {"selection": "random", "top_k": 2}, **MODULES_LR_X10}},
+    "fisher_gate, k=2" + X10: {"extra": {"gate": {"top_k": 2}, **MODULES_LR_X10}},
+    "random_gate, k=2" + X10: {"extra": {"gate": {"selection": "random", "top_k": 2}, **MODULES_LR_X10}},
     # Fisher's ranking within each block, the budget spread over the blocks.
     "fisher_gate, spread over blocks": {"extra": {"gate": {"spread_over_blocks": True}}},
     "fisher_gate, spread over blocks" + X10: {"extra": {"gate": {"spread_over_blocks": True}, **MODULES_LR_X10}},
