@@ -7,7 +7,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
-from run import SCENE_METHODS, choice_changes, gate_pairs, scene_headline, scene_methods_summary
+from run import (
+    SCENE_METHODS,
+    SCENE_VARIANTS,
+    choice_changes,
+    gate_pairs,
+    held_out_image_jobs,
+    scene_headline,
+    scene_methods_summary,
+)
 
 CLASSES = ["Building", "Land", "Road", "Vegetation", "Water"]
 SEGMENT = {(5, 1): 0.40, (6, 1): 0.60}  # plain segment's mIoU per scene (tile, part)
@@ -62,6 +70,31 @@ def test_gate_pairs_compare_each_gate_run_with_random_gating_only_where_both_ran
     assert lookahead["n"] == 2 and lookahead["wins"] == 0
     assert lookahead["mean"] == pytest.approx(((0.40 - 0.45) + (0.41 - 0.65)) / 2)
     assert "fisher_gate, k=2 vs random_gate, k=2" not in pairs  # not run
+
+
+def test_held_out_image_jobs_run_each_method_on_all_18_images_of_tiles_5_and_6_with_seed_0(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    jobs = held_out_image_jobs(tmp_path)
+    assert len(jobs) == 7 * 18
+    first = jobs[:18]  # method by method: a partial run has every image of the first methods
+    assert {name for name, _, _ in first} == {"fisher_gate"}
+    images = sorted((spec["tile"], spec["part"]) for _, _, spec in first)
+    assert images == [(tile, part) for tile in (5, 6) for part in range(1, 10)]
+    assert {spec["options"]["seed"] for _, _, spec in jobs} == {0}
+    k025 = next(spec for name, _, spec in jobs if name == "random_gate, k=0.25")
+    assert k025["options"]["extra"] == SCENE_VARIANTS["random_gate, k=0.25"]["extra"]
+    assert jobs[0][2]["options"]["extra"] == SCENE_METHODS["fisher_gate"]["extra"] == {}  # the product's defaults
+
+
+def test_scene_headline_compares_fisher_gating_with_the_methods_that_ran_only(results):
+    methods, runs = results
+    subset = {"fisher_gate", "random_gate", "adapter_only"}  # as on the held-out images, no LoRA only
+    ran = [(m, r) for m, r in zip(methods, runs, strict=True) if m in subset]
+    headline = scene_headline(scene_methods_summary([m for m, _ in ran], [r for _, r in ran]))
+    assert set(headline["paired_gain"]) == {"random_gate", "adapter_only", "source_only"}
+    assert headline["best_single_peft"] == "adapter_only"  # the one single-type PEFT that ran
+    assert headline["gain_over_source_only"] == pytest.approx(0.08)  # plain segment pairs with both seeds
+    assert headline["paired_gain"]["source_only"]["n"] == 4
 
 
 def test_scene_summary_counts_plain_segment_once_per_scene_and_skips_absent_classes(results):
