@@ -175,6 +175,10 @@ def test_an_excluded_module_is_scored_but_never_chosen_and_an_unknown_one_is_ref
     assert set(gate.history[0]["scores"]) == set(toolbox.modules)
     with pytest.raises(ValueError, match=r"blocks\.7\.adapter"):
         FisherGate(toolbox, GateConfig(exclude=("blocks.7.adapter",))).reselect(0, vit, batches, loss)
+    # every module excluded: none is active (the head-alone control of the quality benchmark), all are scored
+    nothing = FisherGate(toolbox, GateConfig(top_k=1, exclude=tuple(toolbox.modules)))
+    assert nothing.reselect(0, vit, batches, loss) == [] == toolbox.active_names
+    assert all(score > 0 for score in nothing.history[0]["scores"].values())
 
 
 def test_top_k_as_count_fraction_and_parameter_budget():

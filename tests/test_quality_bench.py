@@ -8,6 +8,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
 from run import (
+    EVERY_MODULE,
+    HEAD_ALONE,
     SCENE_METHODS,
     SCENE_VARIANTS,
     choice_changes,
@@ -75,7 +77,7 @@ def test_gate_pairs_compare_each_gate_run_with_random_gating_only_where_both_ran
 def test_held_out_image_jobs_run_each_method_on_all_18_images_of_tiles_5_and_6_with_seed_0(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     jobs = held_out_image_jobs(tmp_path)
-    assert len(jobs) == 7 * 18
+    assert len(jobs) == 8 * 18
     first = jobs[:18]  # method by method: a partial run has every image of the first methods
     assert {name for name, _, _ in first} == {"fisher_gate"}
     images = sorted((spec["tile"], spec["part"]) for _, _, spec in first)
@@ -84,6 +86,9 @@ def test_held_out_image_jobs_run_each_method_on_all_18_images_of_tiles_5_and_6_w
     k025 = next(spec for name, _, spec in jobs if name == "random_gate, k=0.25")
     assert k025["options"]["extra"] == SCENE_VARIANTS["random_gate, k=0.25"]["extra"]
     assert jobs[0][2]["options"]["extra"] == SCENE_METHODS["fisher_gate"]["extra"] == {}  # the product's defaults
+    head_alone = next(spec for name, _, spec in jobs if name == HEAD_ALONE)
+    assert head_alone["options"]["extra"] == {"gate": {"exclude": EVERY_MODULE}}
+    assert len(set(EVERY_MODULE)) == 12
 
 
 def test_scene_headline_compares_fisher_gating_with_the_methods_that_ran_only(results):

@@ -152,13 +152,24 @@ GATE_PAIRS = [
 # and the gate's standing hold beyond four scenes, one of which (tile 5 image 1) decides every mean above?
 # The methods are those the issue's target names (Fisher gating, random gating, the single-type PEFTs) and
 # the one budget at which Fisher's choice beat random gating's in every pair on the four scenes (k=0.25).
+# A control: Fisher gating that may choose no module (all of the default recipe's 4 blocks x 3 kinds excluded)
+# trains the head alone on exactly Fisher gating's crops (the scoring still runs), so the paired difference is
+# what the chosen modules add; head_only draws other crops.
+HEAD_ALONE = "head alone, on Fisher gating's crops"
+EVERY_MODULE = [f"blocks.{block}.{kind}" for block in range(4) for kind in ("lora", "adapter", "earth_adapter")]
 HELD_OUT_IMAGES = [(tile, part) for tile in (5, 6) for part in range(1, 10)]
+HELD_OUT_OPTIONS = {
+    **SCENE_METHODS,
+    **SCENE_VARIANTS,
+    HEAD_ALONE: {"extra": {"gate": {"exclude": EVERY_MODULE}}},
+}
 HELD_OUT_METHODS = [
     "fisher_gate",
     "random_gate",
     "lora_only",
     "fisher_gate, k=0.25",
     "random_gate, k=0.25",
+    HEAD_ALONE,
     "adapter_only",
     "earth_adapter_only",
 ]
@@ -203,9 +214,8 @@ def scene_method_jobs(model: Path) -> list[tuple[str, str, dict]]:
 
 def held_out_image_jobs(model: Path) -> list[tuple[str, str, dict]]:
     """(row, kind, spec) method by method, so that a partial run already covers every image for the first ones."""
-    options = {**SCENE_METHODS, **SCENE_VARIANTS}
     return [
-        (name, "promise", promise_spec(model, *scene, {**options[name], "seed": 0}))
+        (name, "promise", promise_spec(model, *scene, {**HELD_OUT_OPTIONS[name], "seed": 0}))
         for name in HELD_OUT_METHODS
         for scene in HELD_OUT_IMAGES
     ]
