@@ -232,7 +232,7 @@ def held_out_section(held_out: dict) -> list[str]:
         "",
         "Paired by image (mIoU points ± standard error; `source_only` is plain segment):",
         "",
-        *gate_pair_table({**versus_fisher, **held_out["gate_pairs"]}, "method vs method"),
+        *gate_pair_table({**versus_fisher, **held_out["controls"], **held_out["gate_pairs"]}, "method vs method"),
         "",
         "mIoU per image:",
         "",

@@ -152,16 +152,19 @@ GATE_PAIRS = [
 # and the gate's standing hold beyond four scenes, one of which (tile 5 image 1) decides every mean above?
 # The methods are those the target names (Fisher gating, random gating, the single-type PEFTs) and
 # the one budget at which Fisher's choice beat random gating's in every pair on the four scenes (k=0.25).
-# A control: Fisher gating that may choose no module (all of the default recipe's 4 blocks x 3 kinds excluded)
-# trains the head alone on exactly Fisher gating's crops (the scoring still runs), so the paired difference is
-# what the chosen modules add; head_only draws other crops.
+# Two controls on exactly Fisher gating's crops (the scoring still runs, its choice is narrowed by `exclude`),
+# where lora_only and head_only draw other crops: the head alone (every module of the default recipe's 4 blocks
+# x 3 kinds excluded), so the paired difference is what the chosen modules add; and LoRA in every block (the
+# other kinds excluded), so Fisher gating meets the best single-type PEFT of the four scenes without crop noise.
 HEAD_ALONE = "head alone, on Fisher gating's crops"
+LORA_SAME_CROPS = "lora_only, on Fisher gating's crops"
 EVERY_MODULE = [f"blocks.{block}.{kind}" for block in range(4) for kind in ("lora", "adapter", "earth_adapter")]
 HELD_OUT_IMAGES = [(tile, part) for tile in (5, 6) for part in range(1, 10)]
 HELD_OUT_OPTIONS = {
     **SCENE_METHODS,
     **SCENE_VARIANTS,
     HEAD_ALONE: {"extra": {"gate": {"exclude": EVERY_MODULE}}},
+    LORA_SAME_CROPS: {"extra": {"gate": {"exclude": [name for name in EVERY_MODULE if not name.endswith("lora")]}}},
 }
 HELD_OUT_METHODS = [
     "fisher_gate",
@@ -170,9 +173,9 @@ HELD_OUT_METHODS = [
     "fisher_gate, k=0.25",
     "random_gate, k=0.25",
     HEAD_ALONE,
-    "adapter_only",
-    "earth_adapter_only",
+    LORA_SAME_CROPS,
 ]
+HELD_OUT_CONTROLS = [HEAD_ALONE, LORA_SAME_CROPS]  # Fisher gating against each, paired by image
 
 
 @functools.cache
@@ -605,6 +608,11 @@ def main(
             "methods": held_out_rows,
             "headline": scene_headline(held_out_rows),
             "gate_pairs": gate_pairs(held_out_rows),
+            "controls": {
+                f"fisher_gate vs {control}": paired_gain(held_out_rows, "fisher_gate", control)
+                for control in HELD_OUT_CONTROLS
+                if control in held_out_rows
+            },
         },
         "table": table,
         "choice_changes": choice_changes(main_runs),
