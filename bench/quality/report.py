@@ -225,8 +225,12 @@ def held_out_section(held_out: dict) -> list[str]:
         f"The same path on all {rows['source_only']['miou']['n']} images of tiles 5 and 6 (the four promise "
         "scenes among them), seed 0: whether the promise and the gate's standing hold beyond four scenes, one "
         "of which (tile 5, image 1) decides every mean above. The methods are those the issue's target names "
-        "(`fisher_gate` is adapt-segment's defaults) and the tight budget (`k=0.25`) at which Fisher's choice "
-        "beat random gating's in every pair on the four scenes. Mean ± standard deviation over images.",
+        "(`fisher_gate` is adapt-segment's defaults), the tight budget (`k=0.25`) at which Fisher's choice "
+        "beat random gating's in every pair on the four scenes, and two controls trained on exactly Fisher "
+        "gating's crops (they run its scoring, and GateConfig `exclude` narrows the choice): the head alone "
+        "(every module excluded) and LoRA in every block (the other kinds excluded). `lora_only` draws other "
+        "crops, so its difference to Fisher gating carries a seed's worth of self-training noise; the "
+        "controls' differences do not. Mean ± standard deviation over images.",
         "",
         *scene_method_table(rows),
         "",
