@@ -150,8 +150,9 @@ GATE_PAIRS = [
 
 # Every image of the two held-out tiles (18; the four promise scenes are among them), seed 0: do the promise
 # and the gate's standing hold beyond four scenes, one of which (tile 5 image 1) decides every mean above?
-# The methods are those the target names (Fisher gating, random gating, the single-type PEFTs) and
-# the one budget at which Fisher's choice beat random gating's in every pair on the four scenes (k=0.25).
+# The methods are those the target names (Fisher gating, random gating, LoRA only: the best single-type
+# PEFT on the four scenes) and the one budget at which Fisher's choice beat random gating's in every pair on the
+# four scenes (k=0.25).
 # Two controls on exactly Fisher gating's crops (the scoring still runs, its choice is narrowed by `exclude`),
 # where lora_only and head_only draw other crops: the head alone (every module of the default recipe's 4 blocks
 # x 3 kinds excluded), so the paired difference is what the chosen modules add; and LoRA in every block (the
