@@ -74,8 +74,11 @@ class Reporter:
     def error(self, message: str, exit_code: int) -> None:
         if self._emit:
             self._emit({"type": "error", "message": message, "exit_code": exit_code})
-        else:
-            stderr.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+            return
+        if self._bar is not None:  # the error is the last line, not a bar stopped at whatever it had reached
+            self._bar.live.transient = True
+            self._bar.stop()
+        stderr.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -131,6 +134,8 @@ def _run(json_progress: bool, job: Callable[[Reporter, CancelFn], tuple[dict, di
             reporter = Reporter(sink, None)
         elif json_progress:
             reporter = Reporter(stack.enter_context(_json_stdout()), None)
+        elif not stderr.is_terminal:  # a log file: rich would only print the bar's last state, and blank lines
+            reporter = Reporter(None, None)
         else:
             bar = Progress(
                 TextColumn("{task.description}"),

@@ -152,6 +152,14 @@ def test_every_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, scen
     assert (tmp_path / "exists.tif").read_text() == "keep"
 
 
+def test_bad_input_from_the_command_line_prints_one_error_line_and_no_progress_bar(tmp_path):
+    command = [sys.executable, "-m", "backend.cli", "adapt-segment", rasters.text_named_tif(tmp_path)]
+    result = subprocess.run([*command, "-o", str(tmp_path / "o.tif")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert "notes.tif" in result.stderr and result.stdout == ""
+
+
 def test_a_raster_smaller_than_one_tile_is_padded_and_segmented(tmp_path, tiny_model_folder):
     small = rasters.rgb_uint8(tmp_path, height=20, width=30, name="small.tif")
     code, _ = run(["segment", small, "-o", tmp_path / "o.tif", *model_args(tiny_model_folder)])
