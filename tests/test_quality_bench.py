@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"
 from run import (
     EVERY_MODULE,
     HEAD_ALONE,
+    HELD_OUT_CONTROLS,
     LORA_SAME_CROPS,
     SCENE_METHODS,
     SCENE_VARIANTS,
@@ -19,6 +20,8 @@ from run import (
     scene_headline,
     scene_methods_summary,
 )
+
+from backend.options import AdaptOptions
 
 CLASSES = ["Building", "Land", "Road", "Vegetation", "Water"]
 SEGMENT = {(5, 1): 0.40, (6, 1): 0.60}  # plain segment's mIoU per scene (tile, part)
@@ -78,7 +81,7 @@ def test_gate_pairs_compare_each_gate_run_with_random_gating_only_where_both_ran
 def test_held_out_image_jobs_run_each_method_on_all_18_images_of_tiles_5_and_6_with_seed_0(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     jobs = held_out_image_jobs(tmp_path)
-    assert len(jobs) == 7 * 18
+    assert len(jobs) == 11 * 18
     first = jobs[:18]  # method by method: a partial run has every image of the first methods
     assert {name for name, _, _ in first} == {"fisher_gate"}
     images = sorted((spec["tile"], spec["part"]) for _, _, spec in first)
@@ -94,6 +97,26 @@ def test_held_out_image_jobs_run_each_method_on_all_18_images_of_tiles_5_and_6_w
     assert sorted(set(EVERY_MODULE) - set(lora["options"]["extra"]["gate"]["exclude"])) == [
         f"blocks.{block}.lora" for block in range(4)
     ]
+
+
+def test_every_held_out_control_trains_the_head_at_the_rate_of_the_method_it_is_paired_with(tmp_path):
+    """The head alone controls the faster-module runs too: only the modules' rate differs between them."""
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    options = {name: spec["options"] for name, _, spec in held_out_image_jobs(tmp_path)}
+
+    def config(name: str):
+        return AdaptOptions(**options[name]).config()
+
+    faster = {method for method, control in HELD_OUT_CONTROLS if config(method).lr > config(control).lr}
+    assert faster == {
+        f"{gate}{rate}"
+        for gate in ("fisher_gate", "random_gate")
+        for rate in (", k=2, modules lr x10", ", modules lr x3")
+    }
+    for method, control in HELD_OUT_CONTROLS:
+        ours, theirs = config(method), config(control)
+        assert ours.lr * ours.head_lr_scale == pytest.approx(theirs.lr * theirs.head_lr_scale, rel=1e-12)
+        assert (ours.steps, ours.seed, ours.mode) == (theirs.steps, theirs.seed, theirs.mode)
 
 
 def test_scene_headline_compares_fisher_gating_with_the_methods_that_ran_only(results):
