@@ -58,6 +58,7 @@ bench: setup
 
 bench-quality: setup
 	$(PY) bench/quality/run.py --out results/quality.json
+	$(PY) bench/quality/module_effect.py --out results/module_effect.json
 
 train-default: setup
 	$(PY) scripts/train_default.py --log resources/models/dubai-hybrid-vit/train.log

@@ -1,12 +1,14 @@
-"""The quality benchmark's summaries (bench/quality/run.py): every method on the product's path, the gates' choices."""
+"""The quality benchmark's summaries (bench/quality/run.py) and its measure of what the modules change."""
 
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
+from module_effect import changed, whole_tiles
 from run import (
     EVERY_MODULE,
     HEAD_ALONE,
@@ -154,3 +156,14 @@ def test_choice_changes_counts_the_reselections_that_changed_the_active_modules_
         "dg": {"fisher_gate": {"changed": 0, "reselections": 2}, "random_gate": {"changed": 1, "reselections": 2}},
         "da_self": {"fisher_gate": {"changed": 1, "reselections": 1}},
     }
+
+
+def test_module_effect_measures_whole_tiles_and_the_share_of_pixels_whose_class_changes():
+    image = torch.arange(3 * 1100 * 600, dtype=torch.float32).reshape(3, 1100, 600)
+    tiles = whole_tiles(image)  # 2 rows x 1 column of 512 px; the partial tiles at the edges are left out
+    assert tiles.shape == (2, 3, 512, 512) and torch.equal(tiles[1], image[:, 512:1024, :512])
+    a = torch.zeros(1, 2, 2, 2)
+    a[:, 0] = 1.0  # class 0 everywhere
+    b = a.clone()
+    b[0, 1, 0, 0] = 2.0  # class 1 at one of four pixels
+    assert changed(a, b) == {"pixels": 0.25, "logit": pytest.approx(2.0 / 8)}
