@@ -83,7 +83,7 @@ def test_gate_pairs_compare_each_gate_run_with_random_gating_only_where_both_ran
 def test_held_out_image_jobs_run_each_method_on_all_18_images_of_tiles_5_and_6_with_seed_0(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     jobs = held_out_image_jobs(tmp_path)
-    assert len(jobs) == 11 * 18
+    assert len(jobs) == 12 * 18
     first = jobs[:18]  # method by method: a partial run has every image of the first methods
     assert {name for name, _, _ in first} == {"fisher_gate"}
     images = sorted((spec["tile"], spec["part"]) for _, _, spec in first)

@@ -231,7 +231,8 @@ def held_out_section(held_out: dict) -> list[str]:
         "(every module excluded) and LoRA in every block (the other kinds excluded). Then faster modules, "
         "where they and not only the head move the prediction: ten times the rate with a budget of two modules "
         "(where Fisher's choice beat random gating's in 7 of 8 pairs on the four scenes) and three times the "
-        "rate with the default budget, the head kept at 1e-3 in both, so the head alone is their control too. "
+        "rate with the default budget, the head kept at 1e-3 in both, so the head alone is their control too, "
+        "and LoRA in every block at ten times the rate on the same crops. "
         "`lora_only` draws other crops, so its difference to Fisher gating carries a seed's worth of "
         "self-training noise; the controls' differences do not. Mean ± standard deviation over images.",
         "",

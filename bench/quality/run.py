@@ -164,16 +164,19 @@ GATE_PAIRS = [
 # other kinds excluded), so Fisher gating meets the best single-type PEFT of the four scenes without crop noise.
 # Faster modules, where they and not only the head move the prediction; the head's rate stays 1e-3, so the head
 # alone is their control too: ten times the rate with a budget of two modules (where Fisher's choice beat random
-# gating's in 7 of 8 pairs on the four scenes), and three times the rate with the default budget.
+# gating's in 7 of 8 pairs on the four scenes), and three times the rate with the default budget; LoRA in every
+# block at ten times the rate meets the first on the same crops, as the best single-type PEFT.
 HEAD_ALONE = "head alone, on Fisher gating's crops"
 LORA_SAME_CROPS = "lora_only, on Fisher gating's crops"
 EVERY_MODULE = [f"blocks.{block}.{kind}" for block in range(4) for kind in ("lora", "adapter", "earth_adapter")]
+NOT_LORA = [name for name in EVERY_MODULE if not name.endswith("lora")]
 HELD_OUT_IMAGES = [(tile, part) for tile in (5, 6) for part in range(1, 10)]
 HELD_OUT_OPTIONS = {
     **SCENE_METHODS,
     **SCENE_VARIANTS,
     HEAD_ALONE: {"extra": {"gate": {"exclude": EVERY_MODULE}}},
-    LORA_SAME_CROPS: {"extra": {"gate": {"exclude": [name for name in EVERY_MODULE if not name.endswith("lora")]}}},
+    LORA_SAME_CROPS: {"extra": {"gate": {"exclude": NOT_LORA}}},
+    LORA_SAME_CROPS + X10: {"extra": {"gate": {"exclude": NOT_LORA}, **MODULES_LR_X10}},
     "fisher_gate" + X3: {"extra": MODULES_LR_X3},
     "random_gate" + X3: {"extra": {"gate": {"selection": "random"}, **MODULES_LR_X3}},
 }
@@ -189,12 +192,14 @@ HELD_OUT_METHODS = [
     "random_gate, k=2" + X10,
     "fisher_gate" + X3,
     "random_gate" + X3,
+    LORA_SAME_CROPS + X10,
 ]
 # (method, control) paired by image: what the chosen modules add to the head, and Fisher's choice against LoRA's.
 HELD_OUT_CONTROLS = [
     ("fisher_gate", HEAD_ALONE),
     ("fisher_gate", LORA_SAME_CROPS),
     ("fisher_gate, k=2" + X10, HEAD_ALONE),
+    ("fisher_gate, k=2" + X10, LORA_SAME_CROPS + X10),
     ("random_gate, k=2" + X10, HEAD_ALONE),
     ("fisher_gate" + X3, HEAD_ALONE),
     ("random_gate" + X3, HEAD_ALONE),
