@@ -72,6 +72,13 @@ def read_pair(image_path: Path, mask_path: Path) -> tuple[torch.Tensor, torch.Te
     return torch.from_numpy(image).permute(2, 0, 1).float().div(255.0), torch.from_numpy(mask_to_classes(mask))
 
 
+def read_part(tile: int, part: int, root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image of a tile by its number (``image_part_007`` is part 7), as :func:`read_pair` returns it."""
+    folder = (root or data_dir()) / f"tile_{tile}"
+    name = f"image_part_{part:03d}"
+    return read_pair(folder / "images" / f"{name}.jpg", folder / "masks" / f"{name}.png")
+
+
 def load_tile(tile: int, root: Path | None = None) -> list[Sample]:
     """The samples ``{"image", "mask", "tile", "name"}`` of one tile, in file-name order."""
     folder = (root or data_dir()) / f"tile_{tile}"

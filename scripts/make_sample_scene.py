@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.atomic import atomic_output
 from backend.augment import IGNORE_INDEX
-from backend.dubai import CLASSES, data_dir, read_pair
+from backend.dubai import CLASSES, data_dir, read_part
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "resources" / "samples"
 TILE = 6
@@ -48,9 +48,7 @@ def mosaic(root: Path) -> tuple[np.ndarray, np.ndarray]:
     for row in PARTS:
         images, labels = [], []
         for part in row:
-            name = f"image_part_{part:03d}"
-            folder = root / f"tile_{TILE}"
-            image, mask = read_pair(folder / "images" / f"{name}.jpg", folder / "masks" / f"{name}.png")
+            image, mask = read_part(TILE, part, root)
             images.append((image * 255.0).round().byte().numpy())
             labels.append(mask.numpy().astype(np.uint8))
         if len({a.shape[-2] for a in images}) != 1:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from backend.augment import IGNORE_INDEX
-from backend.dubai import CLASSES, DATA_ENV, data_dir, load_tile, mask_to_classes
+from backend.dubai import CLASSES, DATA_ENV, data_dir, load_tile, mask_to_classes, read_part
 from backend.errors import BadInput
 
 
@@ -53,6 +53,12 @@ def test_load_tile_reads_images_in_unit_range_and_masks_as_indices(tmp_path, mon
     assert float(sample["image"].min()) >= 0.0 and float(sample["image"].max()) <= 1.0
     assert sample["mask"].dtype == torch.int64
     assert sample["mask"].numpy().tolist() == expected.tolist()
+
+
+def test_read_part_reads_one_image_of_a_tile_by_its_number(tmp_path):
+    expected = _write_fake_tile(tmp_path, 3)
+    image, mask = read_part(3, 1, tmp_path)
+    assert image.shape == (3, 4, 6) and mask.numpy().tolist() == expected.tolist()
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path, monkeypatch):

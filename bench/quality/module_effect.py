@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from make_sample_scene import write_scene
 from run import DEFAULT_CACHE, HELD_OUT_OPTIONS, PROMISE_SCENES, X3, X10
 
-from backend.dubai import data_dir, read_pair
+from backend.dubai import read_part
 from backend.pipeline import AdaptOptions, Scene, adapt_scene, open_model
 
 METHODS = ["fisher_gate", "fisher_gate" + X3, "fisher_gate, k=2" + X10]
@@ -50,10 +50,7 @@ def changed(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 
 def measure(method: str, tile: int, part: int, model: str) -> dict:
-    torch.set_num_threads(1)
-    folder = data_dir() / f"tile_{tile}"
-    name = f"image_part_{part:03d}"
-    image, _ = read_pair(folder / "images" / f"{name}.jpg", folder / "masks" / f"{name}.png")
+    image, _ = read_part(tile, part)
     with tempfile.TemporaryDirectory(prefix="crossearth-effect-") as tmp:
         scene = Scene(input=str(Path(tmp) / "scene.tif"), model=model, threads=1)
         write_scene((image * 255.0).round().byte().numpy(), Path(scene.input))

@@ -19,16 +19,14 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 from make_sample_scene import write_labels, write_scene  # noqa: E402
 
-from backend.dubai import data_dir, read_pair  # noqa: E402
+from backend.dubai import read_part  # noqa: E402
 from backend.pipeline import AdaptOptions, Scene, SegmentOptions, adapt_and_segment, evaluate, segment  # noqa: E402
 
 
 def run_promise(spec: dict) -> dict:
     """``spec``: model (folder of the held-out default model), tile, part (image number), options (AdaptOptions
     fields; empty = the product's defaults)."""
-    folder = data_dir() / f"tile_{spec['tile']}"
-    name = f"image_part_{spec['part']:03d}"
-    image, mask = read_pair(folder / "images" / f"{name}.jpg", folder / "masks" / f"{name}.png")
+    image, mask = read_part(spec["tile"], spec["part"])
     with tempfile.TemporaryDirectory(prefix="crossearth-promise-") as tmp:
         scene_path, labels_path = Path(tmp) / "scene.tif", Path(tmp) / "labels.tif"
         write_scene((image * 255.0).round().byte().numpy(), scene_path)

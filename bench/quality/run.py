@@ -177,8 +177,7 @@ HELD_OUT_OPTIONS = {
     HEAD_ALONE: {"extra": {"gate": {"exclude": EVERY_MODULE}}},
     LORA_SAME_CROPS: {"extra": {"gate": {"exclude": NOT_LORA}}},
     LORA_SAME_CROPS + X10: {"extra": {"gate": {"exclude": NOT_LORA}, **MODULES_LR_X10}},
-    "fisher_gate" + X3: {"extra": MODULES_LR_X3},
-    "random_gate" + X3: {"extra": {"gate": {"selection": "random"}, **MODULES_LR_X3}},
+    **{method + X3: {"extra": {**METHODS[method], **MODULES_LR_X3}} for method in ("fisher_gate", "random_gate")},
 }
 HELD_OUT_METHODS = [
     "fisher_gate",
