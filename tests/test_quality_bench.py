@@ -13,9 +13,12 @@ from run import (
     EVERY_MODULE,
     HEAD_ALONE,
     HELD_OUT_CONTROLS,
+    LONGER_METHODS,
     LORA_SAME_CROPS,
     SCENE_METHODS,
     SCENE_VARIANTS,
+    SHIFTED_IMAGES,
+    SHIFTED_METHODS,
     choice_changes,
     gate_pairs,
     held_out_image_jobs,
@@ -101,10 +104,58 @@ def test_held_out_image_jobs_run_each_method_on_all_18_images_of_tiles_5_and_6_w
     ]
 
 
+def test_shifted_image_jobs_mark_only_their_specs_with_the_sensor_shift(tmp_path):
+    """Runs on the images as they are keep the specs (and cache keys) they had before shifted runs existed."""
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    shifted = held_out_image_jobs(tmp_path, SHIFTED_METHODS, SHIFTED_IMAGES, "shift")
+    assert len(shifted) == 8 * 8
+    assert {spec["domain"] for _, _, spec in shifted} == {"shift"}
+    assert sorted({(spec["tile"], spec["part"]) for _, _, spec in shifted}) == [
+        (tile, part) for tile in (5, 6) for part in (1, 3, 5, 7)
+    ]
+    clean = {name: spec for name, _, spec in held_out_image_jobs(tmp_path) if (spec["tile"], spec["part"]) == (5, 1)}
+    for name, _, spec in shifted:
+        if (spec["tile"], spec["part"]) == (5, 1):
+            assert "domain" not in clean[name]
+            assert {k: v for k, v in spec.items() if k != "domain"} == clean[name]
+
+
+def test_run_promise_scores_the_sensor_shifted_scene_against_the_same_labels(monkeypatch):
+    """The shift changes the image the product sees, never the labels it is scored against."""
+    import promise
+
+    image = torch.full((3, 64, 64), 0.5)
+    mask = torch.zeros(64, 64, dtype=torch.long)
+    monkeypatch.setattr(promise, "read_part", lambda tile, part: (image, mask))
+    written = {}
+
+    def fake_write_scene(data, path):
+        written["scene"] = data
+
+    def fake_write_labels(data, path):
+        written["labels"] = data
+
+    monkeypatch.setattr(promise, "write_scene", fake_write_scene)
+    monkeypatch.setattr(promise, "write_labels", fake_write_labels)
+    monkeypatch.setattr(promise, "Scene", lambda **kwargs: None)
+    monkeypatch.setattr(promise, "segment", lambda scene, options: None)
+    monkeypatch.setattr(promise, "adapt_and_segment", lambda scene, adapt, options: None)
+    monkeypatch.setattr(promise, "evaluate", lambda *args, **kwargs: {"miou": 0.5, "overall_accuracy": 0.9, "iou": {}})
+    spec = {"model": "m", "tile": 5, "part": 1, "options": {}}
+    promise.run_promise(spec)
+    assert (written["scene"] == 128).all()
+    promise.run_promise({**spec, "domain": "shift"})
+    expected = (promise.sensor_shift(image, seed=501) * 255.0).round().byte().numpy()
+    assert (written["scene"] == expected).all()
+    assert written["scene"].mean() < 100  # gamma 1.35 and the blue gain darken a mid-grey
+    assert (written["labels"] == 0).all()
+
+
 def test_every_held_out_control_trains_the_head_at_the_rate_of_the_method_it_is_paired_with(tmp_path):
     """The head alone controls the faster-module runs too: only the modules' rate differs between them."""
     (tmp_path / "model.safetensors").write_bytes(b"weights")
-    options = {name: spec["options"] for name, _, spec in held_out_image_jobs(tmp_path)}
+    jobs = held_out_image_jobs(tmp_path) + held_out_image_jobs(tmp_path, LONGER_METHODS, [(5, 1)])
+    options = {name: spec["options"] for name, _, spec in jobs}
 
     def config(name: str):
         return AdaptOptions(**options[name]).config()
@@ -119,6 +170,9 @@ def test_every_held_out_control_trains_the_head_at_the_rate_of_the_method_it_is_
         ours, theirs = config(method), config(control)
         assert ours.lr * ours.head_lr_scale == pytest.approx(theirs.lr * theirs.head_lr_scale, rel=1e-12)
         assert (ours.steps, ours.seed, ours.mode) == (theirs.steps, theirs.seed, theirs.mode)
+    longer = {method for method, control in HELD_OUT_CONTROLS if config(method).steps != AdaptOptions().steps}
+    assert longer == {"fisher_gate, 360 steps", "random_gate, 360 steps"}
+    assert config("fisher_gate, 360 steps").steps == 3 * config("fisher_gate").steps
 
 
 def test_scene_headline_compares_fisher_gating_with_the_methods_that_ran_only(results):

@@ -107,6 +107,9 @@ X10 = ", modules lr x10"
 # choices became unstable (held-out images only).
 MODULES_LR_X3 = {"lr": 3e-3, "head_lr_scale": 1 / 3}
 X3 = ", modules lr x3"
+# A longer schedule at the default rates: three times adapt-segment's 120 steps, so the modules move further
+# from their no-op start without the instability of a higher rate (the four promise scenes, seed 0).
+LONGER = ", 360 steps"
 SCENE_VARIANTS = {
     "fisher_gate, k=0.25": {"top_k": 0.25},
     "fisher_gate, k=0.75": {"top_k": 0.75},
@@ -151,6 +154,7 @@ GATE_PAIRS = [
     ("fisher_gate, without block 1's Earth-Adapter" + X10, "random_gate" + X10),
     ("random_gate, never re-selected" + X10, "random_gate" + X10),
     ("fisher_gate" + X3, "random_gate" + X3),
+    ("fisher_gate" + LONGER, "random_gate" + LONGER),
 ]
 
 # Every image of the two held-out tiles (18; the four promise scenes are among them), seed 0: do the promise
@@ -179,6 +183,10 @@ HELD_OUT_OPTIONS = {
     LORA_SAME_CROPS + X10: {"extra": {"gate": {"exclude": NOT_LORA}, **MODULES_LR_X10}},
     **{method + X3: {"extra": {**METHODS[method], **MODULES_LR_X3}} for method in ("fisher_gate", "random_gate")},
 }
+LONGER_BASES = ("fisher_gate", "random_gate", HEAD_ALONE)
+# with the 120-step rows of the same scenes and seed, already run on every held-out image
+LONGER_METHODS = ["fisher_gate", "random_gate", "lora_only", HEAD_ALONE, *(name + LONGER for name in LONGER_BASES)]
+HELD_OUT_OPTIONS |= {name + LONGER: {**HELD_OUT_OPTIONS[name], "steps": 360} for name in LONGER_BASES}
 HELD_OUT_METHODS = [
     "fisher_gate",
     "random_gate",
@@ -202,6 +210,25 @@ HELD_OUT_CONTROLS = [
     ("random_gate, k=2" + X10, HEAD_ALONE),
     ("fisher_gate" + X3, HEAD_ALONE),
     ("random_gate" + X3, HEAD_ALONE),
+    ("fisher_gate" + LONGER, HEAD_ALONE + LONGER),
+    ("random_gate" + LONGER, HEAD_ALONE + LONGER),
+]
+# The same path on held-out images seen through the sensor shift (protocol.SENSOR_SHIFT: colour response,
+# gamma, a coarser sensor's blur, noise), seed 0. On the images as they are the head carries the gain and the
+# modules barely move the prediction; a gap of colour, blur and noise is one a head on fixed features may not
+# undo and modules inside the backbone might, so there the toolbox, and the gate's choice of it, could matter.
+# Every other image of each held-out tile (8), the default rate and ten times it with two modules, each with its
+# controls on the same crops (HELD_OUT_CONTROLS), and LoRA only as in the held-out rows.
+SHIFTED_IMAGES = [(tile, part) for tile in (5, 6) for part in (1, 3, 5, 7)]
+SHIFTED_METHODS = [
+    "fisher_gate",
+    "random_gate",
+    HEAD_ALONE,
+    LORA_SAME_CROPS,
+    "fisher_gate, k=2" + X10,
+    "random_gate, k=2" + X10,
+    LORA_SAME_CROPS + X10,
+    "lora_only",  # the issue's single-type PEFT baseline, on crops of its own
 ]
 
 
@@ -214,19 +241,21 @@ def model_sha256(model: Path, with_source_samples: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-def promise_spec(model: Path, tile: int, part: int, options: dict) -> dict:
+def promise_spec(model: Path, tile: int, part: int, options: dict, domain: str = "clean") -> dict:
     """Every AdaptOptions field and the model's files (by hash) are in the spec, so a change of the defaults or
-    a retrained model is a new run, not a stale cache."""
+    a retrained model is a new run, not a stale cache. ``domain`` "shift" sees the scene through the sensor
+    shift; "clean" adds no key, so the runs on the images as they are keep their cache keys."""
     from backend.pipeline import AdaptOptions
 
     adapt_options = AdaptOptions(**options)
-    return {
+    spec = {
         "model": str(model),
         "model_sha256": model_sha256(model, adapt_options.source_samples),
         "tile": tile,
         "part": part,
         "options": asdict(adapt_options),
     }
+    return spec if domain == "clean" else {**spec, "domain": domain}
 
 
 def scene_method_jobs(model: Path) -> list[tuple[str, str, dict]]:
@@ -242,13 +271,34 @@ def scene_method_jobs(model: Path) -> list[tuple[str, str, dict]]:
     ]
 
 
-def held_out_image_jobs(model: Path) -> list[tuple[str, str, dict]]:
+def held_out_image_jobs(
+    model: Path,
+    methods: list[str] = HELD_OUT_METHODS,
+    images: list[tuple[int, int]] = HELD_OUT_IMAGES,
+    domain: str = "clean",
+) -> list[tuple[str, str, dict]]:
     """(row, kind, spec) method by method, so that a partial run already covers every image for the first ones."""
     return [
-        (name, "promise", promise_spec(model, *scene, {**HELD_OUT_OPTIONS[name], "seed": 0}))
-        for name in HELD_OUT_METHODS
-        for scene in HELD_OUT_IMAGES
+        (name, "promise", promise_spec(model, *scene, {**HELD_OUT_OPTIONS[name], "seed": 0}, domain))
+        for name in methods
+        for scene in images
     ]
+
+
+def held_out_summary(methods: list[str], results: list[dict]) -> dict:
+    """Per-method rows of held-out image runs, Fisher gating paired with each method, and the gate pairs and
+    controls among the methods that ran."""
+    rows = scene_methods_summary(methods, results)
+    return {
+        "methods": rows,
+        "headline": scene_headline(rows),
+        "gate_pairs": gate_pairs(rows),
+        "controls": {
+            f"{method} vs {control}": paired_gain(rows, method, control)
+            for method, control in HELD_OUT_CONTROLS
+            if method in rows and control in rows
+        },
+    }
 
 
 def pretrain(rotation: str, steps: int, cache: Path) -> str:
@@ -587,20 +637,25 @@ def main(
     promise_jobs = [("promise", promise_spec(promise_model, *scene, PROMISE_VARIANTS[v])) for v, scene in variants]
     scene_methods = scene_method_jobs(promise_model) if promise else []
     held_out = held_out_image_jobs(promise_model) if promise else []
+    shifted = held_out_image_jobs(promise_model, SHIFTED_METHODS, SHIFTED_IMAGES, "shift") if promise else []
+    longer = held_out_image_jobs(promise_model, LONGER_METHODS, PROMISE_SCENES) if promise else []
     if cached_only:
         variants = [v for v, job in zip(variants, promise_jobs, strict=True) if cache_path(cache, *job).is_file()]
         promise_jobs = [job for job in promise_jobs if cache_path(cache, *job).is_file()]
         scene_methods = [job for job in scene_methods if cache_path(cache, *job[1:]).is_file()]
         held_out = [job for job in held_out if cache_path(cache, *job[1:]).is_file()]
+        shifted = [job for job in shifted if cache_path(cache, *job[1:]).is_file()]
+        longer = [job for job in longer if cache_path(cache, *job[1:]).is_file()]
         jobs = [job for job in jobs if cache_path(cache, *job).is_file()]
-    promise_jobs += [(kind, spec) for _, kind, spec in scene_methods + held_out]
+    promise_jobs += [(kind, spec) for _, kind, spec in scene_methods + held_out + shifted + longer]
     results = execute_all(promise_jobs + jobs, cache, workers)
     promise_results, runs = results[: len(promise_jobs)], results[len(promise_jobs) :]
     variant_results = promise_results[: len(variants)]
     held_out_start = len(variants) + len(scene_methods)
+    shifted_start = held_out_start + len(held_out)
+    longer_start = shifted_start + len(shifted)
     scene_results = promise_results[len(variants) : held_out_start]
     scene_rows = scene_methods_summary([name for name, _, _ in scene_methods], scene_results)
-    held_out_rows = scene_methods_summary([name for name, _, _ in held_out], promise_results[held_out_start:])
     main_runs = [r for r in runs if r["spec"]["name"] in METHODS]
     early = [r for r in runs if r["spec"]["seed"] < ablation_seeds]  # the seeds the ablation ran on
     ablation_runs = [r for r in early if r["spec"]["name"] in ABLATION or r["spec"]["name"] == "fisher_gate"]
@@ -620,6 +675,8 @@ def main(
             "diagnosis": {"methods": DIAGNOSIS_METHODS, "variants": DIAGNOSIS, "uda_variants": UDA_DIAGNOSIS},
             "promise_scenes": PROMISE_SCENES,
             "held_out_images": HELD_OUT_IMAGES,
+            "held_out_shifted_images": SHIFTED_IMAGES,
+            "longer_schedule_scenes": PROMISE_SCENES,
             "promise_defaults": promise_spec(promise_model, 0, 0, {})["options"],
             "promise_model": str(promise_model),
             "promise_model_card": json.loads((promise_model / "model_card.json").read_text()).get("provenance"),
@@ -631,16 +688,13 @@ def main(
         "promise": promise_summary([v for v, _ in variants], variant_results),
         "scene_methods": scene_rows,
         "gate_pairs": gate_pairs(scene_rows),
-        "held_out_images": {
-            "methods": held_out_rows,
-            "headline": scene_headline(held_out_rows),
-            "gate_pairs": gate_pairs(held_out_rows),
-            "controls": {
-                f"{method} vs {control}": paired_gain(held_out_rows, method, control)
-                for method, control in HELD_OUT_CONTROLS
-                if method in held_out_rows and control in held_out_rows
-            },
-        },
+        "held_out_images": held_out_summary(
+            [name for name, _, _ in held_out], promise_results[held_out_start:shifted_start]
+        ),
+        "held_out_shifted_images": held_out_summary(
+            [name for name, _, _ in shifted], promise_results[shifted_start:longer_start]
+        ),
+        "longer_schedule": held_out_summary([name for name, _, _ in longer], promise_results[longer_start:]),
         "table": table,
         "choice_changes": choice_changes(main_runs),
         "ablation": aggregate([r for r in ablation_runs if r["spec"]["setting"] == "dg"]),
