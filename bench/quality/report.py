@@ -287,6 +287,17 @@ def longer_section(longer: dict) -> list[str]:
     ]
 
 
+def held_out_headline(title: str, head: dict) -> str:
+    """adapt-segment's defaults against segment, and Fisher gating against the gate targets' baselines."""
+    g, single = head["paired_gain"], head["best_single_peft"]
+    return (
+        f"- **{title}** ({g['source_only']['n']} images, seed 0): adapt-segment's defaults against segment "
+        f"**{g['source_only']['mean'] * 100:+.1f} ± {g['source_only']['sem'] * 100:.1f} mIoU points** (better on "
+        f"{g['source_only']['wins']} of {g['source_only']['n']}); Fisher gating against random gating "
+        f"{_pair(g['random_gate'])}, against the best single-type PEFT ({single}) {_pair(g[single])}."
+    )
+
+
 def promise_check(gain: float) -> str:
     """The product promise: adapt-segment at least 1 mIoU point above segment."""
     return f"{'met' if gain >= 0.01 else 'NOT met'} ({_points(gain)})"
@@ -323,22 +334,10 @@ def write_markdown(report: dict, path: Path) -> None:
         )
     held_out = report.get("held_out_images", {}).get("headline")
     if held_out:
-        g = held_out["paired_gain"]
-        lines.append(
-            f"- **The same promise on every image of the held-out tiles** ({g['source_only']['n']} images, seed 0): "
-            f"**{_points(g['source_only']['mean'])} ± {g['source_only']['sem'] * 100:.1f} mIoU points** (better than "
-            f"segment on {g['source_only']['wins']}); Fisher gating against random gating {_pair(g['random_gate'])}, "
-            f"against the best single-type PEFT ({held_out['best_single_peft']}) "
-            f"{_pair(g[held_out['best_single_peft']])}."
-        )
+        lines.append(held_out_headline("The same promise on every image of the held-out tiles", held_out))
     shifted = report.get("held_out_shifted_images", {}).get("headline")
     if shifted:
-        g = shifted["paired_gain"]
-        lines.append(
-            f"- **Held-out images through the sensor shift** ({g['source_only']['n']} images, seed 0): adapt-segment "
-            f"{_pair(g['source_only'])} against segment; Fisher gating against random gating "
-            f"{_pair(g['random_gate'])}."
-        )
+        lines.append(held_out_headline("Held-out images through the sensor shift", shifted))
     scene = head.get("scene")
     if scene:
 
