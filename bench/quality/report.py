@@ -257,12 +257,17 @@ def held_out_section(held_out: dict) -> list[str]:
     ]
 
 
+def _scenes(rows: dict) -> str:
+    """The (tile, image) scenes a set of held-out runs covers, read from plain segment's runs."""
+    scenes = sorted({(r["tile"], r["part"]) for r in rows["source_only"]["runs"]})
+    return f"{len(scenes)} images (" + ", ".join(f"tile {tile} image {part}" for tile, part in scenes) + ")"
+
+
 def shifted_section(shifted: dict) -> list[str]:
-    images = shifted["methods"]["source_only"]["miou"]["n"]
     return [
         "## Held-out images through the sensor shift",
         "",
-        f"The same path on {images} images of tiles 5 and 6 (images 1, 3, 5 and 7 of each) seen through the "
+        f"The same path on {_scenes(shifted['methods'])} seen through the "
         "sensor shift of the protocol (colour response, gamma, a coarser sensor's blur, noise; the labels "
         "unchanged), seed 0. On the images as they are the head carries the gain and the modules barely move the "
         "prediction; a gap of colour, blur and noise is one that a head on fixed features may not undo and "
@@ -278,7 +283,7 @@ def longer_section(longer: dict) -> list[str]:
     return [
         "## A longer schedule",
         "",
-        "The four promise scenes, seed 0, with three times adapt-segment's 120 steps at the default rates (`360 "
+        f"On {_scenes(longer['methods'])}, seed 0, three times adapt-segment's 120 steps at the default rates (`360 "
         "steps`): the modules move further from their no-op start without the instability of a higher rate. "
         "Fisher and random gating and the head alone on Fisher gating's crops, beside the 120-step rows of the "
         "same scenes and seed (from the section above).",
