@@ -4,6 +4,11 @@ DG trains on labelled samples with cross-entropy. DA trains on unlabelled target
 teacher labels them where it is confident, the student learns from those pseudo-labels (weighted by
 the confident fraction), and labelled source samples, when given, are trained on and pasted into the
 target images with ClassMix (DACS). In both, only the gated-on toolbox modules and the head train.
+
+Self-training can drift: a class the teacher is unsure of loses its pseudo-labels, the student unlearns
+it, and the teacher follows. Three guards, each off by default here and measured in docs/quality.md: an
+anchor (the student's predictions pulled towards the unadapted model's), class-balanced pseudo-label
+weights, and a teacher that averages its predictions over flips and quarter turns.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancel
 from backend.toolbox import ToolboxConfig
 
 DEFAULT_RESELECT_EVERY = {"dg": 100, "da": 50}
+# the dihedral views (quarter turns, then the same flipped) a teacher of n views averages over
+DIHEDRAL_VIEWS = [(0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True)]
+VIEW_COUNTS = (1, 2, 4, 8)
 
 
 @dataclass
@@ -35,6 +43,9 @@ class AdaptConfig:
     ``class_quantile`` q, each class's threshold is lowered to the q-quantile of the confidences of the
     pixels the teacher gives that class in the batch (class-balanced self-training), so classes the
     teacher is unsure of, often the rare ones, are not left out and unlearned.
+    DA's guards against drift: ``anchor_weight`` weighs KL(unadapted || student) on the target pixels;
+    ``class_balance`` p weighs each pseudo-labelled class by (its share of the batch's pseudo-labels)^-p;
+    ``teacher_views`` (1, 2, 4 or 8) averages the teacher over that many flips and quarter turns.
     """
 
     mode: str = "da"
@@ -53,6 +64,9 @@ class AdaptConfig:
     confidence: float = 0.7
     class_quantile: float | None = None
     class_mix: bool = True
+    anchor_weight: float = 0.0
+    class_balance: float = 0.0
+    teacher_views: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("dg", "da"):
@@ -67,6 +81,10 @@ class AdaptConfig:
             raise ValueError("confidence and ema_momentum must be in [0, 1)")
         if self.class_quantile is not None and not 0.0 <= self.class_quantile <= 1.0:
             raise ValueError(f"class_quantile must be in [0, 1], got {self.class_quantile}")
+        if self.anchor_weight < 0 or self.class_balance < 0:
+            raise ValueError("anchor_weight and class_balance must be >= 0")
+        if self.teacher_views not in VIEW_COUNTS:
+            raise ValueError(f"teacher_views must be one of {VIEW_COUNTS}, got {self.teacher_views}")
         if isinstance(self.toolbox, dict):
             self.toolbox = ToolboxConfig(**self.toolbox)
         if isinstance(self.gate, dict):
@@ -116,6 +134,7 @@ def adapt(
     gate = prepare_trainable(model, config)
     model.train()  # before anything runs it: the frozen backbone in eval mode, so scoring moves no norm statistics
     teacher = _make_teacher(model) if config.mode == "da" else None
+    anchor = _make_anchor(model) if config.mode == "da" and config.anchor_weight > 0 else None
     fractions: list[float] = []
 
     def next_batches() -> tuple[Sample, Sample | None]:
@@ -127,7 +146,7 @@ def adapt(
         batch, source_batch = batches
         if config.mode == "dg":
             return F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE_INDEX), 1.0
-        return _self_training_loss(model, teacher, batch, source_batch, config, rng)
+        return _self_training_loss(model, teacher, anchor, batch, source_batch, config, rng)
 
     def loss_on(batches: tuple[Sample, Sample | None]) -> torch.Tensor:
         loss, fraction = task_loss(batches, generator)
@@ -224,6 +243,33 @@ def _make_teacher(model: SegmentationModel) -> SegmentationModel:
     return teacher
 
 
+def _make_anchor(model: SegmentationModel) -> SegmentationModel:
+    """The unadapted model, frozen: the toolbox modules are still no-ops, so none needs to run."""
+    anchor = _make_teacher(model)
+    if anchor.toolbox is not None:
+        anchor.toolbox.set_active([])
+    return anchor
+
+
+def view(images: torch.Tensor, index: int) -> torch.Tensor:
+    turns, flip = DIHEDRAL_VIEWS[index]
+    images = torch.rot90(images, turns, dims=(-2, -1))
+    return torch.flip(images, dims=(-1,)) if flip else images
+
+
+def unview(images: torch.Tensor, index: int) -> torch.Tensor:
+    turns, flip = DIHEDRAL_VIEWS[index]
+    images = torch.flip(images, dims=(-1,)) if flip else images
+    return torch.rot90(images, -turns, dims=(-2, -1))
+
+
+@torch.no_grad()
+def averaged_probabilities(model: SegmentationModel, images: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """Softmax of ``model`` averaged over the first ``views`` dihedral views of ``images`` (test-time augmentation)."""
+    total = sum(unview(torch.softmax(model(view(images, i)), dim=1), i) for i in range(views))
+    return total / views
+
+
 def _mirror_gates(student: SegmentationModel, teacher: SegmentationModel | None) -> None:
     if teacher is not None and teacher.toolbox is not None:
         teacher.toolbox.set_active(student.toolbox.active_names)
@@ -252,17 +298,31 @@ def pseudo_label_thresholds(
     return threshold
 
 
+def class_balance_weights(pseudo: torch.Tensor, power: float, num_classes: int) -> torch.Tensor:
+    """Per-pixel weight (share of the pixel's pseudo-class among the batch's pseudo-labels) ** -power,
+    scaled to a mean of 1 over the pseudo-labelled pixels, so a rare class keeps its say in the loss."""
+    labelled = pseudo != IGNORE_INDEX
+    if power == 0 or not labelled.any():
+        return torch.ones(pseudo.shape)
+    counts = torch.bincount(pseudo[labelled], minlength=num_classes).float()
+    per_class = (counts / counts.sum()).clamp(min=1e-6) ** -power
+    weights = torch.where(labelled, per_class[pseudo.clamp(max=num_classes - 1)], torch.zeros(()))
+    return weights / weights[labelled].mean()
+
+
 def _self_training_loss(
     student: SegmentationModel,
     teacher: SegmentationModel,
+    anchor: SegmentationModel | None,
     target: Sample,
     source: Sample | None,
     config: AdaptConfig,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, float]:
-    """DACS: pseudo-labels from the teacher where confident, weighted by the confident fraction."""
+    """DACS: pseudo-labels from the teacher where confident, weighted by the confident fraction;
+    plus the drift guards of :class:`AdaptConfig`."""
     with torch.no_grad():
-        probabilities = torch.softmax(teacher(target["image"]), dim=1)
+        probabilities = averaged_probabilities(teacher, target["image"], config.teacher_views)
         confidence, pseudo = probabilities.max(dim=1)
         threshold = pseudo_label_thresholds(confidence, pseudo, target["valid"], config)
         confident = (confidence >= threshold) & target["valid"]
@@ -278,8 +338,23 @@ def _self_training_loss(
             images = torch.where(paste[:, None], source["image"], images)
             pseudo = torch.where(paste, source["mask"], pseudo)
             pixel_weight = torch.where(paste, torch.ones_like(pixel_weight), pixel_weight)
+    if config.class_balance > 0:
+        pixel_weight = pixel_weight * class_balance_weights(pseudo, config.class_balance, probabilities.shape[1])
     logits = student(photometric_jitter(images, generator))
     per_pixel = F.cross_entropy(logits, pseudo, ignore_index=IGNORE_INDEX, reduction="none")
     counted = (pseudo != IGNORE_INDEX).float()
     loss = loss + (per_pixel * pixel_weight * counted).sum() / counted.sum().clamp(min=1.0)
+    if anchor is not None:
+        loss = loss + config.anchor_weight * anchor_divergence(anchor, images, logits, target["valid"])
     return loss, float(confident.float().mean())
+
+
+def anchor_divergence(
+    anchor: SegmentationModel, images: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Mean KL(unadapted || student) over the valid pixels: how far the student's map has drifted."""
+    with torch.no_grad():
+        reference = torch.log_softmax(anchor(images), dim=1)
+    divergence = (reference.exp() * (reference - torch.log_softmax(logits, dim=1))).sum(dim=1)
+    weight = valid.float()
+    return (divergence * weight).sum() / weight.sum().clamp(min=1.0)

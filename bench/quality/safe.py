@@ -1,0 +1,169 @@
+"""Safe self-training: does ``adapt-segment`` without labels improve the map on every held-out scene?
+
+    python bench/quality/safe.py --out results/safe_adaptation.json
+
+A scene is one Dubai image of a tile its model never saw: the shipped model on the nine images of tile 6
+(it trained on tiles 1-5), and, where they have been trained and cached (``--loto-models``), the
+leave-one-tile-out models on the images of their held-out tile. Each run segments the scene with the
+unadapted model and with the adapted one (the product's path, ``pipeline``), scores both against the
+scene's labels, and records the label-free self-check signals (backend.self_check) so that the check can
+be judged on the same runs. Runs are cached as JSON by a hash of their settings; two worker processes,
+one torch thread each.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+SHIPPED_MODEL = str(REPO / "resources" / "models" / "dubai-hybrid-vit")
+SHIPPED_HELD_OUT_TILE = 6
+PARTS = range(1, 10)
+DEFAULT_CACHE = Path.home() / ".cache" / "crossearth" / "safe"
+
+# variant -> AdaptOptions fields ("extra" holds AdaptConfig fields); {} is the product's defaults
+VARIANTS: dict[str, dict] = {
+    "defaults": {},
+    "anchor 1": {"extra": {"anchor_weight": 1.0}},
+    "balance 0.5": {"extra": {"class_balance": 0.5}},
+    "teacher 4 views": {"extra": {"teacher_views": 4}},
+    "anchor 1, balance 0.5, teacher 4 views": {
+        "extra": {"anchor_weight": 1.0, "class_balance": 0.5, "teacher_views": 4}
+    },
+}
+
+
+def scenes(loto_models: Path | None) -> list[dict]:
+    """(model folder, held-out tile, image part) of every scene of the protocol that has its model."""
+    found = [{"model": SHIPPED_MODEL, "tile": SHIPPED_HELD_OUT_TILE, "part": part} for part in PARTS]
+    if loto_models is not None:
+        for tile in range(1, 6):
+            folder = loto_models / f"held-out-{tile}"
+            if (folder / "model.safetensors").is_file():
+                found += [{"model": str(folder), "tile": tile, "part": part} for part in PARTS]
+    return found
+
+
+def run_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_scene(spec: dict) -> dict:
+    """Segment, adapt, segment again, score both, and measure the self-check signals on the adaptation tiles."""
+    import torch
+    from make_sample_scene import write_labels, write_scene
+
+    from backend import pipeline
+    from backend.adapt import adapt
+    from backend.dubai import read_part
+    from backend.self_check import measure
+
+    torch.set_num_threads(1)
+    image, mask = read_part(spec["tile"], spec["part"])
+    with tempfile.TemporaryDirectory(prefix="crossearth-safe-") as tmp:
+        scene_path, labels_path = Path(tmp) / "scene.tif", Path(tmp) / "labels.tif"
+        write_scene((image * 255.0).round().byte().numpy(), scene_path)
+        write_labels(mask.numpy().astype(np.uint8), labels_path)
+        scene = pipeline.Scene(input=str(scene_path), model=spec["model"], threads=1)
+        options = pipeline.AdaptOptions(**spec["options"])
+        card, model = pipeline.open_model(scene)
+        plain = str(Path(tmp) / "segment.tif")
+        pipeline.segment(scene, pipeline.SegmentOptions(output=plain, engine="torch"), model=(card, model))
+        reader, roi = pipeline._open(scene, card)
+        with reader:
+            samples = pipeline.adaptation_samples(reader, roi, options.samples, options.sample_size)
+        original = copy.deepcopy(model)
+        started = time.perf_counter()
+        result = adapt(model, samples, options.config())
+        seconds = time.perf_counter() - started
+        adapted = str(Path(tmp) / "adapted.tif")
+        pipeline.segment(scene, pipeline.SegmentOptions(output=adapted, engine="torch"), model=(card, result.model))
+        signals = measure(original, result.model, samples)
+        before = pipeline.evaluate(plain, str(labels_path), model=spec["model"])
+        after = pipeline.evaluate(adapted, str(labels_path), model=spec["model"])
+    keep = ("miou", "iou")
+    return {
+        "spec": spec,
+        "segment": {k: before[k] for k in keep},
+        "adapt_segment": {k: after[k] for k in keep},
+        "gain_miou": after["miou"] - before["miou"],
+        "signals": signals.to_dict(),
+        "adapt_seconds": round(seconds, 1),
+    }
+
+
+def execute(specs: list[dict], cache: Path, workers: int) -> list[dict]:
+    (cache / "runs").mkdir(parents=True, exist_ok=True)
+    paths = [cache / "runs" / f"{run_key(spec)}.json" for spec in specs]
+    todo = [(spec, path) for spec, path in zip(specs, paths, strict=True) if not path.is_file()]
+    print(f"{len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to do", flush=True)
+    with ProcessPoolExecutor(workers) as pool:
+        futures = {pool.submit(run_scene, spec): path for spec, path in todo}
+        for done, future in enumerate(as_completed(futures), 1):
+            result = future.result()
+            futures[future].write_text(json.dumps(result))
+            spec = result["spec"]
+            print(
+                f"[{done}/{len(todo)}] {spec['variant']} tile {spec['tile']} part {spec['part']}: "
+                f"{100 * result['segment']['miou']:.1f} -> {100 * result['adapt_segment']['miou']:.1f}",
+                flush=True,
+            )
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per variant: mean gain in mIoU points, its standard error, the worst image, images better."""
+    by_variant: dict[str, list[dict]] = {}
+    for run in runs:
+        by_variant.setdefault(run["spec"]["variant"], []).append(run)
+    summary = {}
+    for variant, group in by_variant.items():
+        gains = np.array([100 * r["gain_miou"] for r in group])
+        worst = group[int(gains.argmin())]["spec"]
+        summary[variant] = {
+            "scenes": len(group),
+            "mean_segment": round(float(np.mean([100 * r["segment"]["miou"] for r in group])), 2),
+            "mean_gain": round(float(gains.mean()), 2),
+            "standard_error": round(float(gains.std(ddof=1) / np.sqrt(len(gains))), 2) if len(gains) > 1 else None,
+            "worst_gain": round(float(gains.min()), 2),
+            "worst_scene": f"tile {worst['tile']} part {worst['part']}",
+            "better": int((gains > 0).sum()),
+            "below_minus_1": int((gains < -1.0).sum()),
+        }
+    return summary
+
+
+def main(
+    out: Annotated[Path, typer.Option(help="results JSON")] = REPO / "results" / "safe_adaptation.json",
+    variants: Annotated[list[str] | None, typer.Option("--variant", help="variants to run (default: all)")] = None,
+    loto_models: Annotated[Path | None, typer.Option(help="folder of held-out-N model folders")] = None,
+    cache: Annotated[Path, typer.Option(help="cached runs (not committed)")] = DEFAULT_CACHE,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    chosen = variants or list(VARIANTS)
+    specs = [{**scene, "variant": name, "options": VARIANTS[name]} for name in chosen for scene in scenes(loto_models)]
+    runs = execute(specs, cache, workers)
+    summary = summarize(runs)
+    for name, row in summary.items():
+        print(f"{name:45s} {row}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,93 @@
+"""Self-training's guards against drift (anchor, class balance, averaged teacher) and the self-check signals."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from backend.adapt import (
+    DIHEDRAL_VIEWS,
+    AdaptConfig,
+    adapt,
+    anchor_divergence,
+    averaged_probabilities,
+    class_balance_weights,
+    unview,
+    view,
+)
+from backend.augment import IGNORE_INDEX
+from backend.self_check import measure
+from tests.test_adapt import fresh_model, small_config, striped_samples
+
+
+@pytest.mark.parametrize("index", range(len(DIHEDRAL_VIEWS)))
+def test_each_view_is_undone_by_its_unview(index):
+    image = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    assert torch.equal(unview(view(image, index), index), image)
+
+
+def test_a_teacher_of_eight_views_predicts_a_turned_image_as_the_turned_prediction():
+    model = fresh_model().eval()
+    image = torch.rand(1, 3, 32, 32)
+    turned = torch.rot90(image, 1, dims=(-2, -1))
+    ensemble = averaged_probabilities(model, image, 8)
+    assert torch.allclose(averaged_probabilities(model, turned, 8), torch.rot90(ensemble, 1, dims=(-2, -1)), atol=1e-5)
+    single = averaged_probabilities(model, image, 1)
+    assert not torch.allclose(
+        averaged_probabilities(model, turned, 1), torch.rot90(single, 1, dims=(-2, -1)), atol=1e-3
+    )
+
+
+def test_class_balance_gives_each_pseudo_labelled_class_the_weight_of_its_share_to_the_minus_power():
+    pseudo = torch.tensor([[0, 0, 0, 1], [0, 0, 0, IGNORE_INDEX]])  # class 0: 6 of 7 labelled pixels, class 1: 1
+    weights = class_balance_weights(pseudo, 1.0, num_classes=3)
+    raw_0, raw_1 = 7 / 6, 7.0
+    mean = (6 * raw_0 + raw_1) / 7
+    assert weights[0, 0] == pytest.approx(raw_0 / mean)
+    assert weights[0, 3] == pytest.approx(raw_1 / mean)
+    assert weights[1, 3] == 0
+    assert torch.equal(class_balance_weights(pseudo, 0.0, 3), torch.ones(2, 4))
+
+
+def test_anchor_divergence_is_zero_for_the_unadapted_model_and_grows_as_the_student_drifts():
+    anchor = fresh_model().eval()
+    images = torch.rand(2, 3, 32, 32)
+    valid = torch.ones(2, 32, 32, dtype=torch.bool)
+    assert float(anchor_divergence(anchor, images, anchor(images), valid)) == pytest.approx(0.0, abs=1e-6)
+    drifted = copy.deepcopy(anchor)
+    with torch.no_grad():
+        drifted.head.classifier.bias += torch.tensor([2.0, 0.0, -2.0])
+    assert anchor_divergence(anchor, images, drifted(images), valid) > 0.1
+
+
+def test_the_anchor_keeps_self_training_closer_to_the_unadapted_model():
+    target = [{"image": s["image"].flip(0)} for s in striped_samples()]
+    original = fresh_model().eval()
+    changed = {}
+    for weight in (0.0, 5.0):
+        result = adapt(fresh_model(), target, small_config(mode="da", confidence=0.3, steps=20, anchor_weight=weight))
+        changed[weight] = measure(original, result.model, [{"image": s["image"]} for s in target]).changed
+    assert changed[5.0] < changed[0.0]
+
+
+def test_the_self_check_sees_no_change_between_a_model_and_its_copy_and_a_collapse_after_a_biased_head():
+    model = fresh_model().eval()
+    samples = [{"image": s["image"]} for s in striped_samples()]
+    same = measure(model, copy.deepcopy(model), samples)
+    assert same.changed == 0.0 and same.min_share_ratio == 1.0
+    assert same.tta_agreement_adapted == same.tta_agreement_original
+    collapsed = copy.deepcopy(model)
+    with torch.no_grad():
+        collapsed.head.classifier.bias += torch.tensor([50.0, 0.0, 0.0])  # everything becomes class 0
+    signals = measure(model, collapsed, samples)
+    assert signals.shares_adapted[0] == pytest.approx(1.0)
+    assert signals.min_share_ratio == pytest.approx(0.0)
+    assert signals.changed == pytest.approx(1.0 - signals.shares_original[0], abs=1e-6)
+
+
+@pytest.mark.parametrize(("field", "value"), [("teacher_views", 3), ("anchor_weight", -1.0), ("class_balance", -0.5)])
+def test_bad_guard_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        AdaptConfig(**{field: value})
