@@ -105,6 +105,7 @@ class AdaptResult:
     trainable_parameters: int
     seconds: float
     pseudo_label_fraction: list[float] = field(default_factory=list)
+    self_check: dict | None = None  # the pipeline's verdict (backend.self_check.Verdict.to_dict), if it ran
 
     @property
     def active_modules(self) -> list[str]:

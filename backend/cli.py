@@ -206,6 +206,14 @@ Steps = Annotated[int, typer.Option("--steps", min=1, help="Adaptation steps.")]
 TopK = Annotated[float, typer.Option("--top-k", help="Active modules: a count, or a fraction < 1 of all.")]
 Reselect = Annotated[int | None, typer.Option("--reselect-every", min=1, help="Steps between Fisher re-selections.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic on CPU).")]
+SelfCheck = Annotated[
+    bool,
+    typer.Option(
+        "--self-check/--no-self-check",
+        help="DA: compare the adapted and unadapted models without labels and keep the unadapted one "
+        "when adaptation did not help.",
+    ),
+]
 SourceSamples = Annotated[
     bool,
     typer.Option(
@@ -245,7 +253,18 @@ def _str(path: Path | None) -> str | None:
 
 
 def _adapt_options(
-    mode, labels, samples, steps, top_k, reselect_every, seed, source_samples, adapter_out, report_out, overwrite
+    mode,
+    labels,
+    samples,
+    steps,
+    top_k,
+    reselect_every,
+    seed,
+    source_samples,
+    self_check,
+    adapter_out,
+    report_out,
+    overwrite,
 ):
     return AdaptOptions(
         mode=mode,
@@ -256,6 +275,7 @@ def _adapt_options(
         reselect_every=reselect_every,
         seed=seed,
         source_samples=source_samples,
+        self_check=self_check,
         adapter_out=_str(adapter_out),
         report_out=_str(report_out),
         overwrite=overwrite,
@@ -340,6 +360,7 @@ def adapt(
     reselect_every: Reselect = None,
     seed: Seed = DEFAULTS.seed,
     source_samples: SourceSamples = DEFAULTS.source_samples,
+    self_check: SelfCheck = DEFAULTS.self_check,
     report_out: ReportOut = None,
     threads: Threads = None,
     overwrite: Overwrite = False,
@@ -360,14 +381,28 @@ def adapt(
             reselect_every,
             seed,
             source_samples,
+            self_check,
             adapter_out,
             report_out,
             overwrite,
         )
         outputs, _, result = pipeline.adapt_scene(scene, options, reporter.progress, is_cancelled)
-        return outputs, {"active_modules": result.active_modules, "trainable_parameters": result.trainable_parameters}
+        return outputs, _adapt_metrics(reporter, result)
 
     _run(json_progress, job)
+
+
+def _adapt_metrics(reporter: Reporter, result) -> dict:
+    """The adaptation's result event metrics; the self-check's verdict is also a log line the user reads."""
+    metrics = {"active_modules": result.active_modules, "trainable_parameters": result.trainable_parameters}
+    if result.self_check:
+        from backend.self_check import verdict_message
+
+        reporter.log(
+            verdict_message(result.self_check), "info" if result.self_check["kept"] == "adapted" else "warning"
+        )
+        metrics["self_check"] = result.self_check
+    return metrics
 
 
 @app.command("adapt-segment")
@@ -388,6 +423,7 @@ def adapt_segment(
     reselect_every: Reselect = None,
     seed: Seed = DEFAULTS.seed,
     source_samples: SourceSamples = DEFAULTS.source_samples,
+    self_check: SelfCheck = DEFAULTS.self_check,
     adapter_out: AdapterOut = None,
     report_out: ReportOut = None,
     confidence: Confidence = None,
@@ -418,6 +454,7 @@ def adapt_segment(
             reselect_every,
             seed,
             source_samples,
+            self_check,
             adapter_out,
             report_out,
             overwrite,
@@ -434,10 +471,10 @@ def adapt_segment(
             device=device,
             overwrite=overwrite,
         )
-        outputs = pipeline.adapt_and_segment(
+        outputs, result = pipeline.adapt_and_segment(
             scene, adapt_options, segment_options, reporter.progress, is_cancelled, cluster=cluster
         )
-        return outputs, None
+        return outputs, _adapt_metrics(reporter, result)
 
     _run(json_progress, job)
 

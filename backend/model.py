@@ -136,6 +136,12 @@ class SegmentationModel(nn.Module):
         self.toolbox = inject_toolbox(self.backbone, config)
         return self.toolbox
 
+    @property
+    def input_stride(self) -> int:
+        """The pixels per token along a side: image sides must be multiples of it (stem stride x patch size)."""
+        embed = self.backbone.patch_embed
+        return int(embed.patch_size[0]) * int(getattr(embed, "feature_ratio", (1, 1))[0])
+
     def train(self, mode: bool = True) -> SegmentationModel:
         """The frozen backbone always runs in eval mode: its norm statistics and dropout never change."""
         super().train(mode)

@@ -69,6 +69,7 @@ class AdaptOptions:
     lr: float = 1e-3
     ema_momentum: float = 0.99
     seed: int = 0
+    self_check: bool = True  # DA: keep the unadapted model when the label-free check says adaptation did not help
     adapter_out: str | None = None
     report_out: str | None = None
     overwrite: bool = False

@@ -6,6 +6,7 @@ Each takes plain dataclasses (built by the CLI or by the QGIS plugin alike) and 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from backend.adapt import AdaptResult, adapt
+from backend.adapt import AdaptConfig, AdaptResult, adapt, prepare_trainable
 from backend.atomic import check_writable
 from backend.augment import IGNORE_INDEX, Sample
 from backend.checkpoint import load_adapter, save_adapter
@@ -31,6 +32,7 @@ from backend.raster_io import SceneReader, inspect_raster
 from backend.registry import ModelCard, load_model, resolve_model
 from backend.roi import Roi, resolve_roi
 from backend.selection_report import plot_selection, write_selection_json
+from backend.self_check import decide, measure
 from backend.sliding_window import segment_scene, tile_windows
 from backend.source_samples import load_source_samples
 
@@ -322,9 +324,18 @@ def adapt_scene(
     check_cancelled(is_cancelled)
     anchor = f", {len(source)} labelled source crops" if source else ""
     progress(0.02, f"adapting on {len(samples)} tiles{anchor} ({config.mode.upper()}, {config.steps} steps)")
+    original = copy.deepcopy(model) if options.self_check and config.mode == "da" else None
     result = adapt(
-        model, samples, config, source, progress=sub_progress(progress, 0.02, 0.97), is_cancelled=is_cancelled
+        model, samples, config, source, progress=sub_progress(progress, 0.02, 0.94), is_cancelled=is_cancelled
     )
+    if original is not None:
+        progress(0.94, "self-check: comparing the adapted and unadapted models on the adaptation tiles")
+        verdict = decide(measure(original, result.model, samples))
+        result.self_check = verdict.to_dict()
+        progress(0.97, verdict.message)
+        if not verdict.keep_adapted:  # the checkpoint then holds the unadapted head: it reproduces the model
+            prepare_trainable(original, AdaptConfig(tuning="head"))
+            result.model = original.eval()
     metadata = {
         "model": card.name,
         "classes": card.classes,
@@ -336,15 +347,20 @@ def adapt_scene(
         "losses": result.losses,
         "trainable_parameters": result.trainable_parameters,
         "seconds": round(result.seconds, 1),
+        "self_check": result.self_check,
     }
-    save_adapter(model, adapter_out, metadata, overwrite=options.overwrite)
+    save_adapter(result.model, adapter_out, metadata, overwrite=options.overwrite)
     outputs = {"ADAPTER": adapter_out}
     if result.selection:
         write_selection_json(result.selection, report_out, overwrite=options.overwrite)
-        depth = len(model.backbone.blocks)
+        depth = len(result.model.backbone.blocks)
         plot_selection(result.selection, depth, report_png, options.overwrite, result.config.gate.selection)
         outputs.update(REPORT=report_out, REPORT_PLOT=report_png)
-    progress(1.0, f"adapted: {len(result.active_modules)} modules active, {result.trainable_parameters:,} parameters")
+    if result.self_check and result.self_check["kept"] == "unadapted":
+        progress(1.0, "adapter written: it holds the unadapted model, which the self-check kept")
+    else:
+        active = len(result.active_modules)
+        progress(1.0, f"adapted: {active} modules active, {result.trainable_parameters:,} parameters")
     return outputs, card, result
 
 
@@ -355,8 +371,9 @@ def adapt_and_segment(
     progress: ProgressFn = no_progress,
     is_cancelled: CancelFn = never_cancelled,
     cluster: str | None = None,
-) -> dict[str, str]:
-    """Adapt to the scene, then segment its whole ROI with the adapted model; the adapter lands beside the output.
+) -> tuple[dict[str, str], AdaptResult]:
+    """Adapt to the scene, then segment its whole ROI with the adapted model (or the unadapted one, when the
+    self-check rejects the adaptation); the adapter lands beside the output.
 
     Adaptation runs here; with ``cluster`` the segmentation runs on Dask workers (see :func:`segment`).
     """
@@ -380,7 +397,7 @@ def adapt_and_segment(
             if key in outputs:
                 Path(outputs[key]).unlink(missing_ok=True)
         raise
-    return outputs
+    return outputs, result
 
 
 def evaluate(prediction: str, labels: str, model: str = DEFAULT_MODEL, models_dir: str | None = None) -> dict:

@@ -57,7 +57,7 @@ def test_adapt_segment_writes_adapter_and_report_beside_the_output(tmp_path, sce
         ["adapt-segment", scene, "-o", out, "--steps", "3", "--samples", "2", *model_args(tiny_model_folder)]
     )
     assert code == 0, events
-    outputs = events[-1 - sum(e["type"] == "log" for e in events)]["outputs"]
+    outputs = next(e for e in events if e["type"] == "result")["outputs"]
     assert outputs["ADAPTER"] == str(tmp_path / "classes.adapter.safetensors")
     assert outputs["REPORT"] == str(tmp_path / "classes.selection.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -217,3 +217,58 @@ def test_inspect_says_whether_the_model_can_take_the_raster(tmp_path, tiny_model
     report = json.loads(shown.stdout)
     assert report["count"] == 4 and report["dtypes"] == ["uint16"] * 4 and report["crs"] == "EPSG:32640"
     assert report["band_mapping"] == [3, 2, 1] and report["model_can_take_it"].startswith("yes")
+
+
+def test_adapt_segment_reports_the_self_check_as_a_log_line_and_in_the_result(tmp_path, scene, tiny_model_folder):
+    from backend.self_check import verdict_message
+
+    out = tmp_path / "classes.tif"
+    code, events = run(
+        ["adapt-segment", scene, "-o", out, "--steps", "3", "--samples", "2", *model_args(tiny_model_folder)]
+    )
+    assert code == 0, events
+    check = next(e for e in events if e["type"] == "result")["metrics"]["self_check"]
+    assert check["kept"] in ("adapted", "unadapted") and 0.0 <= check["changed"] <= 1.0
+    lines = [e["message"] for e in events if e["type"] == "log" and e["message"].startswith("self-check:")]
+    assert lines == [verdict_message(check)]
+    code, events = run(
+        [
+            "adapt-segment",
+            scene,
+            "-o",
+            tmp_path / "b.tif",
+            "--steps",
+            "3",
+            "--samples",
+            "2",
+            "--no-self-check",
+            *model_args(tiny_model_folder),
+        ]
+    )
+    assert code == 0 and "self_check" not in next(e for e in events if e["type"] == "result")["metrics"]
+
+
+def test_a_rejected_adaptation_segments_and_saves_exactly_the_unadapted_model(
+    tmp_path, scene, tiny_model_folder, monkeypatch
+):
+    from backend import pipeline
+    from backend.self_check import Verdict
+
+    monkeypatch.setattr(pipeline, "decide", lambda signals: Verdict(False, "forced by the test", signals))
+    plain, adapted = tmp_path / "plain.tif", tmp_path / "adapted.tif"
+    assert run(["segment", scene, "-o", plain, *model_args(tiny_model_folder)])[0] == 0
+    code, events = run(
+        ["adapt-segment", scene, "-o", adapted, "--steps", "5", "--samples", "2", *model_args(tiny_model_folder)]
+    )
+    assert code == 0, events
+    warning = [e for e in events if e["type"] == "log" and e["level"] == "warning"]
+    assert [e["message"] for e in warning] == [
+        "self-check: adaptation did not help (forced by the test); keeping the unadapted model"
+    ]
+    with rasterio.open(plain) as a, rasterio.open(adapted) as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    again = tmp_path / "again.tif"
+    adapter = tmp_path / "adapted.adapter.safetensors"
+    assert run(["segment", scene, "-o", again, "--adapter", adapter, *model_args(tiny_model_folder)])[0] == 0
+    with rasterio.open(plain) as a, rasterio.open(again) as b:
+        assert np.array_equal(a.read(1), b.read(1))

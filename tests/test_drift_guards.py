@@ -18,7 +18,7 @@ from backend.adapt import (
     view,
 )
 from backend.augment import IGNORE_INDEX
-from backend.self_check import measure
+from backend.self_check import Signals, decide, measure
 from tests.test_adapt import fresh_model, small_config, striped_samples
 
 
@@ -91,3 +91,31 @@ def test_the_self_check_sees_no_change_between_a_model_and_its_copy_and_a_collap
 def test_bad_guard_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         AdaptConfig(**{field: value})
+
+
+def signals_with(confident_changed: float, changed: float = 0.1) -> Signals:
+    return Signals(
+        changed=changed,
+        min_share_ratio=0.9,
+        tta_agreement_original=0.95,
+        tta_agreement_adapted=0.9,
+        consistency_original=0.9,
+        consistency_adapted=0.92,
+        entropy_original=0.3,
+        entropy_adapted=0.2,
+        confident_changed=confident_changed,
+        shares_original=[0.5, 0.5],
+        shares_adapted=[0.5, 0.5],
+    )
+
+
+def test_the_self_check_rejects_an_adaptation_that_overturned_many_sure_pixels_and_keeps_one_that_did_not():
+    rejected = decide(signals_with(0.29))
+    assert not rejected.keep_adapted
+    assert rejected.message == (
+        "self-check: adaptation did not help (it changed 29% of the pixels the unadapted model was sure of); "
+        "keeping the unadapted model"
+    )
+    kept = decide(signals_with(0.008))
+    assert kept.keep_adapted and kept.to_dict()["kept"] == "adapted"
+    assert decide(signals_with(0.05)).keep_adapted and not decide(signals_with(0.051)).keep_adapted
