@@ -337,7 +337,15 @@ class AdaptDock(QDockWidget):
         self.task = None
         self.last_result = result
         bar = self.iface.messageBar()
-        if result.status == SUCCESS:
+        if result.status == SUCCESS and result.kept_unadapted:
+            self.progress.setValue(100)
+            reason = result.metrics["self_check"]["reason"]
+            self.status.setText(
+                f"Done, without adaptation: it did not help this scene ({reason}), so the layers in group "
+                f"“{result.group}” are the unadapted model's map."
+            )
+            bar.pushWarning(LOG_TAG, f"{result.group}: adaptation did not help; segmented with the unadapted model.")
+        elif result.status == SUCCESS:
             self.progress.setValue(100)
             self.status.setText(f"Done: layers added in group “{result.group}”.")
             bar.pushSuccess(LOG_TAG, f"{result.group}: adapted and segmented.")

@@ -44,16 +44,22 @@ class TaskResult:
     outputs: dict[str, str] = field(default_factory=dict)
     layers: list[str] = field(default_factory=list)
     group: str = ""
+    metrics: dict = field(default_factory=dict)
 
     @classmethod
     def from_run(cls, run: BackendRun) -> TaskResult:
         if run.ok:
-            return cls(SUCCESS, outputs=run.outputs)
+            return cls(SUCCESS, outputs=run.outputs, metrics=run.metrics)
         return cls(CANCELLED if run.cancelled else FAILED, error=run.error)
 
     @property
     def report_plot(self) -> str:
         return self.outputs.get("REPORT_PLOT", "")
+
+    @property
+    def kept_unadapted(self) -> bool:
+        """The backend's self-check found that adaptation did not help and segmented with the unadapted model."""
+        return self.metrics.get("self_check", {}).get("kept") == "unadapted"
 
 
 class AdaptSegmentTask(QgsTask):

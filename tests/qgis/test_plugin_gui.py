@@ -187,3 +187,16 @@ def test_algorithm_and_batch_dialogs_build_every_parameter_widget(
     assert batch.mainWidget().batchRowCount() >= 1
     batch.deleteLater()
     dialog.deleteLater()
+
+
+def test_the_dock_says_when_the_self_check_kept_the_unadapted_model(dock):
+    from qgis_crossearth.task import SUCCESS, TaskResult
+
+    verdict = {"kept": "unadapted", "reason": "it changed 29% of the pixels the unadapted model was sure of"}
+    dock.on_completed(TaskResult(SUCCESS, group="My scene", metrics={"self_check": verdict}))
+    assert dock.status.text() == (
+        "Done, without adaptation: it did not help this scene (it changed 29% of the pixels the unadapted model "
+        "was sure of), so the layers in group “My scene” are the unadapted model's map."
+    )
+    dock.on_completed(TaskResult(SUCCESS, group="My scene", metrics={"self_check": {**verdict, "kept": "adapted"}}))
+    assert dock.status.text() == "Done: layers added in group “My scene”."
