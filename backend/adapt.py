@@ -46,6 +46,8 @@ class AdaptConfig:
     DA's guards against drift: ``anchor_weight`` weighs KL(unadapted || student) on the target pixels;
     ``class_balance`` p weighs each pseudo-labelled class by (its share of the batch's pseudo-labels)^-p;
     ``teacher_views`` (1, 2, 4 or 8) averages the teacher over that many flips and quarter turns.
+    DA samples may carry a ``mask`` (an analyst's few labelled polygons): their pixels take the label instead of
+    the pseudo-label and add a cross-entropy of weight ``label_weight`` averaged over the labelled pixels alone.
     """
 
     mode: str = "da"
@@ -67,6 +69,7 @@ class AdaptConfig:
     anchor_weight: float = 0.0
     class_balance: float = 0.0
     teacher_views: int = 1
+    label_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("dg", "da"):
@@ -81,8 +84,8 @@ class AdaptConfig:
             raise ValueError("confidence and ema_momentum must be in [0, 1)")
         if self.class_quantile is not None and not 0.0 <= self.class_quantile <= 1.0:
             raise ValueError(f"class_quantile must be in [0, 1], got {self.class_quantile}")
-        if self.anchor_weight < 0 or self.class_balance < 0:
-            raise ValueError("anchor_weight and class_balance must be >= 0")
+        if self.anchor_weight < 0 or self.class_balance < 0 or self.label_weight < 0:
+            raise ValueError("anchor_weight, class_balance and label_weight must be >= 0")
         if self.teacher_views not in VIEW_COUNTS:
             raise ValueError(f"teacher_views must be one of {VIEW_COUNTS}, got {self.teacher_views}")
         if isinstance(self.toolbox, dict):
@@ -329,7 +332,10 @@ def _self_training_loss(
         confident = (confidence >= threshold) & target["valid"]
         weight = confident.flatten(1).float().mean(dim=1)  # per image
         pseudo = torch.where(confident, pseudo, IGNORE_INDEX)
-    pixel_weight = weight.view(-1, 1, 1).expand_as(pseudo).clone()
+        known = target["mask"]  # the analyst's labels, IGNORE_INDEX where there are none
+        labelled = known != IGNORE_INDEX
+        pseudo = torch.where(labelled, known, pseudo)
+    pixel_weight = torch.where(labelled, 1.0, weight.view(-1, 1, 1).expand_as(pseudo))
     loss = torch.zeros(())
     images = target["image"]
     if source is not None:
@@ -338,6 +344,7 @@ def _self_training_loss(
             paste = class_mix_masks(source["mask"], generator)
             images = torch.where(paste[:, None], source["image"], images)
             pseudo = torch.where(paste, source["mask"], pseudo)
+            known = torch.where(paste, IGNORE_INDEX, known)
             pixel_weight = torch.where(paste, torch.ones_like(pixel_weight), pixel_weight)
     if config.class_balance > 0:
         pixel_weight = pixel_weight * class_balance_weights(pseudo, config.class_balance, probabilities.shape[1])
@@ -347,6 +354,8 @@ def _self_training_loss(
     loss = loss + (per_pixel * pixel_weight * counted).sum() / counted.sum().clamp(min=1.0)
     if anchor is not None:
         loss = loss + config.anchor_weight * anchor_divergence(anchor, images, logits, target["valid"])
+    if (known != IGNORE_INDEX).any():
+        loss = loss + config.label_weight * F.cross_entropy(logits, known, ignore_index=IGNORE_INDEX)
     return loss, float(confident.float().mean())
 
 

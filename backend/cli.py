@@ -199,8 +199,21 @@ Stride = Annotated[int | None, typer.Option("--stride", min=1, help="Tile stride
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")]
 Engine = Annotated[str, typer.Option("--engine", help="auto | onnx | torch (auto: onnx, torch below 64 tiles).")]
 Device = Annotated[str, typer.Option("--device", help="auto (GPU if any), cpu, cuda or cuda:N: where torch segments.")]
-Mode = Annotated[str, typer.Option("--mode", help="da (unlabelled, self-training) or dg (needs --labels).")]
-Labels = Annotated[Path | None, typer.Option("--labels", help="Class-index raster aligned with INPUT (DG).")]
+Mode = Annotated[
+    str, typer.Option("--mode", help="da (self-training, with --labels on the labelled pixels) or dg (--labels only).")
+]
+Labels = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="Labels: a class raster aligned with INPUT (255 = none), or a vector file of polygons, points or lines "
+        "in any CRS with a class field (names or values).",
+    ),
+]
+LabelField = Annotated[str, typer.Option("--label-field", help="The vector labels' field of class names or values.")]
+LabelBuffer = Annotated[
+    float, typer.Option("--label-buffer", help="Metres around labelled points and lines (vector labels).")
+]
 Samples = Annotated[int, typer.Option("--samples", min=1, help="Adaptation tiles sampled over the scene.")]
 Steps = Annotated[int, typer.Option("--steps", min=1, help="Adaptation steps.")]
 TopK = Annotated[float, typer.Option("--top-k", help="Active modules: a count, or a fraction < 1 of all.")]
@@ -255,6 +268,8 @@ def _str(path: Path | None) -> str | None:
 def _adapt_options(
     mode,
     labels,
+    label_field,
+    label_buffer,
     samples,
     steps,
     top_k,
@@ -269,6 +284,8 @@ def _adapt_options(
     return AdaptOptions(
         mode=mode,
         labels=_str(labels),
+        label_field=label_field,
+        label_buffer=label_buffer,
         samples=samples,
         steps=steps,
         top_k=top_k,
@@ -354,6 +371,8 @@ def adapt(
     roi: RoiOpt = None,
     mode: Mode = DEFAULTS.mode,
     labels: Labels = None,
+    label_field: LabelField = DEFAULTS.label_field,
+    label_buffer: LabelBuffer = DEFAULTS.label_buffer,
     samples: Samples = DEFAULTS.samples,
     steps: Steps = DEFAULTS.steps,
     top_k: TopK = DEFAULTS.top_k,
@@ -375,6 +394,8 @@ def adapt(
         options = _adapt_options(
             mode,
             labels,
+            label_field,
+            label_buffer,
             samples,
             steps,
             top_k,
@@ -417,6 +438,8 @@ def adapt_segment(
     roi: RoiOpt = None,
     mode: Mode = DEFAULTS.mode,
     labels: Labels = None,
+    label_field: LabelField = DEFAULTS.label_field,
+    label_buffer: LabelBuffer = DEFAULTS.label_buffer,
     samples: Samples = DEFAULTS.samples,
     steps: Steps = DEFAULTS.steps,
     top_k: TopK = DEFAULTS.top_k,
@@ -448,6 +471,8 @@ def adapt_segment(
         adapt_options = _adapt_options(
             mode,
             labels,
+            label_field,
+            label_buffer,
             samples,
             steps,
             top_k,

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from backend.adapt import AdaptConfig
 
 DEFAULT_MODEL = "dubai-hybrid-vit"  # the embedded model (resources/models/dubai-hybrid-vit)
+DEFAULT_LABEL_FIELD = "class"  # the field of a vector label file holding class names or values
+DEFAULT_LABEL_BUFFER_M = 5.0  # points and lines of a vector label file become shapes this wide on each side
 
 
 @dataclass
@@ -55,7 +57,9 @@ class AdaptOptions:
     """
 
     mode: str = "da"
-    labels: str | None = None
+    labels: str | None = None  # a class raster aligned with the scene, or a vector file of labelled shapes
+    label_field: str = DEFAULT_LABEL_FIELD
+    label_buffer: float = DEFAULT_LABEL_BUFFER_M
     samples: int = 16
     sample_size: int = 384
     steps: int = 120

@@ -23,6 +23,7 @@ from backend.atomic import check_writable
 from backend.augment import IGNORE_INDEX, Sample
 from backend.checkpoint import load_adapter, save_adapter
 from backend.errors import BadInput
+from backend.labels import LabelShapes, is_vector, read_label_shapes
 from backend.metrics import confusion_matrix, scores
 from backend.model import SegmentationModel
 from backend.options import DEFAULT_MODEL, AdaptOptions, Scene, SegmentOptions
@@ -254,19 +255,30 @@ def sample_windows(roi: Roi, count: int, size: int) -> list[Window]:
     return [Window(int(x), int(y), min(size, width), min(size, height)) for y in ys for x in xs]
 
 
-def adaptation_samples(reader: SceneReader, roi: Roi, count: int, size: int, labels: str | None = None) -> list[Sample]:
-    """Tiles spread over the scene, skipping those mostly nodata or outside the ROI (with labels for DG)."""
-    label_dataset = _open_labels(labels, reader) if labels else None
+def adaptation_samples(
+    reader: SceneReader, roi: Roi, count: int, size: int, labels: str | LabelShapes | None = None
+) -> list[Sample]:
+    """Tiles spread over the scene, skipping those mostly nodata or outside the ROI, with a ``mask`` when there are
+    labels: a label raster's classes, or labelled shapes burnt in (then one more tile centred on each shape)."""
+    label_dataset = _open_labels(labels, reader) if isinstance(labels, str) else None
+    windows = sample_windows(roi, count, size)
+    if isinstance(labels, LabelShapes):
+        windows += labels.pixel_windows(size, reader.width, reader.height)
     samples = []
     try:
-        for window in sample_windows(roi, count, size):
+        for window in windows:
             image, valid = reader.read(window)
             valid &= roi.mask(window)
-            if valid.mean() < MIN_VALID_FRACTION:
-                continue
-            sample = {"image": torch.from_numpy(image), "valid": torch.from_numpy(valid)}
+            mask = None
             if label_dataset is not None:
                 mask = label_dataset.read(1, window=window).astype(np.int64)
+            elif labels is not None:
+                mask = labels.burn(window)
+            labelled = mask is not None and bool((valid & (mask != IGNORE_INDEX)).any())
+            if valid.mean() < MIN_VALID_FRACTION and not labelled:
+                continue
+            sample = {"image": torch.from_numpy(image), "valid": torch.from_numpy(valid)}
+            if mask is not None:
                 sample["mask"] = torch.from_numpy(np.where(valid, mask, IGNORE_INDEX))
             samples.append(sample)
     finally:
@@ -307,7 +319,7 @@ def adapt_scene(
 ) -> tuple[dict[str, str], ModelCard, AdaptResult]:
     """Fisher-gated adaptation on tiles of the scene; writes the adapter checkpoint and selection report."""
     if options.mode == "dg" and not options.labels:
-        raise BadInput(f"{scene.input}: DG adaptation needs a label raster (--labels)")
+        raise BadInput(f"{scene.input}: DG adaptation needs labels (--labels: a class raster or labelled polygons)")
     adapter_out = options.adapter_out or str(Path(scene.input).with_suffix(".adapter.safetensors"))
     report_out = options.report_out or str(Path(adapter_out).with_name(Path(adapter_out).stem + ".selection.json"))
     report_png = str(Path(report_out).with_suffix(".png"))
@@ -319,7 +331,12 @@ def adapt_scene(
     progress(0.0, "reading adaptation tiles")
     reader, roi = _open(scene, card)
     with reader:
-        samples = adaptation_samples(reader, roi, options.samples, options.sample_size, options.labels)
+        labels: str | LabelShapes | None = options.labels
+        if options.labels and is_vector(options.labels):
+            labels = read_label_shapes(
+                options.labels, reader, card.classes, options.label_field, options.label_buffer, roi.window
+            )
+        samples = adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
     source = source_crops(card, options)
     check_cancelled(is_cancelled)
     anchor = f", {len(source)} labelled source crops" if source else ""

@@ -133,5 +133,30 @@ def write_vector(path: Path, wkts: list[str], epsg: int | None, driver: str = "G
         feature = ogr.Feature(layer.GetLayerDefn())
         feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
         layer.CreateFeature(feature)
+    feature = layer = None  # OGR's objects must go before their file
+    source = None  # closing writes the file
+    return path
+
+
+def write_labelled_vector(
+    path: Path, features: list[tuple[str, Any]], epsg: int | None, field: str = "class", kind: str = "string"
+) -> Path:
+    """A one-layer GeoPackage of (WKT, class) features, the class in ``field`` as a string or an integer."""
+    from osgeo import ogr, osr
+
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = None
+    if epsg is not None:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    layer = source.CreateLayer("labels", srs, ogr.wkbUnknown)
+    layer.CreateField(ogr.FieldDefn(field, ogr.OFTString if kind == "string" else ogr.OFTInteger))
+    for wkt, value in features:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        feature.SetField(field, value)
+        layer.CreateFeature(feature)
+    feature = layer = None  # OGR's objects must go before their file
     source = None  # closing writes the file
     return path

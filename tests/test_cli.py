@@ -272,3 +272,43 @@ def test_a_rejected_adaptation_segments_and_saves_exactly_the_unadapted_model(
     assert run(["segment", scene, "-o", again, "--adapter", adapter, *model_args(tiny_model_folder)])[0] == 0
     with rasterio.open(plain) as a, rasterio.open(again) as b:
         assert np.array_equal(a.read(1), b.read(1))
+
+
+def test_adapt_segment_trains_on_labelled_polygons_in_another_crs(tmp_path, scene, tiny_model_folder):
+    from rasterio.warp import transform as warp_transform
+
+    ring = [(300010.0, 2799990.0), (300060.0, 2799990.0), (300060.0, 2799950.0), (300010.0, 2799950.0)]
+    lons, lats = warp_transform("EPSG:32640", "EPSG:4326", *zip(*ring, strict=True))
+    wkt = "POLYGON ((" + ", ".join(f"{x!r} {y!r}" for x, y in [*zip(lons, lats, strict=True), (lons[0], lats[0])])
+    labels = rasters.write_labelled_vector(tmp_path / "labels.gpkg", [(wkt + "))", "WATER")], epsg=4326)
+    code, events = run(
+        [
+            "adapt-segment",
+            scene,
+            "-o",
+            tmp_path / "c.tif",
+            "--labels",
+            labels,
+            "--steps",
+            "3",
+            "--samples",
+            "2",
+            *model_args(tiny_model_folder),
+        ]
+    )
+    assert code == 0, events
+    messages = [e["message"] for e in events if e["type"] == "progress"]
+    assert "adapting on 3 tiles (DA, 3 steps)" in messages  # two spread over the scene, one on the polygon
+
+
+def test_a_label_file_with_a_class_the_model_lacks_is_one_line_of_bad_input(tmp_path, scene, tiny_model_folder):
+    labels = rasters.write_labelled_vector(tmp_path / "labels.gpkg", [("POINT (300050 2799950)", "Forest")], 32640)
+    code, events = run(
+        ["adapt-segment", scene, "-o", tmp_path / "c.tif", "--labels", labels, *model_args(tiny_model_folder)]
+    )
+    assert code == 2
+    assert events[-1]["message"] == (
+        f"{labels}: feature 1 has class 'Forest', which the model lacks "
+        "(its classes: 0 Building, 1 Land, 2 Road, 3 Vegetation, 4 Water)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.gpkg", "scene.tif"]

@@ -119,3 +119,20 @@ def test_the_self_check_rejects_an_adaptation_that_overturned_many_sure_pixels_a
     kept = decide(signals_with(0.008))
     assert kept.keep_adapted and kept.to_dict()["kept"] == "adapted"
     assert decide(signals_with(0.05)).keep_adapted and not decide(signals_with(0.051)).keep_adapted
+
+
+def test_labelled_pixels_of_da_samples_teach_their_class_while_the_rest_self_trains():
+    images = torch.stack([s["image"].flip(0) for s in striped_samples()])
+    with torch.no_grad():
+        before = fresh_model().eval()(images).argmax(dim=1)[:, 8:24, 8:24]
+    rare = int(torch.bincount(before.flatten(), minlength=3).argmin())  # the class the model predicts least there
+    mask = torch.full((48, 48), IGNORE_INDEX)
+    mask[8:24, 8:24] = rare  # an analyst's square of that class
+    share = {}
+    for labelled in (False, True):
+        samples = [{"image": image, **({"mask": mask} if labelled else {})} for image in images]
+        model = adapt(fresh_model(), samples, small_config(mode="da", confidence=0.3, steps=20)).model
+        with torch.no_grad():
+            predicted = model(images).argmax(dim=1)
+        share[labelled] = float((predicted[:, 8:24, 8:24] == rare).float().mean())
+    assert share[False] < 0.2 and share[True] > share[False] + 0.5, share
