@@ -289,6 +289,18 @@ def adaptation_samples(
     return samples
 
 
+def scene_samples(scene: Scene, card: ModelCard, options: AdaptOptions) -> list[Sample]:
+    """The adaptation tiles of the scene, with the options' labels (a class raster or labelled shapes)."""
+    reader, roi = _open(scene, card)
+    with reader:
+        labels: str | LabelShapes | None = options.labels
+        if options.labels and is_vector(options.labels):
+            labels = read_label_shapes(
+                options.labels, reader, card.classes, options.label_field, options.label_buffer, roi.window
+            )
+        return adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
+
+
 def _open_labels(path: str, reader: SceneReader) -> rasterio.DatasetReader:
     info = inspect_raster(path)
     if (info.width, info.height) != (reader.width, reader.height):
@@ -329,14 +341,7 @@ def adapt_scene(
     if scene.threads:
         torch.set_num_threads(scene.threads)
     progress(0.0, "reading adaptation tiles")
-    reader, roi = _open(scene, card)
-    with reader:
-        labels: str | LabelShapes | None = options.labels
-        if options.labels and is_vector(options.labels):
-            labels = read_label_shapes(
-                options.labels, reader, card.classes, options.label_field, options.label_buffer, roi.window
-            )
-        samples = adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
+    samples = scene_samples(scene, card, options)
     source = source_crops(card, options)
     check_cancelled(is_cancelled)
     anchor = f", {len(source)} labelled source crops" if source else ""

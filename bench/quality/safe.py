@@ -26,7 +26,9 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rasterio.windows import Window
 
+from backend.augment import IGNORE_INDEX
 from backend.self_check import Signals, decide
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,15 +81,17 @@ def run_scene(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="crossearth-safe-") as tmp:
         scene_path, labels_path = Path(tmp) / "scene.tif", Path(tmp) / "labels.tif"
         write_scene((image * 255.0).round().byte().numpy(), scene_path)
-        write_labels(mask.numpy().astype(np.uint8), labels_path)
-        scene = pipeline.Scene(input=str(scene_path), model=spec["model"], threads=1)
+        truth = mask.numpy().astype(np.uint8)
         options = pipeline.AdaptOptions(**spec["options"])
+        scene = pipeline.Scene(input=str(scene_path), model=spec["model"], threads=1)
         card, model = pipeline.open_model(scene)
+        if "analyst" in spec:  # the analyst's polygons train; only the pixels they do not cover are scored
+            options.labels, covered = analyst_polygons(spec["analyst"], truth, scene_path, card.classes, Path(tmp))
+            truth = np.where(covered, IGNORE_INDEX, truth).astype(np.uint8)
+        write_labels(truth, labels_path)
         plain = str(Path(tmp) / "segment.tif")
         pipeline.segment(scene, pipeline.SegmentOptions(output=plain, engine="torch"), model=(card, model))
-        reader, roi = pipeline._open(scene, card)
-        with reader:
-            samples = pipeline.adaptation_samples(reader, roi, options.samples, options.sample_size)
+        samples = pipeline.scene_samples(scene, card, options)
         original = copy.deepcopy(model)
         started = time.perf_counter()
         result = adapt(model, samples, options.config())
@@ -106,6 +110,20 @@ def run_scene(spec: dict) -> dict:
         "signals": signals.to_dict(),
         "adapt_seconds": round(seconds, 1),
     }
+
+
+def analyst_polygons(analyst: dict, truth: np.ndarray, scene_path: Path, classes: list[dict], folder: Path):
+    """The simulated analyst's GeoPackage for this scene, and the pixels its polygons cover."""
+    import rasterio
+    from analyst import draw_disks, write_disks
+
+    from backend.labels import read_label_shapes
+
+    disks = draw_disks(truth, analyst["polygons"], analyst["placement"], analyst["seed"])
+    with rasterio.open(scene_path) as raster:
+        path = write_disks(disks, classes, raster.transform, raster.crs.to_wkt(), folder / "analyst.gpkg")
+        covered = read_label_shapes(path, raster, classes).burn(Window(0, 0, raster.width, raster.height))
+    return str(path), covered != IGNORE_INDEX
 
 
 def execute(specs: list[dict], cache: Path, workers: int) -> list[dict]:
@@ -233,10 +251,21 @@ def main(
     cache: Annotated[Path, typer.Option(help="cached runs (not committed)")] = DEFAULT_CACHE,
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
     docs: Annotated[Path, typer.Option(help="the report")] = REPO / "docs" / "safe-adaptation.md",
+    analyst: Annotated[
+        list[str] | None, typer.Option(help="K,placement,seed: also run with a simulated analyst's K polygons")
+    ] = None,
+    analyst_only: Annotated[bool, typer.Option(help="only the runs with the analyst's polygons")] = False,
 ) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     chosen = variants or list(VARIANTS)
-    specs = [{**scene, "variant": name, "options": VARIANTS[name]} for name in chosen for scene in scenes(loto_models)]
+    base = [{**scene, "variant": name, "options": VARIANTS[name]} for name in chosen for scene in scenes(loto_models)]
+    drawn = [dict(zip(("polygons", "placement", "seed"), setting.split(","), strict=True)) for setting in analyst or []]
+    labelled = [
+        {**spec, "variant": f"{spec['variant']}, {d['polygons']} polygons by {d['placement']}", "analyst": d}
+        for d in ({"polygons": int(d["polygons"]), "placement": d["placement"], "seed": int(d["seed"])} for d in drawn)
+        for spec in base
+    ]
+    specs = labelled + ([] if analyst_only else base)
     runs = execute(specs, cache, workers)
     summary, accuracy = summarize(runs), check_accuracy(runs)
     for name, row in summary.items():

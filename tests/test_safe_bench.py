@@ -1,0 +1,73 @@
+"""The safe-adaptation benchmark: the simulated analyst's polygons and the summaries with the self-check."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
+
+from analyst import draw_disks
+from safe import check_accuracy, summarize
+
+from backend.augment import IGNORE_INDEX
+
+
+def two_classes_and_a_strip() -> np.ndarray:
+    """Class 0 on the left 150 columns, class 3 on the right 50, an unlabelled strip of rows between."""
+    labels = np.zeros((200, 200), np.int64)
+    labels[:, 150:] = 3
+    labels[95:105] = IGNORE_INDEX
+    return labels
+
+
+@pytest.mark.parametrize("placement", ["area", "classes"])
+def test_the_analysts_disks_lie_wholly_inside_one_class_and_never_overlap(placement):
+    labels = two_classes_and_a_strip()
+    disks = draw_disks(labels, 10, placement, seed=0)
+    assert len(disks) == 10
+    yy, xx = np.ogrid[:200, :200]
+    drawn = np.zeros(labels.shape, int)
+    for row, col, radius, label in disks:
+        inside = (yy - row) ** 2 + (xx - col) ** 2 <= radius**2
+        assert (labels[inside] == label).all()
+        drawn += inside
+    assert drawn.max() == 1
+
+
+def test_placement_by_classes_gives_each_class_its_share_and_by_area_follows_the_areas():
+    labels = two_classes_and_a_strip()
+    by_class = [d[3] for d in draw_disks(labels, 10, "classes", seed=1)]
+    assert by_class.count(0) == 5 and by_class.count(3) == 5
+    by_area = [d[3] for seed in range(5) for d in draw_disks(labels, 10, "area", seed=seed)]
+    assert by_area.count(0) > 2 * by_area.count(3)
+
+
+def run(variant: str, gain: float, confident_changed: float) -> dict:
+    signals = dict(
+        changed=0.1, min_share_ratio=1.0, tta_agreement_original=0.9, tta_agreement_adapted=0.9,
+        consistency_original=0.9, consistency_adapted=0.9, entropy_original=0.3, entropy_adapted=0.2,
+        confident_changed=confident_changed, shares_original=[1.0], shares_adapted=[1.0],
+    )  # fmt: skip
+    return {
+        "spec": {"variant": variant, "tile": 6, "part": len(variant) + int(100 * gain)},
+        "segment": {"miou": 0.5},
+        "gain_miou": gain,
+        "signals": signals,
+    }
+
+
+def test_with_the_self_check_a_rejected_run_scores_the_unadapted_map():
+    runs = [run("v", 0.10, 0.01), run("v", -0.09, 0.3), run("v", -0.02, 0.0)]
+    row = summarize(runs)["v"]
+    assert row["mean_gain"] == pytest.approx(100 * (0.10 - 0.09 - 0.02) / 3, abs=0.01)
+    assert row["checked_mean_gain"] == pytest.approx(100 * (0.10 - 0.02) / 3, abs=0.01)
+    assert (row["worst_gain"], row["checked_worst_gain"]) == (-9.0, -2.0)
+    assert (row["below_minus_1"], row["checked_below_minus_1"], row["rejected"]) == (2, 1, 1)
+    assert check_accuracy(runs) == {
+        "runs": 3,
+        "right": 2,
+        "kept_a_loss_over_1_point": 1,
+        "rejected_a_gain_over_1_point": 0,
+    }
