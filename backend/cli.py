@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from backend.errors import BadInput
-from backend.options import AdaptOptions, Scene, SegmentOptions
+from backend.options import DEFAULT_SPOT_PIXELS, DEFAULT_SUGGESTED_SPOTS, AdaptOptions, Scene, SegmentOptions
 from backend.progress import CancelFn, Cancelled, CancelToken
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
@@ -500,6 +500,37 @@ def adapt_segment(
             scene, adapt_options, segment_options, reporter.progress, is_cancelled, cluster=cluster
         )
         return outputs, _adapt_metrics(reporter, result)
+
+    _run(json_progress, job)
+
+
+@app.command("suggest-labels")
+def suggest_labels(
+    input: Input,
+    output: Annotated[Path, typer.Option("--output", "-o", help="GeoPackage of the boxes to label.")],
+    count: Annotated[int, typer.Option("-n", "--count", help="How many places to suggest.")] = DEFAULT_SUGGESTED_SPOTS,
+    box: Annotated[int, typer.Option("--box", help="Side of each box, in pixels.")] = DEFAULT_SPOT_PIXELS,
+    model: ModelOpt = "dubai-hybrid-vit",
+    models_dir: ModelsDir = None,
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="Apply a saved adapter checkpoint.")] = None,
+    bands: Bands = None,
+    bbox: BBox = None,
+    bbox_crs: BBoxCrs = None,
+    roi: RoiOpt = None,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
+    json_progress: JsonProgress = False,
+) -> None:
+    """Where to label next: small boxes where the model is least sure, spread over the scene and its classes."""
+
+    def job(reporter: Reporter, is_cancelled: CancelFn):
+        from backend.suggest import suggest_labels
+
+        scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
+        spots = suggest_labels(
+            scene, str(output), count, box, _str(adapter), overwrite, reporter.progress, is_cancelled
+        )
+        return {"OUTPUT": str(output)}, {"spots": len(spots)}
 
     _run(json_progress, job)
 

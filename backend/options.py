@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "dubai-hybrid-vit"  # the embedded model (resources/models/dubai-hybrid-vit)
 DEFAULT_LABEL_FIELD = "class"  # the field of a vector label file holding class names or values
+DEFAULT_SUGGESTED_SPOTS = 20  # suggest-labels: how many places to label
+DEFAULT_SPOT_PIXELS = 32  # suggest-labels: the side of each box
 DEFAULT_LABEL_BUFFER_M = 5.0  # points and lines of a vector label file become shapes this wide on each side
 
 
