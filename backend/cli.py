@@ -417,11 +417,12 @@ def _adapt_metrics(reporter: Reporter, result) -> dict:
     """The adaptation's result event metrics; the self-check's verdict is also a log line the user reads."""
     metrics = {"active_modules": result.active_modules, "trainable_parameters": result.trainable_parameters}
     if result.self_check:
-        from backend.self_check import verdict_message
+        from backend.self_check import estimate_line, verdict_message
 
-        reporter.log(
-            verdict_message(result.self_check), "info" if result.self_check["kept"] == "adapted" else "warning"
-        )
+        if "estimate" in result.self_check:
+            reporter.log(estimate_line(result.self_check["estimate"]))
+        level = "info" if result.self_check["kept"] == "adapted" else "warning"
+        reporter.log(verdict_message(result.self_check), level)
         metrics["self_check"] = result.self_check
     return metrics
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from backend.errors import BadInput
 from backend.options import DEFAULT_LABEL_BUFFER_M, DEFAULT_LABEL_FIELD
 from backend.roi import RasterLike, raster_bounds
 
+HOLD_OUT_EVERY = 3  # LabelShapes.split: a third of each class's shapes estimate how well adaptation did
 MAX_BURNT_PIXELS = 1 << 22  # a shape whose box is larger is taken to cover the scene without burning it
 
 
@@ -44,6 +45,17 @@ class LabelShapes:
             fill=IGNORE_INDEX,
             dtype="int64",
         )
+
+    def split(self, every: int = HOLD_OUT_EVERY) -> tuple[LabelShapes, LabelShapes]:
+        """(training, held-out) shapes: of each class with at least two shapes, every ``every``-th (at least one)
+        is held out to estimate the result honestly; split by shape, so no held-out pixel is next to a trained one."""
+        train, held_out = [], []
+        for value in sorted({value for _, value in self.shapes}):
+            of_class = [item for item in self.shapes if item[1] == value]
+            out = set(range(every - 1, len(of_class), every)) or ({len(of_class) - 1} if len(of_class) > 1 else set())
+            for index, item in enumerate(of_class):
+                (held_out if index in out else train).append(item)
+        return replace(self, shapes=tuple(train)), replace(self, shapes=tuple(held_out))
 
     def pixel_windows(self, size: int, width: int, height: int) -> list[Window]:
         """One ``size`` window (inside the scene) centred on each shape, so every labelled shape is trained on."""

@@ -10,7 +10,7 @@ import copy
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from backend.raster_io import SceneReader, inspect_raster
 from backend.registry import ModelCard, load_model, resolve_model
 from backend.roi import Roi, resolve_roi
 from backend.selection_report import plot_selection, write_selection_json
-from backend.self_check import decide, measure
+from backend.self_check import Verdict, decide, held_out_estimate, judge_by_estimate, measure
 from backend.sliding_window import segment_scene, tile_windows
 from backend.source_samples import load_source_samples
 
@@ -289,16 +289,54 @@ def adaptation_samples(
     return samples
 
 
-def scene_samples(scene: Scene, card: ModelCard, options: AdaptOptions) -> list[Sample]:
-    """The adaptation tiles of the scene, with the options' labels (a class raster or labelled shapes)."""
+@dataclass
+class AdaptationTiles:
+    """The tiles adaptation trains on and, with labelled shapes, one tile per held-out shape to judge it by."""
+
+    train: list[Sample]
+    held_out: list[Sample] = field(default_factory=list)
+    held_out_shapes: int = 0
+
+
+def scene_samples(scene: Scene, card: ModelCard, options: AdaptOptions) -> AdaptationTiles:
+    """The adaptation tiles of the scene with the options' labels: a class raster, or labelled shapes of which a
+    third of each class's (LabelShapes.split) is held out to estimate how well adaptation did."""
     reader, roi = _open(scene, card)
     with reader:
         labels: str | LabelShapes | None = options.labels
+        held_out: list[Sample] = []
         if options.labels and is_vector(options.labels):
-            labels = read_label_shapes(
+            shapes = read_label_shapes(
                 options.labels, reader, card.classes, options.label_field, options.label_buffer, roi.window
             )
-        return adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
+            labels, kept_aside = shapes.split()
+            held_out = held_out_samples(reader, roi, kept_aside, options.sample_size)
+        train = adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
+    return AdaptationTiles(train, held_out, len(held_out))
+
+
+def check_adaptation(
+    original: SegmentationModel, adapted: SegmentationModel, tiles: AdaptationTiles, card: ModelCard
+) -> Verdict:
+    """Did adaptation help? Judged on the held-out labelled shapes when there are some, else without labels."""
+    if tiles.held_out:
+        names = [c["name"] for c in card.classes]
+        return judge_by_estimate(held_out_estimate(original, adapted, tiles.held_out, names, tiles.held_out_shapes))
+    return decide(measure(original, adapted, tiles.train))
+
+
+def held_out_samples(reader: SceneReader, roi: Roi, shapes: LabelShapes, size: int) -> list[Sample]:
+    """One tile centred on each shape, its ``mask`` that shape alone (so no pixel is counted twice)."""
+    samples = []
+    for item, window in zip(shapes.shapes, shapes.pixel_windows(size, reader.width, reader.height), strict=True):
+        image, valid = reader.read(window)
+        valid &= roi.mask(window)
+        mask = np.where(valid, replace(shapes, shapes=(item,)).burn(window), IGNORE_INDEX)
+        if (mask != IGNORE_INDEX).any():
+            samples.append(
+                {"image": torch.from_numpy(image), "valid": torch.from_numpy(valid), "mask": torch.from_numpy(mask)}
+            )
+    return samples
 
 
 def _open_labels(path: str, reader: SceneReader) -> rasterio.DatasetReader:
@@ -341,18 +379,20 @@ def adapt_scene(
     if scene.threads:
         torch.set_num_threads(scene.threads)
     progress(0.0, "reading adaptation tiles")
-    samples = scene_samples(scene, card, options)
+    tiles = scene_samples(scene, card, options)
+    samples = tiles.train
     source = source_crops(card, options)
     check_cancelled(is_cancelled)
     anchor = f", {len(source)} labelled source crops" if source else ""
     progress(0.02, f"adapting on {len(samples)} tiles{anchor} ({config.mode.upper()}, {config.steps} steps)")
-    original = copy.deepcopy(model) if options.self_check and config.mode == "da" else None
+    checked = tiles.held_out or (options.self_check and config.mode == "da")
+    original = copy.deepcopy(model) if checked else None
     result = adapt(
         model, samples, config, source, progress=sub_progress(progress, 0.02, 0.94), is_cancelled=is_cancelled
     )
     if original is not None:
-        progress(0.94, "self-check: comparing the adapted and unadapted models on the adaptation tiles")
-        verdict = decide(measure(original, result.model, samples))
+        progress(0.94, "self-check: comparing the adapted and unadapted models")
+        verdict = check_adaptation(original, result.model, tiles, card)
         result.self_check = verdict.to_dict()
         progress(0.97, verdict.message)
         if not verdict.keep_adapted:  # the checkpoint then holds the unadapted head: it reproduces the model

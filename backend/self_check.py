@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from backend.adapt import unview, view
 from backend.augment import Sample
+from backend.metrics import confusion_matrix, scores
 from backend.model import SegmentationModel
 
 CHECK_VIEWS = 4  # the test-time-augmented ensemble the signals compare against
@@ -124,22 +126,25 @@ def _mean_entropy(probabilities: torch.Tensor, valid: torch.Tensor) -> torch.Ten
 
 @dataclass
 class Verdict:
-    """Keep the adapted model or the unadapted one, and why, in one line a user reads."""
+    """Keep the adapted model or the unadapted one, and why, in one line a user reads; with labelled shapes the
+    judge is ``estimate`` (scores on held-out shapes), without them the label-free ``signals``."""
 
     keep_adapted: bool
     reason: str
-    signals: Signals
+    signals: Signals | None = None
+    estimate: dict | None = None
 
     @property
     def message(self) -> str:
         return verdict_message(self.to_dict())
 
     def to_dict(self) -> dict:
-        return {
-            "kept": "adapted" if self.keep_adapted else "unadapted",
-            "reason": self.reason,
-            **self.signals.to_dict(),
-        }
+        verdict = {"kept": "adapted" if self.keep_adapted else "unadapted", "reason": self.reason}
+        if self.signals is not None:
+            verdict |= self.signals.to_dict()
+        if self.estimate is not None:
+            verdict["estimate"] = self.estimate
+        return verdict
 
 
 def verdict_message(verdict: dict) -> str:
@@ -147,6 +152,47 @@ def verdict_message(verdict: dict) -> str:
     if verdict["kept"] == "adapted":
         return f"self-check: adaptation kept ({verdict['reason']})"
     return f"self-check: adaptation did not help ({verdict['reason']}); keeping the unadapted model"
+
+
+def estimate_line(estimate: dict) -> str:
+    """Per-class IoU before and after adaptation on the held-out shapes, in one line."""
+    before, after = estimate["before"]["iou"], estimate["after"]["iou"]
+    parts = [
+        f"{name} {_percent(before[name])} -> {_percent(after[name])}"
+        for name in before
+        if before[name] is not None or after[name] is not None
+    ]
+    return f"held-out polygons ({estimate['polygons']}, {estimate['pixels']} pixels) IoU: " + ", ".join(parts)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+@torch.no_grad()
+def held_out_estimate(
+    original: SegmentationModel, adapted: SegmentationModel, tiles: list[Sample], class_names: list[str], polygons: int
+) -> dict:
+    """IoU per class and mIoU of both models on the pixels of the held-out shapes (each tile's ``mask``)."""
+    num_classes = len(class_names)
+    confusion = {"before": np.zeros((num_classes, num_classes + 1), np.int64)}
+    confusion["after"] = confusion["before"].copy()
+    for tile in tiles:
+        image, _ = _padded(tile, original.input_stride)
+        height, width = tile["mask"].shape
+        mask = tile["mask"].numpy()
+        for name, model in (("before", original.eval()), ("after", adapted.eval())):
+            predicted = model(image).argmax(dim=1)[0, :height, :width].numpy()
+            confusion[name] += confusion_matrix(predicted, mask, num_classes)
+    result = {name: scores(matrix, class_names) for name, matrix in confusion.items()}
+    return {"polygons": polygons, "pixels": result["before"]["pixels"], **result}
+
+
+def judge_by_estimate(estimate: dict) -> Verdict:
+    """Keep the adapted model unless it scores below the unadapted one on the held-out shapes."""
+    before, after = 100 * estimate["before"]["miou"], 100 * estimate["after"]["miou"]
+    reason = f"on {estimate['polygons']} held-out polygons mIoU {before:.1f} -> {after:.1f}"
+    return Verdict(after >= before, reason, estimate=estimate)
 
 
 def decide(signals: Signals, max_confident_changed: float = MAX_CONFIDENT_CHANGED) -> Verdict:

@@ -312,3 +312,38 @@ def test_a_label_file_with_a_class_the_model_lacks_is_one_line_of_bad_input(tmp_
         "(its classes: 0 Building, 1 Land, 2 Road, 3 Vegetation, 4 Water)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.gpkg", "scene.tif"]
+
+
+def test_with_labelled_polygons_the_estimate_on_held_out_polygons_judges_the_adaptation(
+    tmp_path, scene, tiny_model_folder
+):
+    def square(col: int, row: int) -> str:
+        x, y = 300000.0 + 2 * col, 2800000.0 - 2 * row
+        return f"POLYGON (({x} {y}, {x + 16} {y}, {x + 16} {y - 16}, {x} {y - 16}, {x} {y}))"
+
+    features = [(square(10 * i, 10 * (i % 3)), name) for i, name in enumerate(["Land"] * 3 + ["Water"] * 3)]
+    labels = rasters.write_labelled_vector(tmp_path / "labels.gpkg", features, epsg=32640)
+    code, events = run(
+        [
+            "adapt-segment",
+            scene,
+            "-o",
+            tmp_path / "c.tif",
+            "--labels",
+            labels,
+            "--steps",
+            "3",
+            "--samples",
+            "2",
+            *model_args(tiny_model_folder),
+        ]
+    )
+    assert code == 0, events
+    check = next(e for e in events if e["type"] == "result")["metrics"]["self_check"]
+    estimate = check["estimate"]
+    assert estimate["polygons"] == 2 and estimate["pixels"] == 2 * 64  # one Land and one Water square of 8 x 8 px
+    before, after = estimate["before"]["miou"], estimate["after"]["miou"]
+    assert check["kept"] == ("adapted" if after >= before else "unadapted")
+    assert check["reason"] == f"on 2 held-out polygons mIoU {100 * before:.1f} -> {100 * after:.1f}"
+    lines = [e["message"] for e in events if e["type"] == "log"]
+    assert any(line.startswith("held-out polygons (2, 128 pixels) IoU: ") for line in lines)

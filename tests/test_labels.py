@@ -97,3 +97,17 @@ def test_labels_outside_the_region_of_interest_are_refused(tmp_path, scene):
     path = write_labelled_vector(tmp_path / "labels.gpkg", [(wkt_polygon(utm_square(0, 0, 4, 4)), "Land")], 32640)
     with rasterio.open(scene) as raster, pytest.raises(BadInput, match="region of interest"):
         read_label_shapes(path, raster, CLASSES, within=Window(20, 20, 10, 10))
+
+
+def test_a_third_of_each_class_s_shapes_is_held_out_by_shape_and_a_lone_shape_trains(tmp_path, scene):
+    squares = [(c, 0, c + 2, 2) for c in range(0, 40, 4)]
+    classes = ["Land"] * 5 + ["Water"] + ["Road"] * 2 + ["Building"] * 2
+    features = [(wkt_polygon(utm_square(*square)), name) for square, name in zip(squares, classes, strict=True)]
+    path = write_labelled_vector(tmp_path / "labels.gpkg", features, epsg=32640)
+    with rasterio.open(scene) as raster:
+        train, held_out = read_label_shapes(path, raster, CLASSES).split()
+    held_out_classes = sorted(value for _, value in held_out.shapes)
+    assert held_out_classes == [0, 1, 2]  # Building's 2nd, Land's 3rd, Road's 2nd; the lone Water trains
+    assert len(train.shapes) == 7 and sorted(v for _, v in train.shapes).count(4) == 1
+    burnt_train, burnt_held = train.burn(WHOLE), held_out.burn(WHOLE)
+    assert not ((burnt_train != IGNORE_INDEX) & (burnt_held != IGNORE_INDEX)).any()

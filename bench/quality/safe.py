@@ -29,7 +29,7 @@ import typer
 from rasterio.windows import Window
 
 from backend.augment import IGNORE_INDEX
-from backend.self_check import Signals, decide
+from backend.self_check import Signals, decide, judge_by_estimate
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
@@ -91,7 +91,8 @@ def run_scene(spec: dict) -> dict:
         write_labels(truth, labels_path)
         plain = str(Path(tmp) / "segment.tif")
         pipeline.segment(scene, pipeline.SegmentOptions(output=plain, engine="torch"), model=(card, model))
-        samples = pipeline.scene_samples(scene, card, options)
+        tiles = pipeline.scene_samples(scene, card, options)
+        samples = tiles.train
         original = copy.deepcopy(model)
         started = time.perf_counter()
         result = adapt(model, samples, options.config())
@@ -99,6 +100,7 @@ def run_scene(spec: dict) -> dict:
         adapted = str(Path(tmp) / "adapted.tif")
         pipeline.segment(scene, pipeline.SegmentOptions(output=adapted, engine="torch"), model=(card, result.model))
         signals = measure(original, result.model, samples)
+        verdict = pipeline.check_adaptation(original, result.model, tiles, card)
         before = pipeline.evaluate(plain, str(labels_path), model=spec["model"])
         after = pipeline.evaluate(adapted, str(labels_path), model=spec["model"])
     keep = ("miou", "iou")
@@ -108,6 +110,7 @@ def run_scene(spec: dict) -> dict:
         "adapt_segment": {k: after[k] for k in keep},
         "gain_miou": after["miou"] - before["miou"],
         "signals": signals.to_dict(),
+        **({"estimate": verdict.estimate} if verdict.estimate else {}),
         "adapt_seconds": round(seconds, 1),
     }
 
@@ -146,7 +149,9 @@ def execute(specs: list[dict], cache: Path, workers: int) -> list[dict]:
 
 
 def kept(run: dict) -> bool:
-    """What the product's self-check decides on this run's signals."""
+    """What the product's self-check decides on this run: by the held-out shapes' estimate when it has one."""
+    if "estimate" in run:
+        return judge_by_estimate(run["estimate"]).keep_adapted
     return decide(Signals(**run["signals"])).keep_adapted
 
 
