@@ -59,7 +59,8 @@ def register(app: typer.Typer, run: Callable) -> None:
                 reporter.progress,
                 is_cancelled,
             )
-            return {"OUTPUT": str(output)}, {"features": result.features, "area_m2": result.area_m2}
+            metrics = {"features": result.features, "area_m2": result.area_m2, "classes": _classes(classes)}
+            return {"OUTPUT": str(output)}, metrics
 
         run(json_progress, job)
 
@@ -186,9 +187,17 @@ def register(app: typer.Typer, run: Callable) -> None:
                 is_cancelled,
             )
             outputs = {"OUTPUT": str(output), "MATRIX": csv_path, "MATRIX_JSON": json_path}
-            return outputs, {k: report[k] for k in ("changed_m2", "changed_percent", "compared_m2", "resampled")}
+            metrics = {k: report[k] for k in ("changed_m2", "changed_percent", "compared_m2", "resampled")}
+            return outputs, {**metrics, "classes": _classes(output)}
 
         run(json_progress, job)
+
+
+def _classes(path: Path) -> list[dict]:
+    """The classes of a class raster as {"value", "name", "color"}: the plugin styles outputs with them."""
+    from backend.analysis.classes import read_class_raster
+
+    return [c.to_dict() for c in read_class_raster(path).classes]
 
 
 def _print_areas(table: dict) -> None:

@@ -11,6 +11,7 @@ does not grow with the raster. Points sit at pixel centres; the layer records th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -69,6 +70,8 @@ def sample_points(
 ) -> dict:
     from osgeo import ogr, osr
 
+    if Path(output).suffix.lower() != ".gpkg":
+        raise BadInput(f"{output}: the output must be a GeoPackage (.gpkg)")
     raster = read_class_raster(classes)
     if n < 1:
         raise BadInput(f"{classes}: -n must be at least 1")

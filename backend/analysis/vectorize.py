@@ -76,6 +76,8 @@ def vectorize(
 ) -> VectorizeResult:
     from osgeo import gdal, ogr, osr
 
+    if Path(output).suffix.lower() != ".gpkg":
+        raise BadInput(f"{output}: the output must be a GeoPackage (.gpkg)")
     raster = read_class_raster(classes)
     if min_area < 0 or simplify < 0:
         raise BadInput(f"{classes}: --min-area and --simplify must not be negative")
