@@ -9,6 +9,13 @@
 - :mod:`~backend.analysis.change`: from-to classes and the transition matrix (``crossearth change``)
 """
 
-from backend.analysis.classes import ClassRaster, read_class_raster
-
 __all__ = ["ClassRaster", "read_class_raster"]
+
+
+def __getattr__(name: str):
+    """Lazy: the CLI imports this package to register its commands, without loading rasterio for --help."""
+    if name in __all__:
+        from backend.analysis import classes
+
+        return getattr(classes, name)
+    raise AttributeError(name)
