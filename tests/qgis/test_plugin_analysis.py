@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,19 @@ def test_a_class_raster_without_names_fails_with_the_backends_one_line(crosseart
             {"INPUT": str(plain), "OUTPUT": str(tmp_path / "a.csv"), "CHART": str(tmp_path / "a.png")},
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif"]
+
+
+@pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="QGIS's qgis_process.bin is not installed")
+def test_qgis_process_runs_vectorize_from_a_shell(plugin_settings, tmp_path):
+    from plugin_data import run_qgis_process
+
+    from qgis_crossearth.paths import REPO_ROOT
+
+    raster = class_raster(tmp_path / "classes.tif", scene_classes())
+    out = tmp_path / "polygons.gpkg"
+    settings = {"python": plugin_settings.python, "model_folder": plugin_settings.model_folder, "threads": "1"}
+    args = ["run", "crossearth:vectorize", "--", f"INPUT={raster}", "MIN_AREA=8", f"OUTPUT={out}"]
+    completed = run_qgis_process(REPO_ROOT, tmp_path / "profile", settings, args)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    results = json.loads(completed.stdout[completed.stdout.index("{") :])["results"]
+    assert Path(results["OUTPUT"]) == out and results["FEATURES"] == 3
