@@ -28,7 +28,7 @@ from backend.roi import raster_bounds
 
 def _washed(color: str) -> str:
     rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
-    return "#" + "".join(f"{round(0.35 * c + 0.65 * 200):02X}" for c in rgb)
+    return "#" + "".join(f"{round(0.2 * c + 0.8 * 225):02X}" for c in rgb)
 
 
 def from_to_classes(before: ClassRaster, after: ClassRaster, only_changes: bool) -> list[SegClass]:
