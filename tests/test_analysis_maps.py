@@ -266,3 +266,73 @@ def test_every_bad_input_gives_one_line_naming_the_file_exit_2_and_writes_nothin
         assert len(errors) == 1 and "\n" not in errors[0]["message"], (name, errors)
         assert must_mention in errors[0]["message"], (name, errors[0]["message"])
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def tiled_vrt(path, tile, tiles: int, size: int) -> None:
+    """A VRT ``tiles`` x ``tiles`` copies of the class raster ``tile`` wide, with its names and colours."""
+    with rasterio.open(tile) as dataset:
+        crs_wkt, transform = dataset.crs.to_wkt(), dataset.transform
+    entries = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="255"/>' for r, g, b in (c.rgb for c in CLASSES))
+    names = "".join(f"<Category>{c.name}</Category>" for c in CLASSES)
+    sources = "".join(
+        f'<SimpleSource><SourceFilename relativeToVRT="1">{tile.name}</SourceFilename><SourceBand>1</SourceBand>'
+        f'<SrcRect xOff="0" yOff="0" xSize="{size}" ySize="{size}"/>'
+        f'<DstRect xOff="{i * size}" yOff="{j * size}" xSize="{size}" ySize="{size}"/></SimpleSource>'
+        for j in range(tiles)
+        for i in range(tiles)
+    )
+    path.write_text(
+        f'<VRTDataset rasterXSize="{tiles * size}" rasterYSize="{tiles * size}"><SRS>{crs_wkt}</SRS>'
+        f"<GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>"
+        f'<VRTRasterBand dataType="Byte" band="1"><NoDataValue>255</NoDataValue><ColorInterp>Palette</ColorInterp>'
+        f"<CategoryNames>{names}</CategoryNames><ColorTable>{entries}</ColorTable>{sources}</VRTRasterBand>"
+        f"</VRTDataset>"
+    )
+
+
+@pytest.mark.slow
+def test_a_raster_of_625_million_pixels_is_measured_in_bounded_memory(tmp_path):
+    """25,000 x 25,000 px (625 MB as bytes, 2.5 GB as the int32 a whole read would take): class areas, the
+    accuracy against a copy of itself and a stratified sample, each in a process whose peak memory stays a
+    fraction of the raster (about 280 MiB, 110 of them the imports)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tile = class_raster(tmp_path / "tile.tif", np.tile(blocks(), (25, 20)))  # 1000 x 1000
+    big = tmp_path / "big.vrt"
+    tiled_vrt(big, tile, 25, 1000)
+    copy = tmp_path / "copy.vrt"
+    copy.write_text(big.read_text())
+    repo = Path(__file__).resolve().parents[1]
+    # the CLI in a fresh process that prints its own peak memory (KiB) last: VmHWM, since ru_maxrss would
+    # carry over this test process's peak through fork and exec
+    probe = (
+        "import sys; from backend.cli import app; "
+        "app(sys.argv[1:], standalone_mode=False, prog_name='crossearth'); "
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
+    )
+    # GDAL's block cache (5 % of the RAM by default) is bounded too, but is not what this test measures
+    env = {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "GDAL_CACHEMAX": "64"}
+
+    def peak_mib(*args) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *map(str, args), "--json-progress"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=repo,
+        )
+        return int(done.stdout.splitlines()[-1]) / 1024
+
+    peaks = [peak_mib("areas", big, "-o", tmp_path / "a.csv", "--no-chart")]
+    rows = {r["name"]: r for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
+    assert rows["nodata"]["pixels"] == 625 * 500 * 25 and rows["Building"]["pixels"] == 625 * 500 * 154
+    assert sum(r["pixels"] for r in rows.values()) == 25_000 * 25_000
+    peaks.append(peak_mib("accuracy", big, copy, "-o", tmp_path / "r.json"))
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["overall_accuracy"] == 1.0 and report["samples"] == 25_000 * 25_000 - 625 * 500 * 25
+    peaks.append(peak_mib("sample-points", big, "-o", tmp_path / "points.gpkg", "-n", "30", "--stratified"))
+    assert len(features(tmp_path / "points.gpkg")) == 30
+    assert max(peaks) < 400, f"peak RSS {peaks} MiB"

@@ -23,7 +23,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
-from backend.analysis.classes import ClassRaster, read_class_raster, strips
+from backend.analysis.classes import ClassRaster, ValueIndex, read_class_raster, strips
 from backend.analysis.estimators import confusion_scores, stratified_estimates
 from backend.analysis.vectors import VectorLayer, read_features, shape_bounds
 from backend.atomic import atomic_output, check_writable
@@ -61,21 +61,6 @@ class ReferenceClasses:
         return f"{self.source}: reference class {value!r} is not a class of {self.raster.path} ({known})"
 
 
-def _index_lookup(raster: ClassRaster) -> np.ndarray:
-    """Class value -> class index (-1 for nodata and unnamed values), for int32 arrays."""
-    top = max([*raster.values, raster.nodata or 0, 255]) + 1
-    lookup = np.full(top, -1, np.int64)
-    for k, value in enumerate(raster.values):
-        lookup[value] = k
-    return lookup
-
-
-def _to_index(lookup: np.ndarray, data: np.ndarray) -> np.ndarray:
-    data = np.asarray(data, np.int64)
-    inside = (data >= 0) & (data < len(lookup))
-    return np.where(inside, lookup[np.clip(data, 0, len(lookup) - 1)], -1)
-
-
 def confusion_from_raster(
     raster: ClassRaster, reference: str, progress: ProgressFn, is_cancelled: CancelFn
 ) -> tuple[np.ndarray, list[str]]:
@@ -92,6 +77,8 @@ def confusion_from_raster(
         except BadInput:
             ref_classes = {}  # a plain label raster: its values are the map's class values
         ref_nodata = ref_ds.nodata
+        if not np.issubdtype(np.dtype(ref_ds.dtypes[0]), np.integer):
+            raise BadInput(f"{reference}: a reference raster holds integer classes, not {ref_ds.dtypes[0]}")
         same = ref_ds.crs == raster.crs and ref_ds.transform.almost_equals(raster.transform)
         same = same and (ref_ds.width, ref_ds.height) == (raster.width, raster.height)
         if not same:
@@ -113,27 +100,34 @@ def confusion_from_raster(
         )
         fill = source.nodata
         mapping = ReferenceClasses(raster, reference)
-        lookup_map = _index_lookup(raster)
+        known: dict[int, int] = {}
+
+        def reference_index(value: int) -> int:
+            if value not in known:
+                known[value] = mapping.of(ref_classes.get(value, value) if ref_classes else value)
+            return known[value]
+
+        to_index = ValueIndex.of(raster)
         k = len(raster.classes)
         counts = np.zeros((k, k), np.int64)
         windows = list(strips(raster.width, raster.height))
         with rasterio.open(raster.path) as map_ds:
             for done, window in enumerate(windows, start=1):
                 check_cancelled(is_cancelled)
-                predicted = _to_index(lookup_map, map_ds.read(1, window=window))
-                truth = source.read(1, window=window).astype(np.int64)
-                valid = truth != (fill if fill is not None else -1)
-                values, inverse = np.unique(truth[valid], return_inverse=True)
-                ref_index = np.array(
-                    [mapping.of(ref_classes.get(int(v), int(v)) if ref_classes else int(v)) for v in values], np.int64
-                )
-                truth_index = np.full(truth.shape, -1, np.int64)
-                truth_index[valid] = ref_index[inverse] if len(values) else -1
+                predicted = to_index(map_ds.read(1, window=window))
+                truth = source.read(1, window=window)
+                skip = int(fill) if fill is not None and float(fill).is_integer() else 255  # 255: "no label"
+                if truth.dtype.kind == "u" and truth.size and int(truth.max()) < 65536:
+                    present = np.flatnonzero(np.bincount(truth.ravel()))
+                else:
+                    present = np.unique(truth)
+                values = {int(v): reference_index(int(v)) for v in present if int(v) != skip}
+                truth_index = ValueIndex(values, skip)(truth)
                 both = (predicted >= 0) & (truth_index >= 0)
-                counts += np.bincount(predicted[both] * k + truth_index[both], minlength=k * k).reshape(k, k)
-                progress(
-                    done / len(windows), f"comparing rows {int(window.row_off)}-{int(window.row_off + window.height)}"
-                )
+                pairs = predicted[both].astype(np.intp) * k + truth_index[both]
+                counts += np.bincount(pairs, minlength=k * k).reshape(k, k)
+                rows = f"{int(window.row_off)}-{int(window.row_off + window.height)}"
+                progress(done / len(windows), f"comparing rows {rows}")
         if not same:
             source.close()
     if counts.sum() == 0:
@@ -151,7 +145,7 @@ def _pixel_of(raster: ClassRaster, x: float, y: float) -> tuple[int, int] | None
 
 def sample_map_at_points(raster: ClassRaster, layer: VectorLayer) -> list[tuple[int | None, object]]:
     """The map class index under each point (None off the raster or on nodata), with the point's value."""
-    lookup = _index_lookup(raster)
+    to_index = ValueIndex.of(raster)
     located = []
     for feature in layer.features:
         coords = feature.geometry["coordinates"]
@@ -166,7 +160,7 @@ def sample_map_at_points(raster: ClassRaster, layer: VectorLayer) -> list[tuple[
                 continue
             row, col = pixel
             data = dataset.read(1, window=Window(col, row, 1, 1))
-            index = int(_to_index(lookup, data)[0, 0])
+            index = int(to_index(data)[0, 0])
             out.append((index if index >= 0 else None, value))
     return out
 
@@ -199,7 +193,7 @@ def confusion_from_polygons(
 ) -> tuple[np.ndarray, list[str]]:
     """Every pixel whose centre lies in a reference polygon counts once per polygon."""
     mapping = ReferenceClasses(raster, layer.path)
-    lookup = _index_lookup(raster)
+    to_index = ValueIndex.of(raster)
     k = len(raster.classes)
     counts = np.zeros((k, k), np.int64)
     with rasterio.open(raster.path) as dataset:
@@ -223,9 +217,9 @@ def confusion_from_polygons(
                     transform=window_transform(win, raster.transform),
                     invert=True,
                 )
-                predicted = _to_index(lookup, dataset.read(1, window=win))[inside]
+                predicted = to_index(dataset.read(1, window=win))[inside]
                 predicted = predicted[predicted >= 0]
-                counts[:, truth] += np.bincount(predicted, minlength=k)
+                counts[:, truth] += np.bincount(predicted.astype(np.intp), minlength=k)
             progress(done / len(layer.features), f"polygon {done} of {len(layer.features)}")
     if counts.sum() == 0:
         raise BadInput(f"{layer.path}: its polygons cover no classified pixel centre of {raster.path}")

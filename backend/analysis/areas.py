@@ -16,7 +16,7 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
-from backend.analysis.classes import ClassRaster, read_class_raster, strips
+from backend.analysis.classes import ClassRaster, ValueIndex, add_counts, read_class_raster, strips
 from backend.analysis.vectors import read_features, shape_bounds
 from backend.atomic import atomic_output
 from backend.errors import BadInput
@@ -29,15 +29,9 @@ NODATA = "nodata"
 def _accumulate(raster: ClassRaster, data: np.ndarray, areas: np.ndarray, pixels, m2, inside=None) -> None:
     """Add counts and areas of one strip into ``pixels``/``m2`` (one slot per class, the last for nodata)."""
     k = len(raster.classes)
-    lookup = {value: i for i, value in enumerate(raster.values)}
-    index = np.full(data.shape, k, np.int64)
-    for value, i in lookup.items():
-        index[data == value] = i
-    row_area = np.broadcast_to(areas[:, None], data.shape)
-    if inside is not None:
-        index, row_area = index[inside], row_area[inside]
-    pixels += np.bincount(index.ravel(), minlength=k + 1)
-    m2 += np.bincount(index.ravel(), weights=row_area.ravel(), minlength=k + 1)
+    index = ValueIndex.of(raster)(data)
+    index[index < 0] = k  # nodata and values that are no class
+    add_counts(index, areas, k + 1, pixels, m2, inside)
 
 
 def class_areas(

@@ -18,7 +18,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
-from backend.analysis.classes import ClassRaster, read_class_raster, strips
+from backend.analysis.classes import ClassRaster, ValueIndex, add_counts, read_class_raster, strips
 from backend.atomic import check_writable
 from backend.class_raster import CLASS_NODATA, SegClass, SegmentationWriter
 from backend.errors import BadInput
@@ -54,14 +54,6 @@ def _overlaps(before: ClassRaster, after: ClassRaster) -> bool:
     return left < b_right and right > b_left and bottom < b_top and top > b_bottom
 
 
-def _lookup(raster: ClassRaster) -> np.ndarray:
-    top = max([*raster.values, raster.nodata or 0, 255]) + 1
-    table = np.full(top, -1, np.int64)
-    for k, value in enumerate(raster.values):
-        table[value] = k
-    return table
-
-
 def change(
     before_path: str,
     after_path: str,
@@ -89,9 +81,9 @@ def change(
     for target in (output, matrix_csv, matrix_json):
         check_writable(target, overwrite)
     kb, ka = len(before.classes), len(after.classes)
-    lookup_b, lookup_a = _lookup(before), _lookup(after)
-    pixels = np.zeros((kb, ka), np.int64)
-    m2 = np.zeros((kb, ka))
+    index_b, index_a = ValueIndex.of(before), ValueIndex.of(after)
+    unchanged_pairs = _same_name(before, after).ravel()
+    flat_pixels, flat_m2 = np.zeros(kb * ka, np.int64), np.zeros(kb * ka)
     windows = list(strips(before.width, before.height))
     with rasterio.open(before.path) as b_ds, rasterio.open(after.path) as a_ds:
         source = (
@@ -120,35 +112,26 @@ def change(
             ) as writer:
                 for done, window in enumerate(windows, start=1):
                     check_cancelled(is_cancelled)
-                    b = _index(lookup_b, b_ds.read(1, window=window))
-                    a = _index(lookup_a, source.read(1, window=window))
+                    b = index_b(b_ds.read(1, window=window)).astype(np.int16)
+                    a = index_a(source.read(1, window=window)).astype(np.int16)
                     valid = (b >= 0) & (a >= 0)
-                    code = np.where(valid, b * ka + a, CLASS_NODATA)
+                    pair = np.where(valid, b * ka + a, -1)
+                    code = np.where(valid, pair, CLASS_NODATA)
                     if only_changes:
-                        unchanged = valid & _same_name(before, after)[np.clip(b, 0, None), np.clip(a, 0, None)]
-                        code = np.where(unchanged, CLASS_NODATA, code)
+                        code[valid & unchanged_pairs[np.clip(pair, 0, None)]] = CLASS_NODATA
                     writer.write_rows(code.astype(np.uint8))
                     areas = before.row_areas_m2(int(window.row_off), int(window.height))
-                    flat = (b * ka + a)[valid]
-                    pixels += np.bincount(flat, minlength=kb * ka).reshape(kb, ka)
-                    weights = np.broadcast_to(areas[:, None], valid.shape)[valid]
-                    m2 += np.bincount(flat, weights=weights, minlength=kb * ka).reshape(kb, ka)
+                    add_counts(pair, areas, kb * ka, flat_pixels, flat_m2)
                     progress(
                         0.95 * done / len(windows), f"rows {int(window.row_off + window.height)} of {before.height}"
                     )
         finally:
             if not same:
                 source.close()
-    report = _matrix(before, after, pixels, m2, same)
+    report = _matrix(before, after, flat_pixels.reshape(kb, ka), flat_m2.reshape(kb, ka), same)
     _write_matrix(report, matrix_csv, matrix_json, overwrite)
     progress(1.0, "change written")
     return report
-
-
-def _index(lookup: np.ndarray, data: np.ndarray) -> np.ndarray:
-    data = np.asarray(data, np.int64)
-    inside = (data >= 0) & (data < len(lookup))
-    return np.where(inside, lookup[np.clip(data, 0, len(lookup) - 1)], -1)
 
 
 def _same_name(before: ClassRaster, after: ClassRaster) -> np.ndarray:

@@ -166,3 +166,44 @@ def read_strips(raster: ClassRaster) -> Iterator[tuple[Window, np.ndarray]]:
 def valid_mask(raster: ClassRaster, data: np.ndarray) -> np.ndarray:
     """True where a pixel holds one of the raster's classes (not nodata, not an unnamed value)."""
     return np.isin(data, raster.values) & (data != (raster.nodata if raster.nodata is not None else -1))
+
+
+class ValueIndex:
+    """Maps pixel values to class indices 0..K-1 (-1 for nodata and values that are no class), cheaply:
+    one table look-up (int16) for byte and 16-bit rasters, a masked one for anything else."""
+
+    def __init__(self, values_to_index: dict[int, int], nodata: int | None = None) -> None:
+        self.mapping = {v: i for v, i in values_to_index.items() if v != nodata}
+        top = max([*self.mapping, 255]) + 1
+        self.table = np.full(max(top, 256), -1, np.int16)
+        for value, index in self.mapping.items():
+            if value >= 0:
+                self.table[value] = index
+
+    @classmethod
+    def of(cls, raster: ClassRaster) -> ValueIndex:
+        return cls({c.value: k for k, c in enumerate(raster.classes)}, raster.nodata)
+
+    def __call__(self, data: np.ndarray) -> np.ndarray:
+        data = np.asarray(data)
+        if data.dtype == np.uint8 or (data.dtype.kind == "u" and data.size and int(data.max()) < len(self.table)):
+            return self.table[data]
+        inside = (data >= 0) & (data < len(self.table))
+        return np.where(inside, self.table[np.where(inside, data, 0)], np.int16(-1))
+
+
+def add_counts(
+    index: np.ndarray, row_areas: np.ndarray, slots: int, pixels: np.ndarray, m2: np.ndarray, inside=None
+) -> None:
+    """Add the pixel counts and areas (m2) of ``index`` (values 0..slots-1; others ignored) row by row."""
+    if inside is not None:
+        index = np.where(inside, index, -1)
+    if np.all(row_areas == row_areas[0]):  # a projected CRS: every pixel has the same area
+        counts = np.bincount(index[index >= 0].ravel().astype(np.intp), minlength=slots)[:slots]
+        pixels += counts
+        m2 += counts * float(row_areas[0])
+        return
+    for slot in range(slots):
+        per_row = (index == slot).sum(axis=1)
+        pixels[slot] += int(per_row.sum())
+        m2[slot] += float(per_row @ row_areas)
