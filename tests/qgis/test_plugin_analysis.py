@@ -237,3 +237,31 @@ def test_qgis_process_runs_vectorize_from_a_shell(plugin_settings, tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     results = json.loads(completed.stdout[completed.stdout.index("{") :])["results"]
     assert Path(results["OUTPUT"]) == out and results["FEATURES"] == 3
+
+
+def test_the_dock_offers_polygons_class_areas_and_accuracy_on_its_last_result(
+    qgis_iface, plugin_settings, tmp_path, monkeypatch
+):
+    from qgis_crossearth.dock import AdaptDock
+    from qgis_crossearth.task import FAILED, SUCCESS, TaskResult
+
+    opened = []
+    monkeypatch.setattr(processing, "execAlgorithmDialog", lambda alg, params: opened.append((alg, params)))
+    dock = AdaptDock(qgis_iface)
+    try:
+        buttons = dock.analysis_buttons.buttons
+        assert not any(b.isEnabled() for b in buttons.values())  # nothing to analyse before a run
+        outputs = {"OUTPUT": str(tmp_path / "classes.tif"), "CONFIDENCE": str(tmp_path / "conf.tif")}
+        dock.on_completed(TaskResult(SUCCESS, outputs=outputs))
+        assert all(b.isEnabled() for b in buttons.values())
+        buttons["crossearth:vectorize"].click()
+        buttons["crossearth:classareas"].click()
+        assert opened == [
+            ("crossearth:vectorize", {"INPUT": outputs["OUTPUT"], "CONFIDENCE": outputs["CONFIDENCE"]}),
+            ("crossearth:classareas", {"INPUT": outputs["OUTPUT"]}),
+        ]
+        dock.on_completed(TaskResult(FAILED, error="boom"))
+        assert not any(b.isEnabled() for b in buttons.values())
+    finally:
+        dock.shutdown()
+        dock.deleteLater()
