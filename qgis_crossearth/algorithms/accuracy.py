@@ -29,6 +29,7 @@ class AccuracyAlgorithm(AnalysisAlgorithm):
     PLOT = "PLOT"
     REPORT_HTML = "REPORT_HTML"
     OVERALL_ACCURACY = "OVERALL_ACCURACY"
+    OVERALL_ACCURACY_WEIGHTED = "OVERALL_ACCURACY_WEIGHTED"
     KAPPA = "KAPPA"
     MIOU = "MIOU"
 
@@ -60,6 +61,11 @@ class AccuracyAlgorithm(AnalysisAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(self.PLOT, "Confusion matrix", "PNG (*.png)"))
         self.addOutput(QgsProcessingOutputHtml(self.REPORT_HTML, "Accuracy report"))
         self.addOutput(QgsProcessingOutputNumber(self.OVERALL_ACCURACY, "Overall accuracy"))
+        self.addOutput(
+            QgsProcessingOutputNumber(
+                self.OVERALL_ACCURACY_WEIGHTED, "Area-weighted overall accuracy (stratified sample)"
+            )
+        )
         self.addOutput(QgsProcessingOutputNumber(self.KAPPA, "Kappa"))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, "Mean IoU"))
 
@@ -105,6 +111,7 @@ class AccuracyAlgorithm(AnalysisAlgorithm):
             self.PLOT: plot,
             self.REPORT_HTML: page,
             self.OVERALL_ACCURACY: metrics.get("overall_accuracy"),
+            self.OVERALL_ACCURACY_WEIGHTED: weighted["estimate"] if weighted else None,
             self.KAPPA: metrics.get("kappa"),
             self.MIOU: metrics.get("miou"),
         }

@@ -178,6 +178,7 @@ def test_sample_points_then_accuracy_gives_area_weighted_estimates(crossearth_pr
     )
     weighted = json.loads((tmp_path / "r.json").read_text())["stratified"]
     assert result["OVERALL_ACCURACY"] == 1.0 and weighted["overall_accuracy"]["estimate"] == 1.0
+    assert result["OVERALL_ACCURACY_WEIGHTED"] == 1.0
     assert weighted["per_class"]["Vegetation"]["area"]["estimate"] == pytest.approx(400.0)
 
 
