@@ -336,3 +336,37 @@ def test_a_raster_of_625_million_pixels_is_measured_in_bounded_memory(tmp_path):
     peaks.append(peak_mib("sample-points", big, "-o", tmp_path / "points.gpkg", "-n", "30", "--stratified"))
     assert len(features(tmp_path / "points.gpkg")) == 30
     assert max(peaks) < 400, f"peak RSS {peaks} MiB"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["areas", "-o", "a.csv"],
+        ["vectorize", "-o", "p.gpkg"],
+        ["change", "BIG", "-o", "c.tif"],
+        ["accuracy", "BIG", "-o", "r.json"],
+    ],
+)
+def test_sigterm_cancels_a_long_analysis_leaving_nothing_behind(tmp_path, command):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tile = class_raster(tmp_path / "tile.tif", np.tile(blocks(), (25, 20)))
+    big = tmp_path / "big.vrt"
+    tiled_vrt(big, tile, 25, 1000)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    repo = Path(__file__).resolve().parents[1]
+    args = [str(big) if a == "BIG" else str(tmp_path / a) if "." in a else a for a in command[1:]]
+    command = [sys.executable, "-m", "backend.cli", command[0], str(big), *args, "--json-progress"]
+    env = {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo, env=env)
+    for line in child.stdout:
+        if json.loads(line)["type"] == "progress":
+            break
+    child.send_signal(signal.SIGTERM)
+    rest, _ = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert json.loads(rest.splitlines()[-1])["exit_code"] == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
