@@ -266,3 +266,42 @@ def test_the_dock_offers_polygons_class_areas_and_accuracy_on_its_last_result(
     finally:
         dock.shutdown()
         dock.deleteLater()
+
+
+def test_graphical_modeler_chains_change_into_polygons(crossearth_provider, tmp_path):
+    """A model: the from-to raster of two dates, then its polygons (what changed, as features)."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    before = scene_classes()
+    after = before.copy()
+    after[5:15, 5:10] = 0
+    first = class_raster(tmp_path / "before.tif", before)
+    second = class_raster(tmp_path / "after.tif", after)
+    model = QgsProcessingModelAlgorithm("changes as polygons", "tests")
+    for name in ("before", "after"):
+        model.addModelParameter(QgsProcessingParameterRasterLayer(name, name), QgsProcessingModelParameter(name))
+    change = QgsProcessingModelChildAlgorithm("crossearth:change")
+    change.setChildId("change")
+    change.addParameterSources("BEFORE", [QgsProcessingModelChildParameterSource.fromModelParameter("before")])
+    change.addParameterSources("AFTER", [QgsProcessingModelChildParameterSource.fromModelParameter("after")])
+    change.addParameterSources("ONLY_CHANGES", [QgsProcessingModelChildParameterSource.fromStaticValue(True)])
+    model.addChildAlgorithm(change)
+    polygons = QgsProcessingModelChildAlgorithm("crossearth:vectorize")
+    polygons.setChildId("polygons")
+    polygons.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("change", "OUTPUT")])
+    output = QgsProcessingModelOutput("changed", "Changed areas")
+    output.setChildId("polygons")
+    output.setChildOutputName("OUTPUT")
+    polygons.setModelOutputs({"changed": output})
+    model.addChildAlgorithm(polygons)
+    out = tmp_path / "changed.gpkg"
+    results = processing.run(model, {"before": str(first), "after": str(second), "polygons:changed": str(out)})
+    layer = QgsVectorLayer(results["polygons:changed"], "changed", "ogr")
+    assert [(f["name"], f["area_m2"]) for f in layer.getFeatures()] == [("Vegetation -> Building", 200.0)]
