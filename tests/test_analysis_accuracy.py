@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from analysis_data import CLASSES, class_raster, pixel_centre, plain_raster, rectangle, vector
+from analysis_data import CLASSES, class_raster, grid, pixel_centre, plain_raster, rectangle, vector
 from osgeo import ogr
 from rasterio.warp import transform as transform_xy
 
@@ -211,3 +211,18 @@ def test_a_filled_stratified_sample_gives_the_weighted_estimates_of_its_map(tmp_
     assert weighted["overall_accuracy"]["estimate"] == pytest.approx(1.0)
     assert weighted["per_class"]["Building"]["area"]["estimate"] == pytest.approx(900 * 4.0)
     assert weighted["per_class"]["Land"]["area"]["ci95"] == pytest.approx(0.0)
+
+
+def test_a_reference_raster_on_another_grid_is_read_on_the_maps_with_a_warning(tmp_path):
+    """Labels at 1 m under a 2 m map: each map pixel is compared with the label at its centre's nearest."""
+    mapped_data = np.zeros((10, 10), np.uint8)
+    mapped_data[:, 5:] = 1
+    mapped = class_raster(tmp_path / "map.tif", mapped_data)
+    fine = np.ones((20, 20), np.uint8)  # all Land at 1 m: the map's left half (Building) is wrong
+    fine[:2, :] = 255  # the top map row has no label
+    reference = plain_raster(tmp_path / "fine.tif", fine, transform=grid(1.0))
+    code, events = run(["accuracy", mapped, reference, "-o", tmp_path / "r.json"])
+    assert code == 0, events
+    assert any(e["type"] == "log" and e["level"] == "warning" and "nearest" in e["message"] for e in events)
+    counts = json.loads((tmp_path / "r.json").read_text())["confusion_counts"]
+    assert counts == [[0, 45, 0], [0, 45, 0], [0, 0, 0]]
