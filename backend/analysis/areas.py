@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 
 import numpy as np
 import rasterio
@@ -183,6 +182,3 @@ def summary(table: dict) -> dict:
     """Metrics for the CLI's result event: ha per class of the whole (or first) zone."""
     zone = table["by_zone"][0]
     return {"zones": len(table["by_zone"]), "area_ha": {e["name"]: e["area_ha"] for e in zone["classes"]}}
-
-
-__all__: Sequence[str] = ["class_areas", "plot_areas", "summary", "write_areas"]
