@@ -1,4 +1,5 @@
-"""The ``crossearth`` command line: segment, adapt, adapt-segment, evaluate, models, inspect.
+"""The ``crossearth`` command line: segment, adapt, adapt-segment, evaluate, models, inspect, and the analyses
+(vectorize, areas, accuracy, sample-points, change: :mod:`backend.analysis.commands`).
 
 With ``--json-progress`` stdout carries one JSON event per line (docs/cli.md): the protocol the QGIS
 plugin reads when it runs the backend as a subprocess. :func:`run_in_process` runs the same commands
@@ -632,6 +633,11 @@ def inspect_command(
     for key, value in report.items():
         table.add_row(key, str(value))
     Console().print(table)
+
+
+from backend.analysis.commands import register as _register_analysis  # noqa: E402  (needs app and _run)
+
+_register_analysis(app, _run)
 
 
 def run_in_process(argv: list[str], on_event: Callable[[Event], None], is_cancelled: CancelFn) -> int:

@@ -41,6 +41,7 @@ from qgis.PyQt.QtWidgets import (
 
 from qgis_crossearth import paths
 from qgis_crossearth.algorithms.base import DEFAULT_MODEL, crs_string
+from qgis_crossearth.analysis_actions import AnalysisButtons
 from qgis_crossearth.commands import Adaptation, Scene, Segmentation, adapt_segment_argv
 from qgis_crossearth.map_tool import RectangleMapTool
 from qgis_crossearth.model_cards import ModelCard, list_model_cards
@@ -177,6 +178,8 @@ class AdaptDock(QDockWidget):
         self.heatmap_button.setToolTip("Which modules the Fisher gate chose, block by block")
         self.heatmap_button.clicked.connect(self.open_heatmap)
         layout.addWidget(self.heatmap_button)
+        self.analysis_buttons = AnalysisButtons(self.last_outputs, body)
+        layout.addWidget(self.analysis_buttons)
         self.setWidget(body)
 
     def reload_models(self) -> None:
@@ -220,6 +223,7 @@ class AdaptDock(QDockWidget):
         self.run_button.setEnabled(not self.running and bool(self.cards))
         self.cancel_button.setEnabled(self.running)
         self.heatmap_button.setEnabled(bool(self.last_result and self.last_result.report_plot))
+        self.analysis_buttons.refresh()
         if not self.cards and not self.running:
             self.status.setText(
                 f"No model in {load_settings().effective_model_folder}: set the model folder in "
@@ -363,6 +367,10 @@ class AdaptDock(QDockWidget):
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning if level == "warning" else Qgis.Info)
         if level != "debug":
             self.log_view.appendPlainText(("⚠ " if level == "warning" else "") + message)
+
+    def last_outputs(self) -> dict[str, str]:
+        """The last successful run's outputs (the analysis buttons start from its class raster)."""
+        return self.last_result.outputs if self.last_result and self.last_result.status == SUCCESS else {}
 
     def open_heatmap(self) -> None:
         if self.last_result and self.last_result.report_plot:

@@ -6,7 +6,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from qgis_crossearth import paths
-from qgis_crossearth.algorithms import ALGORITHMS
+from qgis_crossearth.algorithms import ALGORITHMS, ANALYSIS_ALGORITHMS
 from qgis_crossearth.model_cards import list_model_cards
 from qgis_crossearth.settings import load_settings
 
@@ -31,7 +31,7 @@ class CrossEarthProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:
         cards = list_model_cards(load_settings().effective_model_folder)
-        for algorithm in ALGORITHMS:
+        for algorithm in (*ALGORITHMS, *ANALYSIS_ALGORITHMS):
             self.addAlgorithm(algorithm(cards))
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:
