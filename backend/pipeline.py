@@ -21,10 +21,10 @@ from backend.adapt import AdaptResult, adapt
 from backend.atomic import check_writable
 from backend.augment import IGNORE_INDEX, Sample
 from backend.checkpoint import load_adapter, save_adapter
+from backend.contract import DEFAULT_MODEL, AdaptOptions, Scene, SegmentOptions
 from backend.errors import BadInput
 from backend.metrics import confusion_matrix, scores
 from backend.model import SegmentationModel
-from backend.options import DEFAULT_MODEL, AdaptOptions, Scene, SegmentOptions
 from backend.predictor import auto_engine, make_predictor
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress, sub_progress
 from backend.raster_io import SceneReader, inspect_raster

@@ -12,9 +12,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backend.contract import DEFAULT_MODEL
 from backend.errors import BadInput
 from backend.model import ModelConfig, SegmentationModel, create_model
-from backend.options import DEFAULT_MODEL
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 CARD_FILE = "model_card.json"

@@ -136,6 +136,9 @@ def bad_input_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list, str]]:
             "small_labels.tif",
         ),
         "dg without labels": (["adapt", scene, "--adapter-out", tmp_path / "a.safetensors", "--mode", "dg"], "labels"),
+        "top-k not a whole count": (["adapt-segment", scene, "-o", tmp_path / "o.tif", "--top-k", "2.5"], "top-k 2.5"),
+        "top-k zero": (["adapt-segment", scene, "-o", tmp_path / "o.tif", "--top-k", "0"], "top-k 0"),
+        "unknown engine": (["segment", scene, "-o", tmp_path / "o.tif", "--engine", "tensorrt"], "tensorrt"),
     }
 
 
