@@ -1,7 +1,7 @@
 """The "Adapt to this scene" dock: pick a raster and a region, press one button, get styled layers.
 
-The dock builds a :class:`~qgis_crossearth.task.RunRequest` from its widgets (the same command
-dataclasses as the Processing algorithms), runs it as a QgsTask and shows progress and log lines.
+The dock builds a :class:`~qgis_crossearth.task.RunRequest` from its widgets (the same job dataclass
+of backend.contract as the Processing algorithms), runs it as a QgsTask and shows progress and log lines.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from backend.contract import ADAPT_DEFAULTS, DEFAULT_MODEL, AdaptOptions, AdaptSegmentJob, Scene, SegmentOptions, encode
+from backend.errors import BadInput
 from qgis_crossearth import paths
-from qgis_crossearth.algorithms.base import DEFAULT_MODEL, crs_string
-from qgis_crossearth.commands import Adaptation, Scene, Segmentation, adapt_segment_argv
+from qgis_crossearth.algorithms.base import crs_string
 from qgis_crossearth.map_tool import RectangleMapTool
 from qgis_crossearth.model_cards import ModelCard, list_model_cards
 from qgis_crossearth.settings import backend_config, load_settings, save_settings
@@ -49,7 +50,6 @@ from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunReques
 
 ROI_WHOLE, ROI_EXTENT, ROI_SELECTION, ROI_DRAWN = range(4)
 ROI_CHOICES = ["Whole raster", "Current map extent", "Selected polygons", "Rectangle drawn on the map"]
-DEFAULTS = Adaptation()
 LOG_TAG = "CrossEarth"
 
 
@@ -133,14 +133,14 @@ class AdaptDock(QDockWidget):
         self.labels_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.labels_label = QLabel("Labels", self.settings_box)
         settings_form.addRow(self.labels_label, self.labels_combo)
-        self.steps_spin = spin(1, 100_000, DEFAULTS.steps)
+        self.steps_spin = spin(1, 100_000, ADAPT_DEFAULTS["steps"])
         settings_form.addRow("Steps", self.steps_spin)
-        self.samples_spin = spin(1, 10_000, DEFAULTS.samples)
+        self.samples_spin = spin(1, 10_000, ADAPT_DEFAULTS["samples"])
         settings_form.addRow("Sample tiles", self.samples_spin)
         self.top_k_spin = QDoubleSpinBox(self.settings_box)
         self.top_k_spin.setRange(0.01, 1000)
         self.top_k_spin.setDecimals(2)
-        self.top_k_spin.setValue(DEFAULTS.top_k)
+        self.top_k_spin.setValue(ADAPT_DEFAULTS["top_k"])
         self.top_k_spin.setToolTip("Modules to adapt: a count, or a fraction (< 1) of all modules")
         settings_form.addRow("Top-k modules", self.top_k_spin)
         layout.addWidget(self.settings_box)
@@ -240,20 +240,26 @@ class AdaptDock(QDockWidget):
         self.drawn_label.setText(f"{rectangle.width():.0f} × {rectangle.height():.0f} map units")
         self.draw_button.setChecked(False)
 
-    def apply_roi(self, scene: Scene, folder: Path, stem: str) -> None:
+    def region(self, folder: Path, stem: str) -> dict:
+        """The Scene fields of the chosen region: bbox and bbox_crs, or roi."""
         roi = self.roi_combo.currentIndex()
         if roi == ROI_EXTENT:
             extent = self.canvas.extent()
-            scene.bbox = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-            scene.bbox_crs = crs_string(self.canvas.mapSettings().destinationCrs())
-        elif roi == ROI_DRAWN:
+            return {
+                "bbox": (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()),
+                "bbox_crs": crs_string(self.canvas.mapSettings().destinationCrs()),
+            }
+        if roi == ROI_DRAWN:
             if self.drawn is None:
                 raise DockError("Draw a rectangle on the map first.")
             d = self.drawn
-            scene.bbox = (d.xMinimum(), d.yMinimum(), d.xMaximum(), d.yMaximum())
-            scene.bbox_crs = crs_string(self.drawn_crs)
-        elif roi == ROI_SELECTION:
-            scene.roi = export_selection(self.polygon_combo.currentLayer(), folder / f"{stem}.roi.gpkg")
+            return {
+                "bbox": (d.xMinimum(), d.yMinimum(), d.xMaximum(), d.yMaximum()),
+                "bbox_crs": crs_string(self.drawn_crs),
+            }
+        if roi == ROI_SELECTION:
+            return {"roi": export_selection(self.polygon_combo.currentLayer(), folder / f"{stem}.roi.gpkg")}
+        return {}
 
     # --- running ----------------------------------------------------------------------------
 
@@ -270,33 +276,37 @@ class AdaptDock(QDockWidget):
         folder.mkdir(parents=True, exist_ok=True)
         stem = unique_stem(folder, layer.name())
         settings = load_settings()
-        scene = Scene(raster=layer.source(), model=str(card.folder), threads=settings.threads)
-        self.apply_roi(scene, folder, stem)
         mode = self.mode_combo.currentData()
         labels = self.labels_combo.currentLayer() if mode == "dg" else None
         if mode == "dg" and labels is None:
             raise DockError("DG mode needs a labels raster.")
-        adaptation = Adaptation(
-            mode=mode,
-            labels=labels.source() if labels is not None else "",
-            samples=self.samples_spin.value(),
-            steps=self.steps_spin.value(),
-            top_k=self.top_k_spin.value(),
-            adapter_out=str(folder / f"{stem}.adapter.safetensors"),
-            report_out=str(folder / f"{stem}.selection.json"),
-        )
-        segmentation = Segmentation(
-            output=str(folder / f"{stem}_classes.tif"),
-            confidence=str(folder / f"{stem}_confidence.tif"),
-            device=settings.device,
-        )
+        try:  # the job checks its values as the backend would (e.g. a top-k of 2.5)
+            scene = Scene(
+                input=layer.source(), model=str(card.folder), threads=settings.threads, **self.region(folder, stem)
+            )
+            adaptation = AdaptOptions(
+                mode=mode,
+                labels=labels.source() if labels is not None else None,
+                samples=self.samples_spin.value(),
+                steps=self.steps_spin.value(),
+                top_k=self.top_k_spin.value(),
+                adapter_out=str(folder / f"{stem}.adapter.safetensors"),
+                report_out=str(folder / f"{stem}.selection.json"),
+                overwrite=True,
+            )
+            segmentation = SegmentOptions(
+                output=str(folder / f"{stem}_classes.tif"),
+                confidence=str(folder / f"{stem}_confidence.tif"),
+                device=settings.device,
+                overwrite=True,
+            )
+            job = AdaptSegmentJob(scene, adaptation, segmentation)
+        except BadInput as error:
+            raise DockError(str(error)) from None
         return RunRequest(
             title=stem,
-            argv=adapt_segment_argv(scene, adaptation, segmentation),
-            outputs=[*segmentation.outputs(), *adaptation.outputs()],
+            job=job,
             card=card,
-            classes=segmentation.output,
-            confidence=segmentation.confidence,
             description=(
                 f"Adapting {card.name} to {stem} ({adaptation.mode.upper()}, {adaptation.steps} steps, "
                 f"{adaptation.samples} tiles, top-k {adaptation.top_k:g}), then segmenting."
@@ -317,7 +327,7 @@ class AdaptDock(QDockWidget):
         self.last_result = None
         self.log_view.clear()
         self.append_log("info", request.description)
-        QgsMessageLog.logMessage("crossearth " + " ".join(request.argv), LOG_TAG, Qgis.Info)
+        QgsMessageLog.logMessage("crossearth " + " ".join(encode(request.job)), LOG_TAG, Qgis.Info)
         self.progress.setValue(0)
         self.status.setText(f"Adapting to {request.title}…")
         self.task = AdaptSegmentTask(request, backend_config(settings))

@@ -22,6 +22,14 @@ def backend_root() -> Path:
     return BUNDLED_LIB
 
 
+def ensure_backend_importable() -> None:
+    """Put the backend's root first on ``sys.path``: the plugin imports ``backend.contract`` (its jobs,
+    defaults and exit codes; torch-free) from the backend it runs, the checkout's or the ZIP's ``lib/``."""
+    root = str(backend_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
 def requirements_file() -> Path:
     """The pinned dependency list of the backend (shipped in the checkout and in the ZIP)."""
     return backend_root() / "requirements.txt"

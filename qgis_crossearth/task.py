@@ -17,6 +17,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import pyqtSignal
 
+from backend.contract import LOG, PROGRESS, AdaptSegmentJob
 from qgis_crossearth.model_cards import ModelCard
 from qgis_crossearth.runner import BackendConfig, BackendRun, Event, run_backend
 from qgis_crossearth.styling import style_class_layer, style_confidence_layer
@@ -29,12 +30,17 @@ class RunRequest:
     """Everything a run needs, built by the dock in the main thread."""
 
     title: str
-    argv: list[str]
-    outputs: list[str]
+    job: AdaptSegmentJob
     card: ModelCard
-    classes: str
-    confidence: str
     description: str = ""
+
+    @property
+    def classes(self) -> str:
+        return self.job.segment.output
+
+    @property
+    def confidence(self) -> str:
+        return self.job.segment.confidence or ""
 
 
 @dataclass
@@ -70,7 +76,7 @@ class AdaptSegmentTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            run = run_backend(self.request.argv, self.config, self.on_event, self.isCanceled, self.request.outputs)
+            run = run_backend(self.request.job, self.config, self.on_event, self.isCanceled)
             self.result = TaskResult.from_run(run)
         except Exception as error:  # everything becomes a result; QGIS must not see an exception here
             self.result = TaskResult(FAILED, error=f"{type(error).__name__}: {error}")
@@ -78,10 +84,10 @@ class AdaptSegmentTask(QgsTask):
 
     def on_event(self, event: Event) -> None:
         kind = event.get("type")
-        if kind == "progress":
+        if kind == PROGRESS:
             self.setProgress(100.0 * float(event.get("fraction", 0.0)))
             self.progress_text.emit(str(event.get("message", "")))
-        elif kind == "log":
+        elif kind == LOG:
             self.log_line.emit(str(event.get("level", "info")), str(event.get("message", "")))
 
     def finished(self, ok: bool) -> None:

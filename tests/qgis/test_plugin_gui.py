@@ -41,10 +41,6 @@ def dock(qgis_iface, plugin_settings, scene_layer, tmp_path):
     dock.deleteLater()
 
 
-def value_after(argv: list[str], option: str) -> str:
-    return argv[argv.index(option) + 1]
-
-
 def test_plugin_registers_and_removes_its_provider(qgis_iface, qgis_processing, plugin_settings):
     plugin = CrossEarthPlugin(qgis_iface)
     plugin.initGui()
@@ -60,14 +56,24 @@ def test_dock_follows_the_active_raster_and_builds_the_whole_scene_command(dock,
     assert dock.layer_combo.currentLayer() is scene_layer
     request = dock.build_request()
     assert request.title == "My_scene"
-    argv = request.argv
-    assert argv[:2] == ["adapt-segment", scene_layer.source()]
-    assert value_after(argv, "--model").endswith(TINY_MODEL)
-    assert value_after(argv, "-o") == str(tmp_path / "out" / "My_scene_classes.tif")
-    assert value_after(argv, "--confidence") == str(tmp_path / "out" / "My_scene_confidence.tif")
-    assert value_after(argv, "--report-out") == str(tmp_path / "out" / "My_scene.selection.json")
-    assert "--bbox" not in argv and "--roi" not in argv
-    assert "--json-progress" in argv
+    job = request.job
+    assert job.command == "adapt-segment" and job.scene.input == scene_layer.source()
+    assert job.scene.model.endswith(TINY_MODEL)
+    assert job.segment.output == str(tmp_path / "out" / "My_scene_classes.tif")
+    assert job.segment.confidence == str(tmp_path / "out" / "My_scene_confidence.tif")
+    assert job.adapt.report_out == str(tmp_path / "out" / "My_scene.selection.json")
+    assert job.scene.bbox is None and job.scene.roi is None
+
+
+def test_dock_passes_a_fractional_top_k_as_it_is_and_refuses_a_fractional_count(dock):
+    """Top-k is a fraction (< 1) or a whole count: 0.25 stays 0.25; 2.5 is refused in one line, not truncated."""
+    dock.top_k_spin.setValue(0.25)
+    assert dock.build_request().job.adapt.top_k == 0.25
+    dock.top_k_spin.setValue(2.5)
+    with pytest.raises(DockError, match=r"top-k 2\.5"):
+        dock.build_request()
+    dock.start()
+    assert not dock.running and "top-k 2.5" in dock.status.text()
 
 
 def test_a_second_run_does_not_overwrite_the_first(dock, tmp_path):
@@ -80,21 +86,20 @@ def test_map_extent_and_drawn_rectangle_become_a_bbox(dock, qgis_canvas, scene_l
     qgis_canvas.setDestinationCrs(scene_layer.crs())
     qgis_canvas.setExtent(QgsRectangle(SCENE_ORIGIN[0], SCENE_ORIGIN[1] - 32, SCENE_ORIGIN[0] + 32, SCENE_ORIGIN[1]))
     dock.roi_combo.setCurrentIndex(ROI_EXTENT)
-    argv = dock.build_request().argv
-    xmin, ymin, xmax, ymax = (float(v) for v in value_after(argv, "--bbox").split(","))
+    scene = dock.build_request().job.scene
+    xmin, ymin, xmax, ymax = scene.bbox
     extent = qgis_canvas.extent()
     assert (xmin, ymin, xmax, ymax) == pytest.approx(
         (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
     )
-    assert value_after(argv, "--bbox-crs") == "EPSG:32640"
+    assert scene.bbox_crs == "EPSG:32640"
 
     dock.roi_combo.setCurrentIndex(ROI_DRAWN)
     with pytest.raises(DockError, match="Draw a rectangle"):
         dock.build_request()
     x, y = SCENE_ORIGIN
     dock.on_rectangle_drawn(QgsRectangle(x + 4, y - 20, x + 20, y - 4))
-    argv = dock.build_request().argv
-    assert [float(v) for v in value_after(argv, "--bbox").split(",")] == [x + 4, y - 20, x + 20, y - 4]
+    assert list(dock.build_request().job.scene.bbox) == [x + 4, y - 20, x + 20, y - 4]
 
 
 def test_selected_polygons_are_exported_for_the_backend(dock, tmp_path):
@@ -113,7 +118,7 @@ def test_selected_polygons_are_exported_for_the_backend(dock, tmp_path):
         with pytest.raises(DockError, match="Select one or more polygons"):
             dock.build_request()
         polygons.selectByIds([next(polygons.getFeatures()).id()])
-        roi = value_after(dock.build_request().argv, "--roi")
+        roi = dock.build_request().job.scene.roi
         exported = QgsVectorLayer(roi, "roi", "ogr")
         assert exported.isValid() and exported.featureCount() == 1
         del exported
@@ -162,7 +167,7 @@ def test_drawing_a_rectangle_sets_the_region(dock, qgis_canvas):
     corner_a, corner_b = tool.toMapCoordinates(start), tool.toMapCoordinates(end)
     assert dock.drawn.xMinimum() == pytest.approx(min(corner_a.x(), corner_b.x()))
     assert dock.drawn.yMaximum() == pytest.approx(max(corner_a.y(), corner_b.y()))
-    assert value_after(dock.build_request().argv, "--bbox")
+    assert dock.build_request().job.scene.bbox
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,22 @@ def test_bundled_backend_is_the_one_the_plugin_runs(extracted):
     assert Path(probe.stdout.strip()).is_relative_to(lib)
 
 
+def test_installed_plugin_imports_the_contract_of_its_bundled_backend(extracted, tmp_path):
+    """The plugin's modules import backend.contract: from lib/, without torch, whatever else is installed."""
+    probe = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        f"sys.path.insert(0, {str(extracted)!r})\n"
+        "import qgis_crossearth.runner, backend.contract\n"
+        "print(backend.contract.__file__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={}, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).is_relative_to(extracted / "qgis_crossearth" / "lib")
+
+
 @pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="QGIS's qgis_process.bin is not installed")
 def test_installed_zip_runs_its_own_backend(extracted, plugin_settings, scene, tmp_path):
     """The extracted ZIP alone (no checkout on the plugin path) segments through its bundled backend."""

@@ -224,6 +224,15 @@ def test_backend_bad_input_message_reaches_the_user(crossearth_provider, subproc
     assert not (tmp_path / "o.tif").exists()
 
 
+def test_a_fractional_top_k_count_is_refused_in_one_line_before_anything_runs(crossearth_provider, scene, tmp_path):
+    """Top-k 2.5 reaches the job as 2.5 (no longer truncated to 2) and is refused as the CLI refuses it."""
+    parameters = {"INPUT": str(scene), "ADAPTER": str(tmp_path / "a.safetensors"), "TOP_K": 2.5}
+    with pytest.raises(QgsProcessingException, match=r"top-k 2\.5") as error:
+        processing.run("crossearth:adapt", parameters)
+    assert "\n" not in str(error.value).strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
 def test_roi_extent_clips_the_output(crossearth_provider, scene, tmp_path):
     x, y = SCENE_ORIGIN
     out = tmp_path / "classes.tif"

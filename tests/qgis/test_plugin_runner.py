@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qgis_crossearth.runner import EXIT_CANCELLED, BackendConfig, run_backend
+from qgis_crossearth.runner import EXIT_CANCELLED, BackendConfig, run_command
 
 FAKE_CLI = textwrap.dedent(
     """
@@ -79,7 +79,7 @@ def run(config: BackendConfig, scenario: str, out: Path, cancel_after: float | N
             and (time.monotonic() - start > cancel_after)
         )
 
-    result = run_backend([scenario, str(out)], config, events.append, is_cancelled, outputs=[str(out)])
+    result = run_command([scenario, str(out)], config, events.append, is_cancelled, outputs=[str(out)])
     return result, events, time.monotonic() - start
 
 

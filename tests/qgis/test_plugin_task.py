@@ -9,7 +9,7 @@ import pytest
 from plugin_data import TINY_CLASSES, TINY_MODEL, backend_children
 from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProject, QgsSingleBandPseudoColorRenderer
 
-from qgis_crossearth.commands import Adaptation, Scene, Segmentation, adapt_segment_argv
+from backend.contract import AdaptOptions, AdaptSegmentJob, Scene, SegmentOptions
 from qgis_crossearth.dock import AdaptDock
 from qgis_crossearth.model_cards import ModelCard
 from qgis_crossearth.settings import backend_config, load_settings
@@ -36,19 +36,12 @@ def wait_until(condition, timeout: float) -> None:
 
 def test_task_result_layers_are_styled_in_a_group(plugin_settings, model_folder, scene, tmp_path):
     card = ModelCard.from_folder(model_folder / TINY_MODEL)
-    adaptation = Adaptation(
+    adaptation = AdaptOptions(
         samples=4, steps=2, adapter_out=str(tmp_path / "a.safetensors"), report_out=str(tmp_path / "r.json")
     )
-    segmentation = Segmentation(output=str(tmp_path / "c.tif"), confidence=str(tmp_path / "p.tif"), engine="torch")
-    scene_args = Scene(raster=str(scene), model=str(card.folder))
-    request = RunRequest(
-        title="scene",
-        argv=adapt_segment_argv(scene_args, adaptation, segmentation),
-        outputs=[*segmentation.outputs(), *adaptation.outputs()],
-        card=card,
-        classes=segmentation.output,
-        confidence=segmentation.confidence,
-    )
+    segmentation = SegmentOptions(output=str(tmp_path / "c.tif"), confidence=str(tmp_path / "p.tif"), engine="torch")
+    job = AdaptSegmentJob(Scene(input=str(scene), model=str(card.folder)), adaptation, segmentation)
+    request = RunRequest(title="scene", job=job, card=card)
     task = AdaptSegmentTask(request, backend_config(load_settings()))
     completed = []
     task.completed.connect(completed.append)
