@@ -125,10 +125,16 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             )
         )
 
-    def add_model_parameter(self) -> None:
+    def default_model_name(self) -> str | None:
         names = [card.name for card in self.model_cards]
-        default = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
-        model = QgsProcessingParameterEnum(self.MODEL, "Model", options=names, defaultValue=default, optional=not names)
+        return DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
+
+    def add_model_parameter(self) -> None:
+        """Optional (empty: the default model), so that a model built in the modeler needs no value for it."""
+        names = [card.name for card in self.model_cards]
+        model = QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=names, defaultValue=self.default_model_name(), optional=True
+        )
         model.setUsesStaticStrings(True)
         self.addParameter(model)
 
@@ -252,7 +258,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     # --- reading parameters -----------------------------------------------------------------
 
     def model_card(self, parameters: dict[str, Any], context: QgsProcessingContext) -> ModelCard:
-        name = self.parameterAsEnumString(parameters, self.MODEL, context)
+        name = self.parameterAsEnumString(parameters, self.MODEL, context) or self.default_model_name()
         card = next((card for card in self.model_cards if card.name == name), None)
         if card is None:
             folder = load_settings().effective_model_folder

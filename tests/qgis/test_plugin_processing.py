@@ -19,6 +19,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildParameterSource,
     QgsProcessingOutputLayerDefinition,
     QgsProject,
     QgsRasterLayer,
@@ -132,6 +133,24 @@ def test_batch_runs_each_row_and_styles_loaded_results(crossearth_provider, tmp_
             assert [c.label for c in renderer.classes()] == [c["name"] for c in TINY_CLASSES]
     finally:
         project.removeMapLayers([layer.id() for layer in loaded])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (PLUGIN_DIR / "processing_models").glob("*.model3")))
+def test_every_shipped_model_validates(crossearth_provider, name):
+    """What the graphical modeler checks when it opens a model: every mandatory child parameter has a value."""
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(PLUGIN_DIR / "processing_models" / name))
+    for child_id, child in model.childAlgorithms().items():
+        valid, issues = model.validateChildAlgorithm(child_id)
+        assert valid, (child_id, issues)
+        for name, sources in child.parameterSources().items():  # static values are the defaults of today
+            static = [
+                s.staticValue() for s in sources if s.source() == QgsProcessingModelChildParameterSource.StaticValue
+            ]
+            if static:
+                assert static == [child.algorithm().parameterDefinition(name).defaultValue()], (child_id, name)
+    valid, issues = model.validate()
+    assert valid, issues
 
 
 def test_shipped_model_adapts_then_segments(crossearth_provider, scene, tmp_path):
