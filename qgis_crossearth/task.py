@@ -103,10 +103,16 @@ class AdaptSegmentTask(QgsTask):
         self.completed.emit(self.result)
 
 
+def group_name(title: str) -> str:
+    """The results' group: named for what it holds, not like the source layer it sits beside."""
+    return f"CrossEarth: {title} (adapted)"
+
+
 def load_results(request: RunRequest, result: TaskResult, project: QgsProject) -> tuple[str, list[str]]:
-    """Classes and confidence layers, styled, in a group named after the scene at the top of the tree;
-    the confidence layer starts hidden under the classes."""
-    group: QgsLayerTreeGroup = project.layerTreeRoot().insertGroup(0, request.title)
+    """Classes and confidence layers, styled, in a group at the top of the tree, open; the confidence layer
+    starts hidden under the classes. The group is filled before it enters the tree: a layer tree view then
+    shows it open (it ignores the expansion of a group that is empty when it arrives)."""
+    group = QgsLayerTreeGroup(group_name(request.title))
     layer_ids = []
     for key, path, name, style in (
         ("CONFIDENCE", request.confidence, "confidence", style_confidence_layer),
@@ -125,4 +131,5 @@ def load_results(request: RunRequest, result: TaskResult, project: QgsProject) -
     group.setExpanded(True)
     for node in group.findLayers():  # the class legend (names and colours) open, the ramp closed
         node.setExpanded(node.layerId() == layer_ids[-1])
+    project.layerTreeRoot().insertChildNode(0, group)
     return group.name(), layer_ids

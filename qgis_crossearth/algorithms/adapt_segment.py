@@ -67,7 +67,7 @@ class AdaptAndSegmentAlgorithm(CrossEarthAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        self.style_outputs_on_load(self.model_card(parameters, context), job.segment, context)
+        self.style_outputs_on_load(self.model_card(parameters, context), job.segment, parameters, context)
         return {
             self.OUTPUT: job.segment.output,
             self.CONFIDENCE: job.segment.confidence,

@@ -8,6 +8,9 @@ raise the backend's one-line BadInput, shown as the Processing error) and hand i
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from qgis.core import (
@@ -28,6 +31,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from backend.contract import (
@@ -46,7 +50,7 @@ from backend.contract import (
 from backend.errors import BadInput
 from qgis_crossearth import paths
 from qgis_crossearth.model_cards import ModelCard
-from qgis_crossearth.runner import BackendRun, Event, run_backend
+from qgis_crossearth.runner import BackendRun, Event, EventFn, run_backend
 from qgis_crossearth.settings import backend_config, load_settings
 from qgis_crossearth.styling import StyleOnLoad, style_class_layer, style_confidence_layer
 
@@ -362,7 +366,9 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         except BadInput as error:  # a value the backend would refuse: its one line, before anything runs
             raise QgsProcessingException(str(error)) from None
         run = self.run_job(job, feedback)
-        return self.results(job, run, parameters, context, feedback)
+        results = self.results(job, run, parameters, context, feedback)
+        forget_unasked_outputs(context)
+        return results
 
     def run_job(self, job: Job, feedback: QgsProcessingFeedback) -> BackendRun:
         """Run the backend; progress and log lines go to ``feedback``; failures raise."""
@@ -385,7 +391,13 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
                 else:
                     feedback.pushInfo(message)
 
-        run = run_backend(job, backend_config(settings), on_event, feedback.isCanceled)
+        config = backend_config(settings)
+        if QThread.currentThread() == QCoreApplication.instance().thread():
+            run = run_keeping_qgis_responsive(
+                lambda events: run_backend(job, config, events, feedback.isCanceled), on_event
+            )
+        else:  # a Processing task's thread: QGIS is free already
+            run = run_backend(job, config, on_event, feedback.isCanceled)
         if run.cancelled:
             raise QgsProcessingException("cancelled: no output was written")
         if not run.ok:
@@ -393,15 +405,62 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         return run
 
     def style_outputs_on_load(
-        self, card: ModelCard, segmentation: SegmentOptions, context: QgsProcessingContext
+        self,
+        card: ModelCard,
+        segmentation: SegmentOptions,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
     ) -> None:
-        """When QGIS loads the results, draw them in the model's class colours and a confidence ramp."""
-        for path, style in (
-            (segmentation.output, lambda layer: style_class_layer(layer, card)),
-            (segmentation.confidence, style_confidence_layer),
+        """When QGIS loads the results, draw them in the model's class colours and a confidence ramp, and name
+        them after the scene ("scene classes"), not all "Classes" (a file name the user chose still wins)."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        scene = layer.name() if layer is not None else ""
+        for path, style, kind in (
+            (segmentation.output, lambda layer: style_class_layer(layer, card), "classes"),
+            (segmentation.confidence, style_confidence_layer, "confidence"),
+            (segmentation.entropy, None, "entropy"),
         ):
             if path and context.willLoadLayerOnCompletion(path):
-                context.layerToLoadOnCompletionDetails(path).setPostProcessor(StyleOnLoad(style))
+                details = context.layerToLoadOnCompletionDetails(path)
+                if scene:
+                    details.name = f"{scene} {kind}"
+                if style is not None:
+                    details.setPostProcessor(StyleOnLoad(style))
+
+
+def forget_unasked_outputs(context: QgsProcessingContext) -> None:
+    """An optional output left empty (the batch table passes it as an empty path) is registered to load as "":
+    QGIS would then report it after every row as a layer "not correctly generated"."""
+    layers = context.layersToLoadOnCompletion()
+    if "" in layers:
+        context.setLayersToLoadOnCompletion({path: details for path, details in layers.items() if path})
+
+
+def run_keeping_qgis_responsive(run: Callable[[EventFn], BackendRun], on_event: EventFn) -> BackendRun:
+    """Run the backend in a worker thread while this (QGIS's main) thread keeps handling events and delivers
+    the backend's events to ``on_event``: QGIS 3.22 runs batch rows and models on the main thread."""
+    events: queue.Queue[Event] = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["run"] = run(events.put)
+        except BaseException as error:  # re-raised below, in the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="crossearth-backend", daemon=True)
+    worker.start()
+    while True:
+        alive = worker.is_alive()
+        QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+        while not events.empty():
+            on_event(events.get_nowait())
+        if not alive:
+            break
+        worker.join(0.02)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["run"]
 
 
 def crs_string(crs: QgsCoordinateReferenceSystem) -> str:

@@ -63,7 +63,7 @@ class SegmentAlgorithm(CrossEarthAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        self.style_outputs_on_load(self.model_card(parameters, context), job.options, context)
+        self.style_outputs_on_load(self.model_card(parameters, context), job.options, parameters, context)
         return {
             self.OUTPUT: job.options.output,
             self.CONFIDENCE: job.options.confidence,

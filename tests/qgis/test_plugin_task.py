@@ -7,20 +7,27 @@ from pathlib import Path
 
 import pytest
 from plugin_data import TINY_CLASSES, TINY_MODEL, backend_children
-from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProject, QgsSingleBandPseudoColorRenderer
+from qgis.core import (
+    QgsApplication,
+    QgsLayerTreeModel,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsSingleBandPseudoColorRenderer,
+)
+from qgis.gui import QgsLayerTreeView
 
 from backend.contract import AdaptOptions, AdaptSegmentJob, Scene, SegmentOptions
 from qgis_crossearth.dock import AdaptDock
 from qgis_crossearth.model_cards import ModelCard
 from qgis_crossearth.settings import backend_config, load_settings
-from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunRequest
+from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunRequest, group_name
 
 pytestmark = pytest.mark.qgis
 
 
-def remove_group(name: str) -> None:
+def remove_group(title: str) -> None:
     project = QgsProject.instance()
-    group = project.layerTreeRoot().findGroup(name)
+    group = project.layerTreeRoot().findGroup(group_name(title))
     if group is not None:
         project.removeMapLayers(group.findLayerIds())
         project.layerTreeRoot().removeChildNode(group)
@@ -43,6 +50,9 @@ def test_task_result_layers_are_styled_in_a_group(plugin_settings, model_folder,
     job = AdaptSegmentJob(Scene(input=str(scene), model=str(card.folder)), adaptation, segmentation)
     request = RunRequest(title="scene", job=job, card=card)
     task = AdaptSegmentTask(request, backend_config(load_settings()))
+    view = QgsLayerTreeView()  # what the Layers panel shows
+    tree_model = QgsLayerTreeModel(QgsProject.instance().layerTreeRoot())
+    view.setModel(tree_model)
     completed = []
     task.completed.connect(completed.append)
     assert task.run()  # synchronously, as the task manager's thread would
@@ -50,7 +60,9 @@ def test_task_result_layers_are_styled_in_a_group(plugin_settings, model_folder,
     result = completed[0]
     try:
         assert result.status == SUCCESS, result.error
-        group = QgsProject.instance().layerTreeRoot().findGroup("scene")
+        group = QgsProject.instance().layerTreeRoot().findGroup("CrossEarth: scene (adapted)")
+        assert result.group == group.name()
+        assert view.isExpanded(view.node2index(group))  # open, not collapsed
         names = [node.layer().name() for node in group.findLayers()]
         assert names == ["scene classes", "scene confidence"]
         classes, confidence = (node.layer() for node in group.findLayers())
@@ -92,7 +104,7 @@ def test_dock_runs_in_the_background_and_shows_the_result(dock, subprocess_mode,
     assert dock.heatmap_button.isEnabled()
     assert "Adapting tiny-test to dock_scene" in dock.log_view.toPlainText()
     assert (tmp_path / "out" / "dock_scene_classes.tif").is_file()
-    assert QgsProject.instance().layerTreeRoot().findGroup("dock_scene") is not None
+    assert QgsProject.instance().layerTreeRoot().findGroup(group_name("dock_scene")) is not None
 
 
 def test_dock_cancel_stops_the_backend(dock, subprocess_mode, tmp_path):
