@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 from backend.errors import BadInput
@@ -297,7 +298,8 @@ class AdaptJob:
         _needs_labels(self.scene, self.options)
 
     def outputs(self) -> list[str]:
-        return self.options.outputs()
+        """Every file the job writes, the selection report's defaults included."""
+        return [self.options.adapter_out, *selection_report_paths(self.options.adapter_out, self.options.report_out)]
 
 
 @dataclass
@@ -318,7 +320,10 @@ class AdaptSegmentJob:
         _needs_labels(self.scene, self.adapt)
 
     def outputs(self) -> list[str]:
-        return [*self.segment.outputs(), *self.adapt.outputs()]
+        """Every file the job writes, the adapter's and the selection report's defaults (beside OUTPUT) included."""
+        adapter = self.adapt.adapter_out or beside_output(self.segment.output, ".adapter.safetensors")
+        report = self.adapt.report_out or beside_output(self.segment.output, ".selection.json")
+        return [*self.segment.outputs(), adapter, *selection_report_paths(adapter, report)]
 
 
 @dataclass
@@ -341,6 +346,18 @@ class EvaluateJob:
 
     def outputs(self) -> list[str]:
         return [self.json_out] if self.json_out else []
+
+
+def beside_output(output: str, ending: str) -> str:
+    """``classes.tif`` -> ``classes<ending>`` in the same folder (every suffix of the output dropped)."""
+    path = Path(output)
+    return str(path.with_name(path.name.removesuffix("".join(path.suffixes)) + ending))
+
+
+def selection_report_paths(adapter_out: str, report_out: str | None = None) -> tuple[str, str]:
+    """The selection report (JSON) and its heatmap (PNG) an adaptation writes: beside the adapter by default."""
+    report = report_out or str(Path(adapter_out).with_name(Path(adapter_out).stem + ".selection.json"))
+    return report, str(Path(report).with_suffix(".png"))
 
 
 def _needs_labels(scene: Scene, options: AdaptOptions) -> None:

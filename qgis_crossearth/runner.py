@@ -100,11 +100,27 @@ def run_command(
     is_cancelled: CancelFn,
     outputs: Sequence[str] = (),
 ) -> BackendRun:
-    """Run ``crossearth ARGV`` as a subprocess; ``outputs`` are the files to sweep of partial leftovers on cancel."""
+    """Run ``crossearth ARGV`` as a subprocess; ``outputs`` are the files it writes. On cancel, what this run
+    wrote of them is removed: the backend does so itself when it stops at a cancel check, but one killed
+    after the grace period (during an ONNX export, say) may have finished some (the adapter before the
+    segmentation), and its ``.partial`` files."""
+    before = {path: _stamp(path) for path in outputs}
     run = _run_subprocess(list(argv), config, on_event, is_cancelled)
     if run.cancelled:
         remove_partial_outputs(outputs)
+        for path, stamp in before.items():
+            if _stamp(path) not in (None, stamp):  # new, or replaced by this run; an earlier file stays
+                with contextlib.suppress(OSError):
+                    Path(path).unlink()
     return run
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def backend_env(config: BackendConfig) -> dict[str, str]:

@@ -80,6 +80,11 @@ class AdaptSegmentTask(QgsTask):
             self.result = TaskResult.from_run(run)
         except Exception as error:  # everything becomes a result; QGIS must not see an exception here
             self.result = TaskResult(FAILED, error=f"{type(error).__name__}: {error}")
+        if self.result.status == CANCELLED or (self.isCanceled() and self.result.status != SUCCESS):
+            # A user's cancel is no failure: a task that returns False is announced as "Task failed".
+            self.result = TaskResult(CANCELLED, error="cancelled")
+            self.setDescription(f"CrossEarth: {self.request.title} cancelled, nothing was written")
+            return True
         return self.result.status == SUCCESS
 
     def on_event(self, event: Event) -> None:

@@ -100,6 +100,19 @@ def test_encode_writes_only_what_differs_from_the_defaults_and_top_k_as_given():
     assert "--samples" not in argv and "--mode" not in argv
 
 
+def test_outputs_name_every_file_a_job_writes_defaults_included():
+    job = AdaptSegmentJob(Scene("/d/s.tif"), AdaptOptions(), SegmentOptions("/d/out.tif", confidence="/d/c.tif"))
+    assert job.outputs() == [
+        "/d/out.tif",
+        "/d/c.tif",
+        "/d/out.adapter.safetensors",
+        "/d/out.selection.json",
+        "/d/out.selection.png",
+    ]
+    adapt = AdaptJob(Scene("/d/s.tif"), AdaptOptions(adapter_out="/d/a.safetensors"))
+    assert adapt.outputs() == ["/d/a.safetensors", "/d/a.selection.json", "/d/a.selection.png"]
+
+
 def test_the_cli_reads_dash_o_and_no_flags():
     job = decode(["adapt-segment", "s.tif", "-o", "o.tif", "--source-samples", "--no-source-samples"])
     assert job.segment.output == "o.tif" and job.adapt.source_samples is False

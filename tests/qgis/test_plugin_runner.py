@@ -41,6 +41,13 @@ FAKE_CLI = textwrap.dedent(
         print("Traceback (most recent call last):", file=sys.stderr)
         print("ZeroDivisionError: division by zero", file=sys.stderr, flush=True)
         sys.exit(1)
+    elif scenario == "adapted-then-killed":  # the adapter is complete, the segmentation ignores SIGTERM
+        out.with_name("scene.adapter.safetensors").write_text("adapter")
+        out.with_name(f".{out.stem}.abcd1234.partial{out.suffix}").write_text("half")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        emit(type="progress", fraction=0.8, message="segmenting")
+        while True:
+            time.sleep(0.05)
     elif scenario in ("slow", "stubborn"):
         partial = out.with_name(f".{out.stem}.abcd1234.partial{out.suffix}")
         partial.write_text("half")
@@ -120,6 +127,23 @@ def test_missing_python_is_a_clear_error(fake_backend, tmp_path):
 def test_missing_backend_source_is_a_clear_error(tmp_path):
     result, _, _ = run(BackendConfig(python=sys.executable, root=tmp_path / "lib"), "ok", tmp_path / "x.tif")
     assert result.error == f"the backend's source is not in {tmp_path / 'lib'}: reinstall the plugin"
+
+
+def test_cancel_removes_what_a_killed_backend_finished_but_not_earlier_files(fake_backend, tmp_path):
+    """Adapt-and-segment killed during its segmentation: the adapter it wrote goes, as the dock says nothing was
+    written; an output that was there before the run (and that this run did not replace) stays."""
+    out, adapter, report = tmp_path / "classes.tif", tmp_path / "scene.adapter.safetensors", tmp_path / "r.json"
+    report.write_text("an earlier run's report")
+    events: list[dict] = []
+
+    def is_cancelled() -> bool:
+        return any(e.get("type") == "progress" for e in events)
+
+    outputs = [str(out), str(adapter), str(report)]
+    result = run_command(["adapted-then-killed", str(out)], fake_backend, events.append, is_cancelled, outputs)
+    assert result.cancelled
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "root") == ["r.json"]
+    assert report.read_text() == "an earlier run's report"
 
 
 @pytest.mark.parametrize(("scenario", "max_seconds"), [("slow", 1.0), ("stubborn", 3.0)])

@@ -13,6 +13,7 @@ from qgis.core import (
     QgsPalettedRasterRenderer,
     QgsProject,
     QgsSingleBandPseudoColorRenderer,
+    QgsTask,
 )
 from qgis.gui import QgsLayerTreeView
 
@@ -111,9 +112,11 @@ def test_dock_cancel_stops_the_backend(dock, subprocess_mode, tmp_path):
     dock.steps_spin.setValue(100_000)
     dock.start()
     wait_until(lambda: dock.progress.value() > 0 or not dock.running, timeout=120)
+    task = dock.task
     dock.cancel()
     cancelled = time.monotonic()
     wait_until(lambda: not dock.running, timeout=10)
+    assert task.status() == QgsTask.Complete and "cancelled" in task.description()  # not "Task failed"
     assert time.monotonic() - cancelled < 2.5
     assert dock.last_result.status == CANCELLED
     assert backend_children() == []
