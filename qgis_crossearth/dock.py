@@ -21,18 +21,21 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, QUrl
-from qgis.PyQt.QtGui import QDesktopServices, QFont, QIcon
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QFont, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QComboBox,
+    QDialog,
     QDockWidget,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QVBoxLayout,
@@ -123,6 +126,8 @@ class AdaptDock(QDockWidget):
 
         self.settings_box = QgsCollapsibleGroupBox("Adaptation", body)
         self.settings_box.setCollapsed(True)
+        # opening the box shows all its children, the Labels row of DA too: hide what the mode does not use again
+        self.settings_box.collapsedStateChanged.connect(lambda _collapsed: self.update_widgets())
         settings_form = QFormLayout(self.settings_box)
         self.mode_combo = QComboBox(self.settings_box)
         self.mode_combo.addItem("Unlabelled scene (DA)", "da")
@@ -177,7 +182,12 @@ class AdaptDock(QDockWidget):
         self.heatmap_button.setToolTip("Which modules the Fisher gate chose, block by block")
         self.heatmap_button.clicked.connect(self.open_heatmap)
         layout.addWidget(self.heatmap_button)
-        self.setWidget(body)
+        # docked under another panel the dock gets little height: scroll rather than squeeze the fields
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
 
     def reload_models(self) -> None:
         current = self.model_combo.currentText() or DEFAULT_MODEL
@@ -319,6 +329,7 @@ class AdaptDock(QDockWidget):
         try:
             request = self.build_request()
         except (DockError, OSError) as error:
+            self.clear_last_run()  # the last run's progress, log and heatmap would read as this one's
             self.status.setText(str(error))
             return
         settings = load_settings()
@@ -360,15 +371,30 @@ class AdaptDock(QDockWidget):
             bar.pushCritical(LOG_TAG, result.error)
         self.update_widgets()
 
+    def clear_last_run(self) -> None:
+        self.last_result = None
+        self.progress.setValue(0)
+        self.log_view.clear()
+        self.update_widgets()
+
     def append_log(self, level: str, message: str) -> None:
         """Info and warnings in the dock; everything, the backend's stderr too, in the QGIS log panel."""
         QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning if level == "warning" else Qgis.Info)
         if level != "debug":
             self.log_view.appendPlainText(("⚠ " if level == "warning" else "") + message)
 
-    def open_heatmap(self) -> None:
-        if self.last_result and self.last_result.report_plot:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(self.last_result.report_plot))
+    def open_heatmap(self) -> HeatmapDialog | None:
+        """The selection heatmap in a window of QGIS's own (an external viewer may be missing, and fail silently)."""
+        path = self.last_result.report_plot if self.last_result else ""
+        if not path:
+            return None
+        pixmap = QPixmap(path)
+        if pixmap.isNull():
+            self.status.setText(f"Cannot show the selection heatmap: {path} is missing or not an image.")
+            return None
+        dialog = HeatmapDialog(pixmap, path, self)
+        dialog.show()
+        return dialog
 
     def shutdown(self) -> None:
         """Stop a running task and release the canvas before the plugin unloads."""
@@ -378,6 +404,28 @@ class AdaptDock(QDockWidget):
             self.canvas.unsetMapTool(self.map_tool)
         self.map_tool.clear()
         self.canvas.scene().removeItem(self.map_tool.band)
+
+
+class HeatmapDialog(QDialog):
+    """Which modules the Fisher gate chose, block by block: the PNG beside the selection report."""
+
+    def __init__(self, pixmap: QPixmap, path: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Selection heatmap: {Path(path).name}")
+        self.setAttribute(Qt.WA_DeleteOnClose)
+        self.image = QLabel(self)
+        self.image.setPixmap(pixmap)
+        self.image.setAlignment(Qt.AlignCenter)
+        scroll = QScrollArea(self)
+        scroll.setWidget(self.image)
+        scroll.setWidgetResizable(True)
+        where = QLabel(path, self)
+        where.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        where.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(scroll, 1)
+        layout.addWidget(where)
+        self.resize(min(pixmap.width() + 40, 1000), min(pixmap.height() + 80, 800))
 
 
 def spin(low: int, high: int, value: int) -> QSpinBox:

@@ -192,3 +192,66 @@ def test_algorithm_and_batch_dialogs_build_every_parameter_widget(
     assert batch.mainWidget().batchRowCount() >= 1
     batch.deleteLater()
     dialog.deleteLater()
+
+
+def test_labels_row_shows_only_in_labelled_mode_even_after_the_settings_open(dock):
+    dock.show()
+    dock.settings_box.setCollapsed(False)  # a collapsible group box shows its children when it opens
+    QgsApplication.processEvents()
+    assert not dock.labels_combo.isVisible() and not dock.labels_label.isVisible()
+    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData("dg"))
+    assert dock.labels_combo.isVisible() and dock.labels_label.isVisible()
+    dock.settings_box.setCollapsed(True)
+    dock.settings_box.setCollapsed(False)
+    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData("da"))
+    assert not dock.labels_combo.isVisible()
+    dock.hide()
+
+
+def test_the_dock_scrolls_instead_of_squeezing_its_fields(dock):
+    """Docked under the Processing toolbox the dock gets little height: its fields keep theirs and it scrolls."""
+    from qgis.PyQt.QtWidgets import QScrollArea
+
+    assert isinstance(dock.widget(), QScrollArea) and dock.widget().widgetResizable()
+    dock.settings_box.setCollapsed(False)
+    dock.resize(320, 120)
+    dock.show()
+    QgsApplication.processEvents()
+    assert dock.steps_spin.height() >= dock.steps_spin.minimumSizeHint().height()
+    assert dock.widget().verticalScrollBar().maximum() > 0
+    dock.hide()
+
+
+def test_a_refused_run_clears_the_last_runs_progress_log_and_heatmap(dock, tmp_path):
+    from qgis_crossearth.task import SUCCESS, TaskResult
+
+    heatmap = tmp_path / "r.selection.png"
+    heatmap.write_bytes(b"")
+    dock.on_completed(TaskResult(SUCCESS, outputs={"REPORT_PLOT": str(heatmap)}, group="g"))
+    dock.append_log("info", "the last run's log")
+    assert dock.heatmap_button.isEnabled() and dock.progress.value() == 100
+    dock.top_k_spin.setValue(2.5)
+    dock.start()
+    assert "top-k 2.5" in dock.status.text()
+    assert dock.progress.value() == 0 and dock.log_view.toPlainText() == ""
+    assert not dock.heatmap_button.isEnabled()
+
+
+def test_the_selection_heatmap_opens_inside_qgis(dock, tmp_path):
+    from qgis.PyQt.QtGui import QColor, QImage
+
+    from qgis_crossearth.task import SUCCESS, TaskResult
+
+    heatmap = tmp_path / "r.selection.png"
+    image = QImage(60, 40, QImage.Format_RGB32)
+    image.fill(QColor("red"))
+    assert image.save(str(heatmap))
+    dock.on_completed(TaskResult(SUCCESS, outputs={"REPORT_PLOT": str(heatmap)}, group="g"))
+    dialog = dock.open_heatmap()
+    try:
+        assert dialog.isVisible() and not dialog.image.pixmap().isNull()
+        assert dialog.image.pixmap().width() == 60
+    finally:
+        dialog.close()
+    heatmap.unlink()  # gone since: the dock says so instead of failing silently
+    assert dock.open_heatmap() is None and "r.selection.png" in dock.status.text()
