@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -136,7 +137,16 @@ def backend_command(argv: Sequence[str], config: BackendConfig) -> list[str]:
     return [config.python, "-m", "backend.cli", *argv]
 
 
+SETUP_FIX = (
+    "Settings > Options > CrossEarth > Set up the backend "
+    "(or, from the QGIS plugins folder: python3 -m qgis_crossearth.backend_setup)"
+)
+NO_BACKEND_PYTHON = f"no backend Python is set up: {SETUP_FIX}"
+
+
 def _run_subprocess(argv: list[str], config: BackendConfig, on_event: EventFn, is_cancelled: CancelFn) -> BackendRun:
+    if not config.python:
+        return BackendRun(EXIT_BAD_INPUT, error=NO_BACKEND_PYTHON)
     if not (config.root / "backend").is_dir():
         return BackendRun(EXIT_BAD_INPUT, error=f"the backend's source is not in {config.root}: reinstall the plugin")
     try:
@@ -261,6 +271,12 @@ class _Collector:
         if self.error is not None:
             return BackendRun(exit_code or EXIT_FAILURE, error=str(self.error.get("message", "backend failed")))
         detail = self.stderr_tail[-1] if self.stderr_tail else "no message"
+        missing = re.match(r"ModuleNotFoundError: No module named '([\w.]+)'", detail)
+        if missing:  # a Python without the backend's packages: say which and how to get them, not the traceback
+            return BackendRun(
+                EXIT_BAD_INPUT,
+                error=f"the backend Python lacks the package {missing.group(1)!r}: {SETUP_FIX}",
+            )
         if exit_code == EXIT_OK:
             return BackendRun(EXIT_FAILURE, error=f"the backend ended without a result: {detail}")
         return BackendRun(exit_code, error=f"the backend failed (exit code {exit_code}): {detail}")

@@ -255,3 +255,53 @@ def test_the_selection_heatmap_opens_inside_qgis(dock, tmp_path):
         dialog.close()
     heatmap.unlink()  # gone since: the dock says so instead of failing silently
     assert dock.open_heatmap() is None and "r.selection.png" in dock.status.text()
+
+
+def test_options_page_sets_up_the_backend_in_a_task_that_reports_progress_and_cancels(
+    plugin_settings, monkeypatch, tmp_path
+):
+    """The button runs backend_setup.setup_backend (here a stand-in) in a task; pressed again, it cancels."""
+    import time
+
+    from qgis_crossearth import options
+    from qgis_crossearth.backend_setup import SetupResult
+
+    calls = []
+
+    def fake_setup(requirements, target, find_links, progress, is_cancelled, **_):
+        calls.append((requirements, find_links))
+        progress(0.5, "installing")
+        while not is_cancelled():
+            time.sleep(0.02)
+        return SetupResult(False, "set-up cancelled; no environment was left ready", cancelled=True)
+
+    monkeypatch.setattr(options, "setup_backend", fake_setup)
+    page = CrossEarthOptionsPage(None, lambda: None)
+    try:
+        page.find_links_widget.setFilePath(str(tmp_path))
+        page.setup_button.click()
+        deadline = time.monotonic() + 10
+        while page.setup_progress.value() < 50:
+            assert time.monotonic() < deadline
+            QgsApplication.processEvents()
+        assert page.setup_button.text() == "Cancel set-up"
+        page.setup_button.click()
+        while page.setup_task is not None:
+            assert time.monotonic() < deadline
+            QgsApplication.processEvents()
+        assert calls[0][1] == str(tmp_path) and calls[0][0].name.startswith("requirements")
+        assert page.setup_button.text() == "Set up the backend" and "cancelled" in page.report_view.toPlainText()
+    finally:
+        page.deleteLater()
+
+
+def test_an_installed_zip_is_not_told_to_run_make_setup(monkeypatch, model_folder):
+    from qgis_crossearth import paths
+    from qgis_crossearth.environment import check_environment
+    from qgis_crossearth.runner import BackendConfig
+
+    monkeypatch.setattr(paths, "is_checkout", lambda: False)
+    config = BackendConfig(python="", root=paths.BUNDLED_LIB)
+    report = check_environment(config, paths.requirements_file(), model_folder)
+    fix = report.findings[-1].fix
+    assert "Set up the backend" in fix and "make setup" not in fix

@@ -41,6 +41,10 @@ FAKE_CLI = textwrap.dedent(
         print("Traceback (most recent call last):", file=sys.stderr)
         print("ZeroDivisionError: division by zero", file=sys.stderr, flush=True)
         sys.exit(1)
+    elif scenario == "no-packages":  # a python3 without the backend's packages
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("ModuleNotFoundError: No module named 'typer'", file=sys.stderr, flush=True)
+        sys.exit(1)
     elif scenario == "adapted-then-killed":  # the adapter is complete, the segmentation ignores SIGTERM
         out.with_name("scene.adapter.safetensors").write_text("adapter")
         out.with_name(f".{out.stem}.abcd1234.partial{out.suffix}").write_text("half")
@@ -115,6 +119,13 @@ def test_crash_without_error_event_reports_the_last_stderr_line(fake_backend, tm
     assert result.exit_code == 1
     assert "exit code 1" in result.error
     assert "ZeroDivisionError: division by zero" in result.error
+
+
+def test_a_python_without_the_packages_says_how_to_set_one_up(fake_backend, tmp_path):
+    result, _, _ = run(fake_backend, "no-packages", tmp_path / "x.tif")
+    assert result.exit_code == 2 and "\n" not in result.error
+    assert result.error.startswith("the backend Python lacks the package 'typer': ")
+    assert "Set up the backend" in result.error and "python3 -m qgis_crossearth.backend_setup" in result.error
 
 
 def test_missing_python_is_a_clear_error(fake_backend, tmp_path):
