@@ -21,7 +21,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import QEvent, QObject, QSize, Qt
 from qgis.PyQt.QtGui import QFont, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QComboBox,
@@ -38,6 +38,7 @@ from qgis.PyQt.QtWidgets import (
     QScrollArea,
     QSizePolicy,
     QSpinBox,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
@@ -183,9 +184,7 @@ class AdaptDock(QDockWidget):
         self.heatmap_button.clicked.connect(self.open_heatmap)
         layout.addWidget(self.heatmap_button)
         # docked under another panel the dock gets little height: scroll rather than squeeze the fields
-        scroll = QScrollArea(self)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
+        scroll = VerticalScrollArea(self)
         scroll.setWidget(body)
         self.setWidget(scroll)
 
@@ -404,6 +403,33 @@ class AdaptDock(QDockWidget):
             self.canvas.unsetMapTool(self.map_tool)
         self.map_tool.clear()
         self.canvas.scene().removeItem(self.map_tool.band)
+
+
+class VerticalScrollArea(QScrollArea):
+    """Scrolls up and down only, and asks for the width its content needs, so that nothing is cut on the right."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+    def _with_content_width(self, hint: QSize, content: QSize) -> QSize:
+        scrollbar = self.style().pixelMetric(QStyle.PM_ScrollBarExtent)
+        return QSize(max(hint.width(), content.width() + scrollbar), hint.height())
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()  # a row shown or a longer label: the dock is asked for the new width
+        return super().eventFilter(watched, event)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        return self._with_content_width(hint, self.widget().minimumSizeHint()) if self.widget() else hint
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return self._with_content_width(hint, self.widget().sizeHint()) if self.widget() else hint
 
 
 class HeatmapDialog(QDialog):

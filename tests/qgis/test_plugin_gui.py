@@ -219,6 +219,9 @@ def test_the_dock_scrolls_instead_of_squeezing_its_fields(dock):
     QgsApplication.processEvents()
     assert dock.steps_spin.height() >= dock.steps_spin.minimumSizeHint().height()
     assert dock.widget().verticalScrollBar().maximum() > 0
+    body = dock.widget().widget()  # never cut on the right: the dock is as wide as its fields need
+    assert dock.widget().minimumSizeHint().width() >= body.minimumSizeHint().width()
+    assert dock.widget().viewport().width() >= body.minimumSizeHint().width()
     dock.hide()
 
 
@@ -305,3 +308,28 @@ def test_an_installed_zip_is_not_told_to_run_make_setup(monkeypatch, model_folde
     report = check_environment(config, paths.requirements_file(), model_folder)
     fix = report.findings[-1].fix
     assert "Set up the backend" in fix and "make setup" not in fix
+
+
+def test_the_dock_widens_when_its_fields_do(qgis_iface, plugin_settings):
+    """A row shown later (the drawn rectangle's size) must widen the docked dock, not be cut on the right."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QMainWindow, QWidget
+
+    window = QMainWindow()
+    window.setCentralWidget(QWidget())
+    dock = AdaptDock(qgis_iface)
+    window.addDockWidget(Qt.RightDockWidgetArea, dock)
+    window.resize(1600, 1000)
+    window.show()
+    try:
+        QgsApplication.processEvents()
+        dock.roi_combo.setCurrentIndex(ROI_DRAWN)
+        dock.drawn_label.setText("1417 × 1710 map units, and a little more")
+        dock.settings_box.setCollapsed(False)
+        for _ in range(5):
+            QgsApplication.processEvents()
+        body = dock.widget().widget()
+        assert dock.widget().viewport().width() >= body.minimumSizeHint().width()
+    finally:
+        dock.shutdown()
+        window.close()
