@@ -360,7 +360,7 @@ class AdaptDock(QDockWidget):
         if result.status == SUCCESS:
             self.progress.setValue(100)
             self.status.setText(f"Done: layers added in group “{result.group}”.")
-            bar.pushSuccess(LOG_TAG, f"{result.group}: adapted and segmented.")
+            bar.pushSuccess(LOG_TAG, f"adapted and segmented; the layers are in “{result.group}”.")
         elif result.status == CANCELLED:
             self.progress.setValue(0)
             self.status.setText("Cancelled; no output was written.")
