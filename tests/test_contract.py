@@ -166,12 +166,42 @@ def test_one_table_of_adaptation_defaults():
     assert (product.lr, product.ema_momentum, product.class_quantile, product.steps) == (1e-3, 0.99, 0.5, 120)
 
 
+def test_the_plugin_and_the_registry_read_a_card_alike_defaults_included(tmp_path):
+    """One reader, one set of card defaults: a card that leaves out bands, tile, stride and nodata."""
+    import json
+
+    from backend.cards import CARD_DEFAULTS, CARD_FILE
+    from backend.registry import ModelCard as BackendCard
+    from qgis_crossearth.model_cards import ModelCard as PluginCard
+    from qgis_crossearth.model_cards import list_model_cards
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    classes = [{"value": 0, "name": "Water", "color": "#1F78B4"}, {"value": 1, "name": "Land", "color": "#D2B48C"}]
+    architecture = {"backbone": "vit_tiny_patch16_224", "num_classes": 2, "in_chans": 3, "img_size": 32}
+    card = {"name": "m", "description": "d", "architecture": architecture, "classes": classes}
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    ours, theirs = PluginCard.from_folder(folder), BackendCard.read(folder)
+    assert (ours.tile_size, ours.stride, ours.ignore_index, list(ours.bands)) == (
+        theirs.tile_size,
+        theirs.stride,
+        theirs.nodata,
+        theirs.bands,
+    )
+    assert ours.tile_size == CARD_DEFAULTS["tile_size"] and [c.name for c in ours.classes] == ["Water", "Land"]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / CARD_FILE).write_text("{")
+    assert [c.name for c in list_model_cards(tmp_path)] == ["m"]  # an unreadable card is skipped
+    with pytest.raises(BadInput, match="not a valid model card"):
+        BackendCard.read(tmp_path / "broken")
+
+
 def test_contract_imports_neither_torch_nor_qgis_nor_the_cli_toolkit():
     probe = (
         "import sys\n"
         "for name in ('torch', 'rasterio', 'numpy', 'typer', 'click', 'rich', 'qgis', 'PyQt5'):\n"
         "    sys.modules[name] = None\n"
-        "import backend.contract\n"
+        "import backend.contract, backend.cards, qgis_crossearth.model_cards\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
