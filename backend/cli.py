@@ -8,6 +8,7 @@ inside another program and hands it the same events.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import json
 import os
 import signal
@@ -139,11 +140,17 @@ def _cancel_on_signals(token: CancelToken) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run(json_progress: bool, build: Callable[[], Job]) -> dict | None:
+def _run(json_progress: bool, build: Callable[[], Job] | Callable[[Reporter, CancelFn], tuple]) -> dict | None:
     """Build the job (bad values: exit 2) and run it with progress, cancel, warnings as log lines, and the exit
-    codes of docs/cli.md; the metrics of a successful run. Under :func:`parse_job` the job is only built."""
+    codes of docs/cli.md; the metrics of a successful run. Under :func:`parse_job` the job is only built.
+
+    A ``build`` that takes ``(reporter, is_cancelled)`` is a command not yet on backend.contract: it is run
+    as it is and returns ``(outputs, metrics)`` itself (such a command has no job to parse or run in-process)."""
+    unported = len(inspect.signature(build).parameters) == 2
     parsed = _parsed.get()
     if parsed is not None:
+        if unported:
+            raise BadInput("this command has no job of backend.contract yet")
         parsed.append(build())
         return None
     token = CancelToken()
@@ -175,7 +182,10 @@ def _run(json_progress: bool, build: Callable[[], Job]) -> dict | None:
         metrics: dict = {}
 
         def job(reporter: Reporter, is_cancelled: CancelFn) -> tuple[dict, dict | None]:
-            outputs, found = execute_job(build(), reporter.progress, is_cancelled)
+            if unported:
+                outputs, found = build(reporter, is_cancelled)
+            else:
+                outputs, found = execute_job(build(), reporter.progress, is_cancelled)
             metrics.update(found or {})
             return outputs, found
 

@@ -220,3 +220,30 @@ def test_inspect_says_whether_the_model_can_take_the_raster(tmp_path, tiny_model
     report = json.loads(shown.stdout)
     assert report["count"] == 4 and report["dtypes"] == ["uint16"] * 4 and report["crs"] == "EPSG:32640"
     assert report["band_mapping"] == [3, 2, 1] and report["model_can_take_it"].startswith("yes")
+
+
+def test_a_command_not_yet_on_the_contract_still_runs_through_the_cli_machinery():
+    """A command written the old way (a job taking reporter and is_cancelled) keeps progress, result and exit codes,
+    so commands added on other branches keep working until they get a job of backend.contract."""
+    from backend import cli
+
+    events: list[dict] = []
+
+    def legacy(reporter, is_cancelled):
+        reporter.progress(0.5, "half")
+        return {"OUTPUT": "x"}, {"n": 1}
+
+    def refused(reporter, is_cancelled):
+        from backend.errors import BadInput
+
+        raise BadInput("x.tif: refused")
+
+    token = cli._event_sink.set(events.append)
+    try:
+        assert cli._run(False, legacy) == {"n": 1}
+        with pytest.raises(cli.typer.Exit) as exit_:
+            cli._run(False, refused)
+    finally:
+        cli._event_sink.reset(token)
+    assert exit_.value.exit_code == 2
+    assert [e["type"] for e in events] == ["progress", "result", "log", "error"]
