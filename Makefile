@@ -20,7 +20,7 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml scripts/setup_qgis.sh
+$(STAMP): requirements.txt requirements-runtime.txt pyproject.toml scripts/setup_qgis.sh
 	@bash scripts/setup_qgis.sh
 	@test -x $(PY) || $(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt

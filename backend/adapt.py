@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from backend.augment import IGNORE_INDEX, Sample, class_mix_masks, photometric_jitter, sample_batch
+from backend.contract import ADAPT_DEFAULTS, DEFAULT_RESELECT_EVERY
 from backend.fisher_gate import FisherGate, GateConfig
 from backend.model import SegmentationModel
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
 from backend.toolbox import ToolboxConfig
 
-DEFAULT_RESELECT_EVERY = {"dg": 100, "da": 50}
 # the dihedral views (quarter turns, then the same flipped) a teacher of n views averages over
 DIHEDRAL_VIEWS = [(0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True)]
 VIEW_COUNTS = (1, 2, 4, 8)
@@ -34,7 +34,8 @@ VIEW_COUNTS = (1, 2, 4, 8)
 
 @dataclass
 class AdaptConfig:
-    """Adaptation settings; saved in the adapter checkpoint so a run can be repeated.
+    """Adaptation settings; saved in the adapter checkpoint so a run can be repeated. The defaults are the
+    product's (``backend.contract.ADAPT_DEFAULTS``, what ``crossearth adapt`` runs).
 
     ``tuning`` chooses what trains: ``toolbox`` (gated modules and head, the method), ``head`` (head
     only) or ``full`` (every backbone weight and the head, the full fine-tuning baseline); the head learns
@@ -50,21 +51,21 @@ class AdaptConfig:
     the pseudo-label and add a cross-entropy of weight ``label_weight`` averaged over the labelled pixels alone.
     """
 
-    mode: str = "da"
-    steps: int = 200
-    batch_size: int = 4
-    crop_size: int = 256
-    lr: float = 1e-4
+    mode: str = ADAPT_DEFAULTS["mode"]
+    steps: int = ADAPT_DEFAULTS["steps"]
+    batch_size: int = ADAPT_DEFAULTS["batch_size"]
+    crop_size: int = ADAPT_DEFAULTS["crop_size"]
+    lr: float = ADAPT_DEFAULTS["lr"]
     head_lr_scale: float = 1.0
     weight_decay: float = 0.05
     poly_power: float = 1.0
-    seed: int = 0
+    seed: int = ADAPT_DEFAULTS["seed"]
     tuning: str = "toolbox"
     toolbox: ToolboxConfig = field(default_factory=ToolboxConfig)
     gate: GateConfig = field(default_factory=GateConfig)
-    ema_momentum: float = 0.999
-    confidence: float = 0.7
-    class_quantile: float | None = None
+    ema_momentum: float = ADAPT_DEFAULTS["ema_momentum"]
+    confidence: float = ADAPT_DEFAULTS["confidence"]
+    class_quantile: float | None = ADAPT_DEFAULTS["class_quantile"]
     class_mix: bool = True
     anchor_weight: float = 0.0
     class_balance: float = 0.0

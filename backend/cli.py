@@ -9,6 +9,7 @@ inside another program and hands it the same events.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import json
 import os
 import signal
@@ -17,7 +18,8 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -27,15 +29,37 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from backend.contract import (
+    ADAPT_DEFAULTS,
+    DEFAULT_MODEL,
+    DEFAULT_SPOT_PIXELS,
+    DEFAULT_SUGGESTED_SPOTS,
+    ERROR,
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_FAILURE,
+    EXIT_OK,
+    LOG,
+    PROGRESS,
+    RESULT,
+    AdaptJob,
+    AdaptOptions,
+    AdaptSegmentJob,
+    EvaluateJob,
+    Job,
+    Scene,
+    SegmentJob,
+    SegmentOptions,
+    SuggestLabelsJob,
+)
 from backend.errors import BadInput
-from backend.options import DEFAULT_SPOT_PIXELS, DEFAULT_SUGGESTED_SPOTS, AdaptOptions, Scene, SegmentOptions
-from backend.progress import CancelFn, Cancelled, CancelToken
+from backend.progress import CancelFn, Cancelled, CancelToken, never_cancelled
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 Event = dict
 
 _event_sink: contextvars.ContextVar[Callable[[Event], None] | None] = contextvars.ContextVar("sink", default=None)
 _external_cancel: contextvars.ContextVar[CancelFn | None] = contextvars.ContextVar("cancel", default=None)
+_parsed: contextvars.ContextVar[list | None] = contextvars.ContextVar("parsed", default=None)
 
 app = typer.Typer(
     add_completion=False,
@@ -58,23 +82,23 @@ class Reporter:
     def progress(self, fraction: float, message: str) -> None:
         self._fraction = max(self._fraction, min(1.0, float(fraction)))
         if self._emit:
-            self._emit({"type": "progress", "fraction": round(self._fraction, 4), "message": message})
+            self._emit({"type": PROGRESS, "fraction": round(self._fraction, 4), "message": message})
         elif self._bar is not None:
             self._bar.update(self._task, completed=self._fraction, description=message)
 
     def log(self, message: str, level: str = "info") -> None:
         if self._emit:
-            self._emit({"type": "log", "level": level, "message": message})
+            self._emit({"type": LOG, "level": level, "message": message})
         else:
             stderr.print(f"[yellow]warning:[/] {message}" if level == "warning" else message)
 
     def result(self, outputs: dict, metrics: dict | None = None) -> None:
         if self._emit:
-            self._emit({"type": "result", "outputs": outputs, "metrics": metrics or {}})
+            self._emit({"type": RESULT, "outputs": outputs, "metrics": metrics or {}})
 
     def error(self, message: str, exit_code: int) -> None:
         if self._emit:
-            self._emit({"type": "error", "message": message, "exit_code": exit_code})
+            self._emit({"type": ERROR, "message": message, "exit_code": exit_code})
             return
         if self._bar is not None:  # the error is the last line, not a bar stopped at whatever it had reached
             self._bar.live.transient = True
@@ -120,8 +144,19 @@ def _cancel_on_signals(token: CancelToken) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run(json_progress: bool, job: Callable[[Reporter, CancelFn], tuple[dict, dict | None]]) -> None:
-    """Run ``job`` with progress, cancel, warnings as log lines, and the exit codes of docs/cli.md."""
+def _run(json_progress: bool, build: Callable[[], Job] | Callable[[Reporter, CancelFn], tuple]) -> dict | None:
+    """Build the job (bad values: exit 2) and run it with progress, cancel, warnings as log lines, and the exit
+    codes of docs/cli.md; the metrics of a successful run. Under :func:`parse_job` the job is only built.
+
+    A ``build`` that takes ``(reporter, is_cancelled)`` is a command not yet on backend.contract: it is run
+    as it is and returns ``(outputs, metrics)`` itself (such a command has no job to parse or run in-process)."""
+    unported = len(inspect.signature(build).parameters) == 2
+    parsed = _parsed.get()
+    if parsed is not None:
+        if unported:
+            raise BadInput("this command has no job of backend.contract yet")
+        parsed.append(build())
+        return None
     token = CancelToken()
     external = _external_cancel.get()
 
@@ -148,9 +183,71 @@ def _run(json_progress: bool, job: Callable[[Reporter, CancelFn], tuple[dict, di
             )
             stack.enter_context(bar)
             reporter = Reporter(None, bar)
+        metrics: dict = {}
+
+        def job(reporter: Reporter, is_cancelled: CancelFn) -> tuple[dict, dict | None]:
+            if unported:
+                outputs, found = build(reporter, is_cancelled)
+            else:
+                outputs, found = execute_job(build(), reporter.progress, is_cancelled, reporter.log)
+            metrics.update(found or {})
+            return outputs, found
+
         code = _execute(job, reporter, is_cancelled)
     if code != EXIT_OK:
         raise typer.Exit(code)
+    return metrics
+
+
+def execute_job(
+    job: Job, progress, is_cancelled: CancelFn, log: Callable[[str, str], None] = lambda message, level: None
+) -> tuple[dict[str, str], dict | None]:
+    """Run a job of backend.contract: the outputs it wrote (Processing's names) and its metrics; ``log(message,
+    level)`` gets the lines a user should read (the self-check's verdict)."""
+    from backend import pipeline
+
+    if isinstance(job, SegmentJob):
+        if not job.more_inputs:
+            return pipeline.segment(job.scene, job.options, progress, is_cancelled, cluster=job.cluster), None
+        scenes = [job.scene, *(replace(job.scene, input=path) for path in job.more_inputs)]
+        each = pipeline.options_per_raster([scene.input for scene in scenes], job.options)
+        results = pipeline.segment_rasters(scenes, each, progress, is_cancelled, job.cluster)
+        folders = {
+            "OUTPUT": job.options.output,
+            "CONFIDENCE": job.options.confidence,
+            "ENTROPY": job.options.entropy,
+            "QUICKLOOK": job.options.quicklook,
+        }
+        return {key: folder for key, folder in folders.items() if folder}, {"rasters": results}
+    if isinstance(job, AdaptJob):
+        outputs, _, result = pipeline.adapt_scene(job.scene, job.options, progress, is_cancelled)
+        return outputs, _adapt_metrics(log, result)
+    if isinstance(job, AdaptSegmentJob):
+        adapt_options = replace(job.adapt)  # adapt_and_segment fills in the adapter's paths
+        outputs, result = pipeline.adapt_and_segment(
+            job.scene, adapt_options, job.segment, progress, is_cancelled, cluster=job.cluster
+        )
+        return outputs, _adapt_metrics(log, result)
+    if isinstance(job, SuggestLabelsJob):
+        from backend.suggest import suggest_labels
+
+        spots = suggest_labels(
+            job.scene, job.output, job.count, job.box, job.adapter, job.overwrite, progress, is_cancelled
+        )
+        return {"OUTPUT": job.output}, {"spots": len(spots)}
+    if isinstance(job, EvaluateJob):
+        from backend.atomic import atomic_output
+
+        progress(0.0, "scoring")
+        result = pipeline.evaluate(job.prediction, job.labels, job.model, job.models_dir)
+        progress(1.0, "scored")
+        outputs = {}
+        if job.json_out:
+            with atomic_output(job.json_out, job.overwrite) as tmp:
+                tmp.write_text(json.dumps(result, indent=2) + "\n")
+            outputs["OUTPUT"] = job.json_out
+        return outputs, {k: result[k] for k in ("miou", "overall_accuracy", "iou", "pixels")}
+    raise TypeError(f"not a job of backend.contract: {job!r}")
 
 
 def _execute(job, reporter: Reporter, is_cancelled: CancelFn) -> int:
@@ -242,28 +339,23 @@ Cluster = Annotated[
     typer.Option("--cluster", help="Predict on Dask: local, local:N (N workers here) or a scheduler address."),
 ]
 
-DEFAULTS = AdaptOptions()  # the CLI shows and uses the API's defaults, so the two cannot drift
+DEFAULTS = AdaptOptions()  # the CLI shows and uses the contract's defaults (backend.contract.ADAPT_DEFAULTS)
 SEGMENT_DEFAULTS = SegmentOptions(output="")
+assert DEFAULTS.samples == ADAPT_DEFAULTS["samples"]
 
 
 def _scene(input: Path, bands, bbox, bbox_crs, roi, model, models_dir, threads) -> Scene:
-    from backend.raster_io import parse_band_mapping
-    from backend.roi import parse_bbox
-
+    """Bands and bbox as typed (``3,2,1``, ``xmin,ymin,xmax,ymax``): the contract parses and checks them."""
     return Scene(
         input=str(input),
-        bands=parse_band_mapping(bands) if bands else None,
-        bbox=parse_bbox(bbox) if bbox else None,
+        bands=bands,
+        bbox=bbox,
         bbox_crs=bbox_crs,
-        roi=_str(roi),
+        roi=roi,
         model=model,
-        models_dir=_str(models_dir),
+        models_dir=models_dir,
         threads=threads,
     )
-
-
-def _str(path: Path | None) -> str | None:
-    return str(path) if path is not None else None
 
 
 def _adapt_options(
@@ -281,10 +373,10 @@ def _adapt_options(
     adapter_out,
     report_out,
     overwrite,
-):
+) -> AdaptOptions:
     return AdaptOptions(
         mode=mode,
-        labels=_str(labels),
+        labels=labels,
         label_field=label_field,
         label_buffer=label_buffer,
         samples=samples,
@@ -294,8 +386,8 @@ def _adapt_options(
         seed=seed,
         source_samples=source_samples,
         self_check=self_check,
-        adapter_out=_str(adapter_out),
-        report_out=_str(report_out),
+        adapter_out=adapter_out,
+        report_out=report_out,
         overwrite=overwrite,
     )
 
@@ -306,7 +398,7 @@ def segment(
         list[Path], typer.Argument(help="Input raster(s); with several, output paths are folders.", show_default=False)
     ],
     output: Output,
-    model: ModelOpt = "dubai-hybrid-vit",
+    model: ModelOpt = DEFAULT_MODEL,
     models_dir: ModelsDir = None,
     adapter: Annotated[Path | None, typer.Option("--adapter", help="Apply a saved adapter checkpoint.")] = None,
     bands: Bands = None,
@@ -328,43 +420,34 @@ def segment(
 ) -> None:
     """Segment rasters with a model (optionally adapted) into styled class rasters."""
 
-    def job(reporter: Reporter, is_cancelled: CancelFn):
-        from backend import pipeline
-
-        scenes = [_scene(path, bands, bbox, bbox_crs, roi, model, models_dir, threads) for path in inputs]
-        options = SegmentOptions(
-            output=str(output),
-            confidence=_str(confidence),
-            entropy=_str(entropy),
-            quicklook=_str(quicklook),
-            tile_size=tile_size,
-            stride=stride,
-            batch_size=batch_size,
-            engine=engine,
-            device=device,
-            adapter=_str(adapter),
-            overwrite=overwrite,
+    def build() -> SegmentJob:
+        return SegmentJob(
+            scene=_scene(inputs[0], bands, bbox, bbox_crs, roi, model, models_dir, threads),
+            options=SegmentOptions(
+                output=output,
+                confidence=confidence,
+                entropy=entropy,
+                quicklook=quicklook,
+                tile_size=tile_size,
+                stride=stride,
+                batch_size=batch_size,
+                engine=engine,
+                device=device,
+                adapter=adapter,
+                overwrite=overwrite,
+            ),
+            more_inputs=[str(path) for path in inputs[1:]],
+            cluster=cluster,
         )
-        if len(scenes) == 1:
-            return pipeline.segment(scenes[0], options, reporter.progress, is_cancelled, cluster=cluster), None
-        each = pipeline.options_per_raster([scene.input for scene in scenes], options)
-        results = pipeline.segment_rasters(scenes, each, reporter.progress, is_cancelled, cluster)
-        folders = {
-            "OUTPUT": options.output,
-            "CONFIDENCE": options.confidence,
-            "ENTROPY": options.entropy,
-            "QUICKLOOK": options.quicklook,
-        }
-        return {key: folder for key, folder in folders.items() if folder}, {"rasters": results}
 
-    _run(json_progress, job)
+    _run(json_progress, build)
 
 
 @app.command()
 def adapt(
     input: Input,
     adapter_out: Annotated[Path, typer.Option("--adapter-out", help="Adapter checkpoint to write.")],
-    model: ModelOpt = "dubai-hybrid-vit",
+    model: ModelOpt = DEFAULT_MODEL,
     models_dir: ModelsDir = None,
     bands: Bands = None,
     bbox: BBox = None,
@@ -388,42 +471,40 @@ def adapt(
 ) -> None:
     """Adapt the model to a scene (Fisher-gated, DA or DG) and save the adapter checkpoint."""
 
-    def job(reporter: Reporter, is_cancelled: CancelFn):
-        from backend import pipeline
-
-        scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
-        options = _adapt_options(
-            mode,
-            labels,
-            label_field,
-            label_buffer,
-            samples,
-            steps,
-            top_k,
-            reselect_every,
-            seed,
-            source_samples,
-            self_check,
-            adapter_out,
-            report_out,
-            overwrite,
+    def build() -> AdaptJob:
+        return AdaptJob(
+            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads),
+            options=_adapt_options(
+                mode,
+                labels,
+                label_field,
+                label_buffer,
+                samples,
+                steps,
+                top_k,
+                reselect_every,
+                seed,
+                source_samples,
+                self_check,
+                adapter_out,
+                report_out,
+                overwrite,
+            ),
         )
-        outputs, _, result = pipeline.adapt_scene(scene, options, reporter.progress, is_cancelled)
-        return outputs, _adapt_metrics(reporter, result)
 
-    _run(json_progress, job)
+    _run(json_progress, build)
 
 
-def _adapt_metrics(reporter: Reporter, result) -> dict:
+def _adapt_metrics(log: Callable[[str, str], None], result) -> dict:
     """The adaptation's result event metrics; the self-check's verdict is also a log line the user reads."""
     metrics = {"active_modules": result.active_modules, "trainable_parameters": result.trainable_parameters}
     if result.self_check:
         from backend.self_check import estimate_line, verdict_message
 
         if "estimate" in result.self_check:
-            reporter.log(estimate_line(result.self_check["estimate"]))
+            log(estimate_line(result.self_check["estimate"]), "info")
         level = "info" if result.self_check["kept"] == "adapted" else "warning"
-        reporter.log(verdict_message(result.self_check), level)
+        log(verdict_message(result.self_check), level)
         metrics["self_check"] = result.self_check
     return metrics
 
@@ -432,7 +513,7 @@ def _adapt_metrics(reporter: Reporter, result) -> dict:
 def adapt_segment(
     input: Input,
     output: Output,
-    model: ModelOpt = "dubai-hybrid-vit",
+    model: ModelOpt = DEFAULT_MODEL,
     models_dir: ModelsDir = None,
     bands: Bands = None,
     bbox: BBox = None,
@@ -466,44 +547,41 @@ def adapt_segment(
 ) -> None:
     """Adapt the model to this scene, then segment the whole scene (or ROI) with it."""
 
-    def job(reporter: Reporter, is_cancelled: CancelFn):
-        from backend import pipeline
+    def build() -> AdaptSegmentJob:
+        return AdaptSegmentJob(
+            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads),
+            adapt=_adapt_options(
+                mode,
+                labels,
+                label_field,
+                label_buffer,
+                samples,
+                steps,
+                top_k,
+                reselect_every,
+                seed,
+                source_samples,
+                self_check,
+                adapter_out,
+                report_out,
+                overwrite,
+            ),
+            segment=SegmentOptions(
+                output=output,
+                confidence=confidence,
+                entropy=entropy,
+                quicklook=quicklook,
+                tile_size=tile_size,
+                stride=stride,
+                batch_size=batch_size,
+                engine=engine,
+                device=device,
+                overwrite=overwrite,
+            ),
+            cluster=cluster,
+        )
 
-        scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
-        adapt_options = _adapt_options(
-            mode,
-            labels,
-            label_field,
-            label_buffer,
-            samples,
-            steps,
-            top_k,
-            reselect_every,
-            seed,
-            source_samples,
-            self_check,
-            adapter_out,
-            report_out,
-            overwrite,
-        )
-        segment_options = SegmentOptions(
-            output=str(output),
-            confidence=_str(confidence),
-            entropy=_str(entropy),
-            quicklook=_str(quicklook),
-            tile_size=tile_size,
-            stride=stride,
-            batch_size=batch_size,
-            engine=engine,
-            device=device,
-            overwrite=overwrite,
-        )
-        outputs, result = pipeline.adapt_and_segment(
-            scene, adapt_options, segment_options, reporter.progress, is_cancelled, cluster=cluster
-        )
-        return outputs, _adapt_metrics(reporter, result)
-
-    _run(json_progress, job)
+    _run(json_progress, build)
 
 
 @app.command("suggest-labels")
@@ -512,7 +590,7 @@ def suggest_labels(
     output: Annotated[Path, typer.Option("--output", "-o", help="GeoPackage of the boxes to label.")],
     count: Annotated[int, typer.Option("-n", "--count", help="How many places to suggest.")] = DEFAULT_SUGGESTED_SPOTS,
     box: Annotated[int, typer.Option("--box", help="Side of each box, in pixels.")] = DEFAULT_SPOT_PIXELS,
-    model: ModelOpt = "dubai-hybrid-vit",
+    model: ModelOpt = DEFAULT_MODEL,
     models_dir: ModelsDir = None,
     adapter: Annotated[Path | None, typer.Option("--adapter", help="Apply a saved adapter checkpoint.")] = None,
     bands: Bands = None,
@@ -525,54 +603,41 @@ def suggest_labels(
 ) -> None:
     """Where to label next: small boxes where the model is least sure, spread over the scene and its classes."""
 
-    def job(reporter: Reporter, is_cancelled: CancelFn):
-        from backend.suggest import suggest_labels
-
-        scene = _scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads)
-        spots = suggest_labels(
-            scene, str(output), count, box, _str(adapter), overwrite, reporter.progress, is_cancelled
+    def build() -> SuggestLabelsJob:
+        return SuggestLabelsJob(
+            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads),
+            output=output,
+            count=count,
+            box=box,
+            adapter=adapter,
+            overwrite=overwrite,
         )
-        return {"OUTPUT": str(output)}, {"spots": len(spots)}
 
-    _run(json_progress, job)
+    _run(json_progress, build)
 
 
 @app.command()
 def evaluate(
     prediction: Annotated[Path, typer.Argument(help="Class raster written by segment.", show_default=False)],
     labels: Annotated[Path, typer.Argument(help="Label raster (class indices, 255 = ignore).", show_default=False)],
-    model: ModelOpt = "dubai-hybrid-vit",
+    model: ModelOpt = DEFAULT_MODEL,
     models_dir: ModelsDir = None,
     json_out: Annotated[Path | None, typer.Option("--json-out", help="Write the scores as JSON.")] = None,
     overwrite: Overwrite = False,
     json_progress: JsonProgress = False,
 ) -> None:
     """Per-class IoU, mIoU and overall accuracy of a class raster against labels."""
-
-    def job(reporter: Reporter, is_cancelled: CancelFn):
-        from backend import pipeline
-        from backend.atomic import atomic_output
-
-        reporter.progress(0.0, "scoring")
-        result = pipeline.evaluate(str(prediction), str(labels), model, _str(models_dir))
-        reporter.progress(1.0, "scored")
-        outputs = {}
-        if json_out:
-            with atomic_output(json_out, overwrite) as tmp:
-                tmp.write_text(json.dumps(result, indent=2) + "\n")
-            outputs["OUTPUT"] = str(json_out)
-        if not json_progress:
-            table = Table(title=f"{prediction.name} against {labels.name}")
-            table.add_column("class")
-            table.add_column("IoU", justify="right")
-            for name, value in result["iou"].items():
-                table.add_row(name, "-" if value is None else f"{100 * value:.1f}")
-            table.add_row("[bold]mIoU", f"[bold]{100 * result['miou']:.1f}")
-            table.add_row("overall accuracy", f"{100 * result['overall_accuracy']:.1f}")
-            Console().print(table)
-        return outputs, {k: result[k] for k in ("miou", "overall_accuracy", "iou", "pixels")}
-
-    _run(json_progress, job)
+    job = partial(EvaluateJob, str(prediction), str(labels), model, models_dir, json_out, overwrite)
+    result = _run(json_progress, job)
+    if result and not json_progress:
+        table = Table(title=f"{prediction.name} against {labels.name}")
+        table.add_column("class")
+        table.add_column("IoU", justify="right")
+        for name, value in result["iou"].items():
+            table.add_row(name, "-" if value is None else f"{100 * value:.1f}")
+        table.add_row("[bold]mIoU", f"[bold]{100 * result['miou']:.1f}")
+        table.add_row("overall accuracy", f"{100 * result['overall_accuracy']:.1f}")
+        Console().print(table)
 
 
 @app.command()
@@ -599,7 +664,7 @@ def models(
 @app.command("inspect")
 def inspect_command(
     input: Input,
-    model: ModelOpt = "dubai-hybrid-vit",
+    model: ModelOpt = DEFAULT_MODEL,
     models_dir: ModelsDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
@@ -635,13 +700,38 @@ def inspect_command(
     Console().print(table)
 
 
+def run_job(job: Job, on_event: Callable[[Event], None], is_cancelled: CancelFn = never_cancelled) -> int:
+    """Run a job of backend.contract inside this process (e.g. QGIS): the JSON-progress events go to
+    ``on_event``, and the exit code is the CLI's."""
+    return _execute(
+        lambda reporter, cancelled: execute_job(job, reporter.progress, cancelled, reporter.log),
+        Reporter(on_event, None),
+        is_cancelled,
+    )
+
+
+def parse_job(argv: list[str]) -> Job:
+    """The job a ``crossearth`` command line asks for, as the CLI parses it (its options' checks included)."""
+    parsed: list = []
+    token = _parsed.set(parsed)
+    try:
+        app(args=list(argv), standalone_mode=False, prog_name="crossearth")
+    except click.ClickException as error:
+        raise BadInput(error.format_message()) from None
+    finally:
+        _parsed.reset(token)
+    if not parsed:
+        raise BadInput(f"{' '.join(argv[:1])}: not a command that runs a job")
+    return parsed[0]
+
+
 from backend.analysis.commands import register as _register_analysis  # noqa: E402  (needs app and _run)
 
 _register_analysis(app, _run)
 
 
 def run_in_process(argv: list[str], on_event: Callable[[Event], None], is_cancelled: CancelFn) -> int:
-    """Run a CLI command inside this process (e.g. QGIS), delivering the JSON-progress events to ``on_event``."""
+    """Run a CLI command line inside this process, delivering the JSON-progress events to ``on_event``."""
     sink_token = _event_sink.set(on_event)
     cancel_token = _external_cancel.set(is_cancelled)
     try:
@@ -649,7 +739,7 @@ def run_in_process(argv: list[str], on_event: Callable[[Event], None], is_cancel
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
     except click.ClickException as error:
-        on_event({"type": "error", "message": error.format_message(), "exit_code": EXIT_BAD_INPUT})
+        on_event({"type": ERROR, "message": error.format_message(), "exit_code": EXIT_BAD_INPUT})
         return EXIT_BAD_INPUT
     finally:
         _event_sink.reset(sink_token)

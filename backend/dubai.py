@@ -28,6 +28,17 @@ CLASSES = [
 ]
 # Unlabeled (#9B9B9B), black and any other colour become IGNORE_INDEX.
 
+# The colours a model trained on these classes shows them in (its model card's): read at a glance, unlike the
+# masks' colours above (Water orange, Vegetation yellow, Building and Land two purples), which only decode masks.
+PALETTE = {
+    "Building": "#E31A1C",  # red
+    "Land": "#D2B48C",  # tan, bare land
+    "Road": "#8C8C8C",  # grey
+    "Vegetation": "#33A02C",  # green
+    "Water": "#1F78B4",  # blue
+}
+CARD_CLASSES = [{**c, "color": PALETTE[c["name"]]} for c in CLASSES]
+
 
 def data_dir() -> Path:
     """``$CROSSEARTH_DUBAI_DATA``, else ``<repo>/../shared/data/dubai-aerial``; raises if it is missing."""

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from backend.contract import ADAPT_DEFAULTS
 from backend.progress import CancelFn, check_cancelled, never_cancelled
 from backend.toolbox import Toolbox
 
@@ -46,7 +47,7 @@ class GateConfig:
     """
 
     selection: str = "fisher"
-    top_k: float = 0.5
+    top_k: float = ADAPT_DEFAULTS["top_k"]
     param_budget: int | None = None
     reselect_every: int | None = None
     fisher_batches: int = 2

@@ -20,8 +20,8 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from backend.augment import IGNORE_INDEX
+from backend.contract import DEFAULT_LABEL_BUFFER_M, DEFAULT_LABEL_FIELD
 from backend.errors import BadInput
-from backend.options import DEFAULT_LABEL_BUFFER_M, DEFAULT_LABEL_FIELD
 from backend.roi import RasterLike, raster_bounds
 
 HOLD_OUT_EVERY = 3  # LabelShapes.split: a third of each class's shapes estimate how well adaptation did

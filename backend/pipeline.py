@@ -22,11 +22,18 @@ from backend.adapt import AdaptConfig, AdaptResult, adapt, prepare_trainable
 from backend.atomic import check_writable
 from backend.augment import IGNORE_INDEX, Sample
 from backend.checkpoint import load_adapter, save_adapter
+from backend.contract import (
+    DEFAULT_MODEL,
+    AdaptOptions,
+    Scene,
+    SegmentOptions,
+    beside_output,
+    selection_report_paths,
+)
 from backend.errors import BadInput
 from backend.labels import LabelShapes, is_vector, read_label_shapes
 from backend.metrics import confusion_matrix, scores
 from backend.model import SegmentationModel
-from backend.options import DEFAULT_MODEL, AdaptOptions, Scene, SegmentOptions
 from backend.predictor import auto_engine, make_predictor
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress, sub_progress
 from backend.raster_io import SceneReader, inspect_raster
@@ -371,8 +378,7 @@ def adapt_scene(
     if options.mode == "dg" and not options.labels:
         raise BadInput(f"{scene.input}: DG adaptation needs labels (--labels: a class raster or labelled polygons)")
     adapter_out = options.adapter_out or str(Path(scene.input).with_suffix(".adapter.safetensors"))
-    report_out = options.report_out or str(Path(adapter_out).with_name(Path(adapter_out).stem + ".selection.json"))
-    report_png = str(Path(report_out).with_suffix(".png"))
+    report_out, report_png = selection_report_paths(adapter_out, options.report_out)
     _check_outputs(adapter_out, report_out, report_png, overwrite=options.overwrite)
     config = options.config()
     card, model = open_model(scene)
@@ -439,10 +445,9 @@ def adapt_and_segment(
 
     Adaptation runs here; with ``cluster`` the segmentation runs on Dask workers (see :func:`segment`).
     """
-    output = Path(segment_options.output)
-    stem = output.name.removesuffix("".join(output.suffixes))
-    adapt_options.adapter_out = adapt_options.adapter_out or str(output.with_name(f"{stem}.adapter.safetensors"))
-    adapt_options.report_out = adapt_options.report_out or str(output.with_name(f"{stem}.selection.json"))
+    output = segment_options.output
+    adapt_options.adapter_out = adapt_options.adapter_out or beside_output(output, ".adapter.safetensors")
+    adapt_options.report_out = adapt_options.report_out or beside_output(output, ".selection.json")
     _check_outputs(
         segment_options.output, segment_options.confidence, segment_options.entropy, overwrite=segment_options.overwrite
     )

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from backend.contract import ENGINES
 from backend.errors import BadInput
 from backend.model import SegmentationModel
 
 Predict = Callable[[np.ndarray], np.ndarray]
-ENGINES = ("auto", "onnx", "torch")
 # Exported models are kept here, named by what they were exported from, so a model (with the same adapter)
 # is exported once and later runs start at once; ``CROSSEARTH_CACHE`` moves it.
 CACHE_ENV = "CROSSEARTH_CACHE"

@@ -23,6 +23,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from backend.contract import parse_ints as parse_band_mapping  # noqa: F401 (re-exported)
 from backend.errors import BadInput
 
 PERCENTILES = (2.0, 98.0)
@@ -137,17 +138,6 @@ def default_band_mapping(info: RasterInfo, n_inputs: int = 3) -> list[int]:
         rgb = [by_name["red"], by_name["green"], by_name["blue"]]
         data = rgb + [b for b in data if b not in rgb]
     return data[:n_inputs]
-
-
-def parse_band_mapping(text: str) -> list[int]:
-    """Parse a user's 1-based band list such as "3,2,1"."""
-    try:
-        bands = [int(part) for part in text.replace(" ", "").split(",")]
-    except ValueError:
-        raise BadInput(f"band mapping {text!r}: expected band numbers such as 3,2,1") from None
-    if any(b < 1 for b in bands):
-        raise BadInput(f"band mapping {text!r}: band numbers start at 1")
-    return bands
 
 
 def check_band_mapping(info: RasterInfo, bands: Sequence[int], n_inputs: int | None = None) -> list[int]:

@@ -12,12 +12,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backend.cards import CARD_DEFAULTS, CARD_FILE, read_card
+from backend.contract import DEFAULT_MODEL
 from backend.errors import BadInput
 from backend.model import ModelConfig, SegmentationModel, create_model
-from backend.options import DEFAULT_MODEL
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
-CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
 SOURCE_SAMPLES_FILE = "source_samples.safetensors"  # see backend.source_samples
 
@@ -28,10 +28,10 @@ class ModelCard:
     description: str
     architecture: ModelConfig
     classes: list[dict]
-    bands: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
-    tile_size: int = 512
-    stride: int = 341
-    nodata: int = 255
+    bands: list[str] = field(default_factory=lambda: list(CARD_DEFAULTS["bands"]))
+    tile_size: int = CARD_DEFAULTS["tile_size"]
+    stride: int = CARD_DEFAULTS["stride"]
+    nodata: int = CARD_DEFAULTS["nodata"]
     provenance: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     folder: Path | None = None
@@ -65,12 +65,11 @@ class ModelCard:
 
     @classmethod
     def read(cls, folder: Path) -> ModelCard:
-        path = folder / CARD_FILE
+        data = read_card(folder)
         try:
-            data = json.loads(path.read_text())
             return cls(**data, folder=folder)
-        except (OSError, ValueError, TypeError) as error:
-            raise BadInput(f"{path}: not a valid model card ({error})") from error
+        except (ValueError, TypeError) as error:
+            raise BadInput(f"{folder / CARD_FILE}: not a valid model card ({error})") from error
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
+from backend.contract import parse_bbox  # noqa: F401 (re-exported)
 from backend.errors import BadInput
 
 BBox = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
@@ -74,17 +75,6 @@ def _name(raster: RasterLike) -> str:
 
 def whole_raster(raster: RasterLike) -> Roi:
     return Roi(Window(0, 0, raster.width, raster.height), raster.transform)
-
-
-def parse_bbox(text: str) -> BBox:
-    """Parse "xmin,ymin,xmax,ymax"."""
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise BadInput(f"bbox {text!r}: expected four numbers xmin,ymin,xmax,ymax")
-    return values[0], values[1], values[2], values[3]
 
 
 def _to_crs(value: str | CRS, what: str) -> CRS:

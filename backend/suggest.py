@@ -18,8 +18,8 @@ import rasterio
 from rasterio.enums import Resampling
 
 from backend.atomic import atomic_output, check_writable
+from backend.contract import DEFAULT_SPOT_PIXELS, DEFAULT_SUGGESTED_SPOTS, Scene, SegmentOptions
 from backend.errors import BadInput
-from backend.options import DEFAULT_SPOT_PIXELS, DEFAULT_SUGGESTED_SPOTS, Scene, SegmentOptions
 from backend.progress import CancelFn, ProgressFn, never_cancelled, no_progress, sub_progress
 
 
@@ -71,8 +71,6 @@ def suggest_labels(
     """Segment the scene, pick ``count`` boxes of ``box`` pixels to label, and write them as a GeoPackage."""
     from backend.pipeline import open_model, segment
 
-    if count < 1 or box < 4:
-        raise BadInput(f"{output}: ask for at least one spot (-n) of at least 4 pixels (--box), got {count}, {box}")
     check_writable(output, overwrite)
     card, model = open_model(scene, adapter)
     with tempfile.TemporaryDirectory(prefix="crossearth-suggest-") as folder:

@@ -39,7 +39,7 @@ def measure(method: str, steps: int, batch_size: int, crop: int, threads: int) -
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = load_model(resolve_model())
-    config = AdaptConfig(mode="dg", steps=steps, batch_size=batch_size, crop_size=crop, **METHODS[method])
+    config = AdaptConfig(mode="dg", steps=steps, batch_size=batch_size, crop_size=crop, lr=1e-4, **METHODS[method])
     generator = torch.Generator().manual_seed(0)
     samples = [
         {"image": torch.rand(3, crop * 2, crop * 2), "mask": torch.randint(0, 5, (crop * 2, crop * 2))}

@@ -1,7 +1,7 @@
 """The "Adapt to this scene" dock: pick a raster and a region, press one button, get styled layers.
 
-The dock builds a :class:`~qgis_crossearth.task.RunRequest` from its widgets (the same command
-dataclasses as the Processing algorithms), runs it as a QgsTask and shows progress and log lines.
+The dock builds a :class:`~qgis_crossearth.task.RunRequest` from its widgets (the same job dataclass
+of backend.contract as the Processing algorithms), runs it as a QgsTask and shows progress and log lines.
 """
 
 from __future__ import annotations
@@ -21,28 +21,33 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt, QUrl
-from qgis.PyQt.QtGui import QDesktopServices, QFont, QIcon
+from qgis.PyQt.QtCore import QEvent, QObject, QSize, Qt
+from qgis.PyQt.QtGui import QFont, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QComboBox,
+    QDialog,
     QDockWidget,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
 
+from backend.contract import ADAPT_DEFAULTS, DEFAULT_MODEL, AdaptOptions, AdaptSegmentJob, Scene, SegmentOptions, encode
+from backend.errors import BadInput
 from qgis_crossearth import paths
-from qgis_crossearth.algorithms.base import DEFAULT_MODEL, crs_string
+from qgis_crossearth.algorithms.base import crs_string
 from qgis_crossearth.analysis_actions import AnalysisButtons
-from qgis_crossearth.commands import Adaptation, Scene, Segmentation, adapt_segment_argv
 from qgis_crossearth.map_tool import RectangleMapTool
 from qgis_crossearth.model_cards import ModelCard, list_model_cards
 from qgis_crossearth.settings import backend_config, load_settings, save_settings
@@ -50,7 +55,6 @@ from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunReques
 
 ROI_WHOLE, ROI_EXTENT, ROI_SELECTION, ROI_DRAWN = range(4)
 ROI_CHOICES = ["Whole raster", "Current map extent", "Selected polygons", "Rectangle drawn on the map"]
-DEFAULTS = Adaptation()
 LOG_TAG = "CrossEarth"
 
 
@@ -124,6 +128,8 @@ class AdaptDock(QDockWidget):
 
         self.settings_box = QgsCollapsibleGroupBox("Adaptation", body)
         self.settings_box.setCollapsed(True)
+        # opening the box shows all its children, the Labels row of DA too: hide what the mode does not use again
+        self.settings_box.collapsedStateChanged.connect(lambda _collapsed: self.update_widgets())
         settings_form = QFormLayout(self.settings_box)
         self.mode_combo = QComboBox(self.settings_box)
         self.mode_combo.addItem("Unlabelled scene (DA)", "da")
@@ -134,14 +140,14 @@ class AdaptDock(QDockWidget):
         self.labels_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.labels_label = QLabel("Labels", self.settings_box)
         settings_form.addRow(self.labels_label, self.labels_combo)
-        self.steps_spin = spin(1, 100_000, DEFAULTS.steps)
+        self.steps_spin = spin(1, 100_000, ADAPT_DEFAULTS["steps"])
         settings_form.addRow("Steps", self.steps_spin)
-        self.samples_spin = spin(1, 10_000, DEFAULTS.samples)
+        self.samples_spin = spin(1, 10_000, ADAPT_DEFAULTS["samples"])
         settings_form.addRow("Sample tiles", self.samples_spin)
         self.top_k_spin = QDoubleSpinBox(self.settings_box)
         self.top_k_spin.setRange(0.01, 1000)
         self.top_k_spin.setDecimals(2)
-        self.top_k_spin.setValue(DEFAULTS.top_k)
+        self.top_k_spin.setValue(ADAPT_DEFAULTS["top_k"])
         self.top_k_spin.setToolTip("Modules to adapt: a count, or a fraction (< 1) of all modules")
         settings_form.addRow("Top-k modules", self.top_k_spin)
         layout.addWidget(self.settings_box)
@@ -180,7 +186,10 @@ class AdaptDock(QDockWidget):
         layout.addWidget(self.heatmap_button)
         self.analysis_buttons = AnalysisButtons(self.last_outputs, body)
         layout.addWidget(self.analysis_buttons)
-        self.setWidget(body)
+        # docked under another panel the dock gets little height: scroll rather than squeeze the fields
+        scroll = VerticalScrollArea(self)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
 
     def reload_models(self) -> None:
         current = self.model_combo.currentText() or DEFAULT_MODEL
@@ -244,20 +253,26 @@ class AdaptDock(QDockWidget):
         self.drawn_label.setText(f"{rectangle.width():.0f} × {rectangle.height():.0f} map units")
         self.draw_button.setChecked(False)
 
-    def apply_roi(self, scene: Scene, folder: Path, stem: str) -> None:
+    def region(self, folder: Path, stem: str) -> dict:
+        """The Scene fields of the chosen region: bbox and bbox_crs, or roi."""
         roi = self.roi_combo.currentIndex()
         if roi == ROI_EXTENT:
             extent = self.canvas.extent()
-            scene.bbox = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-            scene.bbox_crs = crs_string(self.canvas.mapSettings().destinationCrs())
-        elif roi == ROI_DRAWN:
+            return {
+                "bbox": (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()),
+                "bbox_crs": crs_string(self.canvas.mapSettings().destinationCrs()),
+            }
+        if roi == ROI_DRAWN:
             if self.drawn is None:
                 raise DockError("Draw a rectangle on the map first.")
             d = self.drawn
-            scene.bbox = (d.xMinimum(), d.yMinimum(), d.xMaximum(), d.yMaximum())
-            scene.bbox_crs = crs_string(self.drawn_crs)
-        elif roi == ROI_SELECTION:
-            scene.roi = export_selection(self.polygon_combo.currentLayer(), folder / f"{stem}.roi.gpkg")
+            return {
+                "bbox": (d.xMinimum(), d.yMinimum(), d.xMaximum(), d.yMaximum()),
+                "bbox_crs": crs_string(self.drawn_crs),
+            }
+        if roi == ROI_SELECTION:
+            return {"roi": export_selection(self.polygon_combo.currentLayer(), folder / f"{stem}.roi.gpkg")}
+        return {}
 
     # --- running ----------------------------------------------------------------------------
 
@@ -274,33 +289,37 @@ class AdaptDock(QDockWidget):
         folder.mkdir(parents=True, exist_ok=True)
         stem = unique_stem(folder, layer.name())
         settings = load_settings()
-        scene = Scene(raster=layer.source(), model=str(card.folder), threads=settings.threads)
-        self.apply_roi(scene, folder, stem)
         mode = self.mode_combo.currentData()
         labels = self.labels_combo.currentLayer() if mode == "dg" else None
         if mode == "dg" and labels is None:
             raise DockError("DG mode needs a labels raster.")
-        adaptation = Adaptation(
-            mode=mode,
-            labels=labels.source() if labels is not None else "",
-            samples=self.samples_spin.value(),
-            steps=self.steps_spin.value(),
-            top_k=self.top_k_spin.value(),
-            adapter_out=str(folder / f"{stem}.adapter.safetensors"),
-            report_out=str(folder / f"{stem}.selection.json"),
-        )
-        segmentation = Segmentation(
-            output=str(folder / f"{stem}_classes.tif"),
-            confidence=str(folder / f"{stem}_confidence.tif"),
-            device=settings.device,
-        )
+        try:  # the job checks its values as the backend would (e.g. a top-k of 2.5)
+            scene = Scene(
+                input=layer.source(), model=str(card.folder), threads=settings.threads, **self.region(folder, stem)
+            )
+            adaptation = AdaptOptions(
+                mode=mode,
+                labels=labels.source() if labels is not None else None,
+                samples=self.samples_spin.value(),
+                steps=self.steps_spin.value(),
+                top_k=self.top_k_spin.value(),
+                adapter_out=str(folder / f"{stem}.adapter.safetensors"),
+                report_out=str(folder / f"{stem}.selection.json"),
+                overwrite=True,
+            )
+            segmentation = SegmentOptions(
+                output=str(folder / f"{stem}_classes.tif"),
+                confidence=str(folder / f"{stem}_confidence.tif"),
+                device=settings.device,
+                overwrite=True,
+            )
+            job = AdaptSegmentJob(scene, adaptation, segmentation)
+        except BadInput as error:
+            raise DockError(str(error)) from None
         return RunRequest(
             title=stem,
-            argv=adapt_segment_argv(scene, adaptation, segmentation),
-            outputs=[*segmentation.outputs(), *adaptation.outputs()],
+            job=job,
             card=card,
-            classes=segmentation.output,
-            confidence=segmentation.confidence,
             description=(
                 f"Adapting {card.name} to {stem} ({adaptation.mode.upper()}, {adaptation.steps} steps, "
                 f"{adaptation.samples} tiles, top-k {adaptation.top_k:g}), then segmenting."
@@ -313,6 +332,7 @@ class AdaptDock(QDockWidget):
         try:
             request = self.build_request()
         except (DockError, OSError) as error:
+            self.clear_last_run()  # the last run's progress, log and heatmap would read as this one's
             self.status.setText(str(error))
             return
         settings = load_settings()
@@ -321,7 +341,7 @@ class AdaptDock(QDockWidget):
         self.last_result = None
         self.log_view.clear()
         self.append_log("info", request.description)
-        QgsMessageLog.logMessage("crossearth " + " ".join(request.argv), LOG_TAG, Qgis.Info)
+        QgsMessageLog.logMessage("crossearth " + " ".join(encode(request.job)), LOG_TAG, Qgis.Info)
         self.progress.setValue(0)
         self.status.setText(f"Adapting to {request.title}…")
         self.task = AdaptSegmentTask(request, backend_config(settings))
@@ -352,7 +372,7 @@ class AdaptDock(QDockWidget):
         elif result.status == SUCCESS:
             self.progress.setValue(100)
             self.status.setText(f"Done: layers added in group “{result.group}”.")
-            bar.pushSuccess(LOG_TAG, f"{result.group}: adapted and segmented.")
+            bar.pushSuccess(LOG_TAG, f"adapted and segmented; the layers are in “{result.group}”.")
         elif result.status == CANCELLED:
             self.progress.setValue(0)
             self.status.setText("Cancelled; no output was written.")
@@ -360,6 +380,12 @@ class AdaptDock(QDockWidget):
             self.status.setText(f"Failed: {result.error}")
             self.append_log("warning", result.error)
             bar.pushCritical(LOG_TAG, result.error)
+        self.update_widgets()
+
+    def clear_last_run(self) -> None:
+        self.last_result = None
+        self.progress.setValue(0)
+        self.log_view.clear()
         self.update_widgets()
 
     def append_log(self, level: str, message: str) -> None:
@@ -372,9 +398,18 @@ class AdaptDock(QDockWidget):
         """The last successful run's outputs (the analysis buttons start from its class raster)."""
         return self.last_result.outputs if self.last_result and self.last_result.status == SUCCESS else {}
 
-    def open_heatmap(self) -> None:
-        if self.last_result and self.last_result.report_plot:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(self.last_result.report_plot))
+    def open_heatmap(self) -> HeatmapDialog | None:
+        """The selection heatmap in a window of QGIS's own (an external viewer may be missing, and fail silently)."""
+        path = self.last_result.report_plot if self.last_result else ""
+        if not path:
+            return None
+        pixmap = QPixmap(path)
+        if pixmap.isNull():
+            self.status.setText(f"Cannot show the selection heatmap: {path} is missing or not an image.")
+            return None
+        dialog = HeatmapDialog(pixmap, path, self)
+        dialog.show()
+        return dialog
 
     def shutdown(self) -> None:
         """Stop a running task and release the canvas before the plugin unloads."""
@@ -384,6 +419,55 @@ class AdaptDock(QDockWidget):
             self.canvas.unsetMapTool(self.map_tool)
         self.map_tool.clear()
         self.canvas.scene().removeItem(self.map_tool.band)
+
+
+class VerticalScrollArea(QScrollArea):
+    """Scrolls up and down only, and asks for the width its content needs, so that nothing is cut on the right."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+    def _with_content_width(self, hint: QSize, content: QSize) -> QSize:
+        scrollbar = self.style().pixelMetric(QStyle.PM_ScrollBarExtent)
+        return QSize(max(hint.width(), content.width() + scrollbar), hint.height())
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()  # a row shown or a longer label: the dock is asked for the new width
+        return super().eventFilter(watched, event)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        return self._with_content_width(hint, self.widget().minimumSizeHint()) if self.widget() else hint
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return self._with_content_width(hint, self.widget().sizeHint()) if self.widget() else hint
+
+
+class HeatmapDialog(QDialog):
+    """Which modules the Fisher gate chose, block by block: the PNG beside the selection report."""
+
+    def __init__(self, pixmap: QPixmap, path: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Selection heatmap: {Path(path).name}")
+        self.setAttribute(Qt.WA_DeleteOnClose)
+        self.image = QLabel(self)
+        self.image.setPixmap(pixmap)
+        self.image.setAlignment(Qt.AlignCenter)
+        scroll = QScrollArea(self)
+        scroll.setWidget(self.image)
+        scroll.setWidgetResizable(True)
+        where = QLabel(path, self)
+        where.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        where.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(scroll, 1)
+        layout.addWidget(where)
+        self.resize(min(pixmap.width() + 40, 1000), min(pixmap.height() + 80, 800))
 
 
 def spin(low: int, high: int, value: int) -> QSpinBox:

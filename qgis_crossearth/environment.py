@@ -12,8 +12,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qgis_crossearth import paths
 from qgis_crossearth.model_cards import list_model_cards
-from qgis_crossearth.runner import BackendConfig, backend_env
+from qgis_crossearth.runner import SETUP_FIX, BackendConfig, backend_env
 
 REQUIRED = ("torch", "timm", "rasterio", "safetensors", "numpy", "typer", "rich", "matplotlib")
 OPTIONAL = ("onnxruntime", "distributed")
@@ -87,13 +88,11 @@ def check_environment(
     config: BackendConfig, requirements: Path, model_folder: Path, device: str = "auto"
 ) -> EnvironmentReport:
     report = EnvironmentReport()
-    setup_hint = (
-        "in the CrossEarth checkout run `make setup` (it creates .venv), or create a venv: "
-        f"`python3 -m venv ~/crossearth-venv && {install_command('~/crossearth-venv/bin/python', requirements)}`, "
-        "then choose that Python here"
+    setup_hint = SETUP_FIX + (
+        "; in a CrossEarth checkout, `make setup` creates .venv instead" if paths.is_checkout() else ""
     )
     if not config.python:
-        report.add(False, "No backend Python is set and none was found on PATH.", setup_hint)
+        report.add(False, "No backend Python is set, and none has been set up.", setup_hint)
         return report
     try:
         completed = subprocess.run(

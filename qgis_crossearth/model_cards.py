@@ -1,17 +1,17 @@
 """The models the plugin offers, read from ``<model folder>/<name>/model_card.json``.
 
-Reading the cards directly (instead of running ``crossearth models --json``) keeps QGIS start-up
-free of a torch import; the backend is then given the model's folder (``--model DIR``), so both
-always agree on which model runs.
+The cards are read by the backend's own torch-free reader (:func:`backend.cards.read_card`, with the
+card defaults), not by running ``crossearth models --json``: QGIS start-up imports no torch. The backend
+is then given the model's folder (``--model DIR``), so both always agree on which model runs.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CARD_FILE = "model_card.json"
+from backend.cards import CARD_FILE, read_card
+from backend.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ModelCard:
 
     @classmethod
     def from_folder(cls, folder: Path) -> ModelCard:
-        data = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        data = read_card(folder)
         return cls(
             name=str(data.get("name") or folder.name),
             folder=folder,
@@ -42,10 +42,10 @@ class ModelCard:
             classes=tuple(
                 ModelClass(int(c["value"]), str(c["name"]), str(c["color"])) for c in data.get("classes", [])
             ),
-            ignore_index=int(data.get("ignore_index", data.get("nodata", 255))),
-            tile_size=data.get("tile_size"),
-            stride=data.get("stride"),
-            bands=tuple(str(b) for b in data.get("bands", [])),
+            ignore_index=int(data.get("ignore_index", data["nodata"])),
+            tile_size=int(data["tile_size"]),
+            stride=int(data["stride"]),
+            bands=tuple(str(b) for b in data["bands"]),
         )
 
 
@@ -57,7 +57,7 @@ def list_model_cards(model_folder: Path) -> list[ModelCard]:
     for card_file in sorted(model_folder.glob(f"*/{CARD_FILE}")):
         try:
             cards.append(ModelCard.from_folder(card_file.parent))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (BadInput, ValueError, KeyError, TypeError):
             continue
     return sorted(cards, key=lambda card: card.name)
 

@@ -1,5 +1,6 @@
-"""The CrossEarth page of Settings > Options: backend Python, device, threads, models, run mode,
-and a "Check environment" button that says what is missing and how to fix it."""
+"""The CrossEarth page of Settings > Options: backend Python, device, threads, models, run mode, a
+"Set up the backend" button that makes the backend's Python environment (a background task with progress
+and cancel), and a "Check environment" button that says what is missing and how to fix it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from qgis.PyQt.QtGui import QFont, QIcon
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -21,6 +24,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from qgis_crossearth import paths
+from qgis_crossearth.backend_setup import SetupResult, default_backend_dir, setup_backend
 from qgis_crossearth.environment import EnvironmentReport, check_environment
 from qgis_crossearth.runner import IN_PROCESS, SUBPROCESS, torch_in_qgis_python
 from qgis_crossearth.settings import DEVICES, PluginSettings, backend_config, load_settings, save_settings
@@ -43,6 +47,7 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         self.setObjectName(PAGE_OBJECT_NAME)
         self.on_applied = on_applied
         self.check_task: EnvironmentTask | None = None
+        self.setup_task: BackendSetupTask | None = None
         self.build(load_settings())
 
     def build(self, settings: PluginSettings) -> None:
@@ -52,8 +57,13 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         self.python_widget = QgsFileWidget(self)
         self.python_widget.setStorageMode(QgsFileWidget.GetFile)
         self.python_widget.setFilePath(settings.python)
-        self.python_widget.lineEdit().setPlaceholderText(paths.default_python() or "python3")
-        self.python_widget.setToolTip("The Python that has the backend's packages (torch, timm, rasterio…)")
+        self.python_widget.lineEdit().setPlaceholderText(
+            paths.default_python() or "not set up yet: press “Set up the backend”"
+        )
+        self.python_widget.setToolTip(
+            "The Python that has the backend's packages (torch, timm, rasterio…); empty: the environment "
+            "“Set up the backend” makes"
+        )
         form.addRow("Backend Python", self.python_widget)
 
         self.device_combo = QComboBox(self)
@@ -83,6 +93,25 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         form.addRow("Run the backend", self.mode_combo)
         layout.addLayout(form)
 
+        buttons = QHBoxLayout()
+        self.setup_button = QPushButton("Set up the backend", self)
+        self.setup_button.setToolTip(
+            f"Creates a Python environment in {default_backend_dir()} and installs the backend's packages "
+            "(torch, timm, rasterio…: a few GB, minutes)"
+        )
+        self.setup_button.clicked.connect(self.set_up)
+        buttons.addWidget(self.setup_button)
+        self.find_links_widget = QgsFileWidget(self)
+        self.find_links_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.find_links_widget.lineEdit().setPlaceholderText("from the package index (or choose a folder of wheels)")
+        self.find_links_widget.setToolTip("A folder of wheels, for a machine without a package index (--find-links)")
+        buttons.addWidget(self.find_links_widget, 1)
+        layout.addLayout(buttons)
+        self.setup_progress = QProgressBar(self)
+        self.setup_progress.setRange(0, 100)
+        self.setup_progress.setVisible(False)
+        layout.addWidget(self.setup_progress)
+
         self.check_button = QPushButton("Check environment", self)
         self.check_button.clicked.connect(self.check)
         layout.addWidget(self.check_button)
@@ -91,7 +120,11 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         self.report_view.setFont(QFont("monospace"))
         self.report_view.setPlaceholderText("Press “Check environment” to test the backend Python.")
         layout.addWidget(self.report_view, 1)
-        note = QLabel("Packages are never installed from QGIS: run the commands shown above in a terminal.", self)
+        note = QLabel(
+            "Packages are installed only by “Set up the backend”, into its own environment; "
+            "the same runs in a terminal: python3 -m qgis_crossearth.backend_setup [--find-links DIR]",
+            self,
+        )
         note.setWordWrap(True)
         layout.addWidget(note)
 
@@ -118,11 +151,60 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         self.check_task.done.connect(self.show_report)
         QgsApplication.taskManager().addTask(self.check_task)
 
+    def set_up(self) -> None:
+        """Start the set-up task, or cancel the running one (the button says which)."""
+        if self.setup_task is not None:
+            self.setup_task.cancel()
+            return
+        self.setup_task = BackendSetupTask(self.find_links_widget.filePath().strip() or None)
+        self.setup_task.progressChanged.connect(lambda value: self.setup_progress.setValue(int(value)))
+        self.setup_task.message.connect(self.report_view.setPlainText)
+        self.setup_task.done.connect(self.setup_done)
+        self.setup_button.setText("Cancel set-up")
+        self.setup_progress.setValue(0)
+        self.setup_progress.setVisible(True)
+        self.report_view.setPlainText("Setting up the backend…")
+        QgsApplication.taskManager().addTask(self.setup_task)
+
+    def setup_done(self, result: SetupResult) -> None:
+        self.setup_task = None
+        self.setup_button.setText("Set up the backend")
+        self.setup_progress.setVisible(False)
+        self.report_view.setPlainText(result.message)
+        if result.ok:
+            self.python_widget.lineEdit().setPlaceholderText(paths.default_python() or result.python)
+
     def show_report(self, report: EnvironmentReport) -> None:
         self.check_task = None
         self.check_button.setEnabled(True)
         headline = "Ready to run." if report.ok else "Not ready: see the lines marked ✘."
         self.report_view.setPlainText(headline + "\n\n" + report.as_text())
+
+
+class BackendSetupTask(QgsTask):
+    """``backend_setup.setup_backend`` in the background: progress in the task manager and the page, cancel."""
+
+    message = pyqtSignal(str)
+    done = pyqtSignal(object)
+
+    def __init__(self, find_links: str | None = None) -> None:
+        super().__init__("CrossEarth: set up the backend", QgsTask.CanCancel)
+        self.find_links = find_links
+        self.result = SetupResult(False, "the set-up did not run")
+
+    def run(self) -> bool:
+        def progress(fraction: float, text: str) -> None:
+            self.setProgress(100.0 * fraction)
+            self.message.emit(text)
+
+        try:
+            self.result = setup_backend(paths.requirements_file(), None, self.find_links, progress, self.isCanceled)
+        except Exception as error:  # a result, never an exception, for QGIS
+            self.result = SetupResult(False, f"set-up failed: {type(error).__name__}: {error}")
+        return self.result.ok or self.result.cancelled  # a cancel is no failure
+
+    def finished(self, ok: bool) -> None:
+        self.done.emit(self.result)
 
 
 class EnvironmentTask(QgsTask):

@@ -1,9 +1,10 @@
-"""Run one backend command and report its JSON events; the only place that starts the backend.
+"""Run one backend job and report its JSON events; the only place that starts the backend.
 
-Subprocess mode (default) runs ``<backend python> -m backend.cli ARGV`` and reads its
-``--json-progress`` lines; in-process mode calls ``backend.cli.run_in_process`` in this thread,
-for when torch is importable in QGIS's own Python. Either way the caller gets the same event
-dicts (docs/cli.md) and one :class:`BackendRun` at the end. Nothing here imports QGIS.
+A job is a dataclass of :mod:`backend.contract`. Subprocess mode (default) runs
+``<backend python> -m backend.cli <encode(job)> --json-progress`` and reads its JSON lines; in-process
+mode hands the dataclass to ``backend.cli.run_job`` in this thread, for when torch is importable in
+QGIS's own Python. Either way the caller gets the same event dicts (docs/cli.md) and one
+:class:`BackendRun` at the end. Nothing here imports QGIS.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -22,13 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.contract import (
+    ERROR,
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_FAILURE,
+    EXIT_OK,
+    JSON_PROGRESS,
+    LOG,
+    RESULT,
+    Job,
+    encode,
+)
+
 Event = dict[str, Any]
 EventFn = Callable[[Event], None]
 CancelFn = Callable[[], bool]
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_CANCELLED = 130
 CANCEL_POLL_SECONDS = 0.05
 TERMINATE_GRACE_SECONDS = 2.0
 SUBPROCESS = "subprocess"
@@ -67,28 +79,49 @@ def torch_in_qgis_python() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def run_backend(
+def run_backend(job: Job, config: BackendConfig, on_event: EventFn, is_cancelled: CancelFn) -> BackendRun:
+    """Run a job of backend.contract, in QGIS's Python or as ``crossearth <encode(job)>``."""
+    if config.mode == IN_PROCESS:
+        if torch_in_qgis_python():
+            return _run_in_process(job, config, on_event, is_cancelled)
+        on_event(
+            {
+                "type": LOG,
+                "level": "warning",
+                "message": "torch is not importable in QGIS's Python: running the backend as a subprocess",
+            }
+        )
+    return run_command([*encode(job), JSON_PROGRESS], config, on_event, is_cancelled, job.outputs())
+
+
+def run_command(
     argv: Sequence[str],
     config: BackendConfig,
     on_event: EventFn,
     is_cancelled: CancelFn,
     outputs: Sequence[str] = (),
 ) -> BackendRun:
-    """Run ``crossearth ARGV``; ``outputs`` are the files to sweep of partial leftovers on cancel."""
-    if config.mode == IN_PROCESS:
-        if torch_in_qgis_python():
-            return _run_in_process(list(argv), config, on_event, is_cancelled)
-        on_event(
-            {
-                "type": "log",
-                "level": "warning",
-                "message": "torch is not importable in QGIS's Python: running the backend as a subprocess",
-            }
-        )
+    """Run ``crossearth ARGV`` as a subprocess; ``outputs`` are the files it writes. On cancel, what this run
+    wrote of them is removed: the backend does so itself when it stops at a cancel check, but one killed
+    after the grace period (during an ONNX export, say) may have finished some (the adapter before the
+    segmentation), and its ``.partial`` files."""
+    before = {path: _stamp(path) for path in outputs}
     run = _run_subprocess(list(argv), config, on_event, is_cancelled)
     if run.cancelled:
         remove_partial_outputs(outputs)
+        for path, stamp in before.items():
+            if _stamp(path) not in (None, stamp):  # new, or replaced by this run; an earlier file stays
+                with contextlib.suppress(OSError):
+                    Path(path).unlink()
     return run
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def backend_env(config: BackendConfig) -> dict[str, str]:
@@ -104,7 +137,16 @@ def backend_command(argv: Sequence[str], config: BackendConfig) -> list[str]:
     return [config.python, "-m", "backend.cli", *argv]
 
 
+SETUP_FIX = (
+    "Settings > Options > CrossEarth > Set up the backend "
+    "(or, from the QGIS plugins folder: python3 -m qgis_crossearth.backend_setup)"
+)
+NO_BACKEND_PYTHON = f"no backend Python is set up: {SETUP_FIX}"
+
+
 def _run_subprocess(argv: list[str], config: BackendConfig, on_event: EventFn, is_cancelled: CancelFn) -> BackendRun:
+    if not config.python:
+        return BackendRun(EXIT_BAD_INPUT, error=NO_BACKEND_PYTHON)
     if not (config.root / "backend").is_dir():
         return BackendRun(EXIT_BAD_INPUT, error=f"the backend's source is not in {config.root}: reinstall the plugin")
     try:
@@ -197,9 +239,9 @@ class _Collector:
         self.stderr_tail: list[str] = []
 
     def event(self, event: Event) -> None:
-        if event.get("type") == "result":
+        if event.get("type") == RESULT:
             self.result = event
-        elif event.get("type") == "error":
+        elif event.get("type") == ERROR:
             self.error = event
         self.on_event(event)
 
@@ -211,13 +253,13 @@ class _Collector:
         except json.JSONDecodeError:
             event = None
         if not isinstance(event, dict) or "type" not in event:
-            event = {"type": "log", "level": "debug", "message": line}
+            event = {"type": LOG, "level": "debug", "message": line}
         self.event(event)
 
     def stderr_line(self, line: str) -> None:
         if line.strip():
             self.stderr_tail = [*self.stderr_tail[-19:], line]
-            self.on_event({"type": "log", "level": "debug", "message": line})
+            self.on_event({"type": LOG, "level": "debug", "message": line})
 
     def finish(self, exit_code: int) -> BackendRun:
         if exit_code == EXIT_OK and self.result is not None:
@@ -225,24 +267,30 @@ class _Collector:
         if exit_code == EXIT_CANCELLED:
             return BackendRun(EXIT_CANCELLED, error="cancelled")
         if exit_code < 0:
-            return BackendRun(1, error=f"the backend was killed by signal {-exit_code}")
+            return BackendRun(EXIT_FAILURE, error=f"the backend was killed by signal {-exit_code}")
         if self.error is not None:
-            return BackendRun(exit_code or 1, error=str(self.error.get("message", "backend failed")))
+            return BackendRun(exit_code or EXIT_FAILURE, error=str(self.error.get("message", "backend failed")))
         detail = self.stderr_tail[-1] if self.stderr_tail else "no message"
+        missing = re.match(r"ModuleNotFoundError: No module named '([\w.]+)'", detail)
+        if missing:  # a Python without the backend's packages: say which and how to get them, not the traceback
+            return BackendRun(
+                EXIT_BAD_INPUT,
+                error=f"the backend Python lacks the package {missing.group(1)!r}: {SETUP_FIX}",
+            )
         if exit_code == EXIT_OK:
-            return BackendRun(1, error=f"the backend ended without a result: {detail}")
+            return BackendRun(EXIT_FAILURE, error=f"the backend ended without a result: {detail}")
         return BackendRun(exit_code, error=f"the backend failed (exit code {exit_code}): {detail}")
 
 
-def _run_in_process(argv: list[str], config: BackendConfig, on_event: EventFn, is_cancelled: CancelFn) -> BackendRun:
+def _run_in_process(job: Job, config: BackendConfig, on_event: EventFn, is_cancelled: CancelFn) -> BackendRun:
     root = str(config.root)
     if root not in sys.path:
         sys.path.insert(0, root)
     collector = _Collector(on_event)
     try:
-        from backend.cli import run_in_process
+        from backend.cli import run_job
 
-        exit_code = run_in_process(argv, collector.event, is_cancelled)
+        exit_code = run_job(job, collector.event, is_cancelled)
     except Exception as error:  # the backend's own crash must not take QGIS down
-        return BackendRun(1, error=f"the backend failed in QGIS's Python: {type(error).__name__}: {error}")
+        return BackendRun(EXIT_FAILURE, error=f"the backend failed in QGIS's Python: {type(error).__name__}: {error}")
     return collector.finish(exit_code)

@@ -17,6 +17,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import pyqtSignal
 
+from backend.contract import LOG, PROGRESS, AdaptSegmentJob
 from qgis_crossearth.model_cards import ModelCard
 from qgis_crossearth.runner import BackendConfig, BackendRun, Event, run_backend
 from qgis_crossearth.styling import style_class_layer, style_confidence_layer
@@ -29,12 +30,17 @@ class RunRequest:
     """Everything a run needs, built by the dock in the main thread."""
 
     title: str
-    argv: list[str]
-    outputs: list[str]
+    job: AdaptSegmentJob
     card: ModelCard
-    classes: str
-    confidence: str
     description: str = ""
+
+    @property
+    def classes(self) -> str:
+        return self.job.segment.output
+
+    @property
+    def confidence(self) -> str:
+        return self.job.segment.confidence or ""
 
 
 @dataclass
@@ -76,18 +82,23 @@ class AdaptSegmentTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            run = run_backend(self.request.argv, self.config, self.on_event, self.isCanceled, self.request.outputs)
+            run = run_backend(self.request.job, self.config, self.on_event, self.isCanceled)
             self.result = TaskResult.from_run(run)
         except Exception as error:  # everything becomes a result; QGIS must not see an exception here
             self.result = TaskResult(FAILED, error=f"{type(error).__name__}: {error}")
+        if self.result.status == CANCELLED or (self.isCanceled() and self.result.status != SUCCESS):
+            # A user's cancel is no failure: a task that returns False is announced as "Task failed".
+            self.result = TaskResult(CANCELLED, error="cancelled")
+            self.setDescription(f"CrossEarth: {self.request.title} cancelled, nothing was written")
+            return True
         return self.result.status == SUCCESS
 
     def on_event(self, event: Event) -> None:
         kind = event.get("type")
-        if kind == "progress":
+        if kind == PROGRESS:
             self.setProgress(100.0 * float(event.get("fraction", 0.0)))
             self.progress_text.emit(str(event.get("message", "")))
-        elif kind == "log":
+        elif kind == LOG:
             self.log_line.emit(str(event.get("level", "info")), str(event.get("message", "")))
 
     def finished(self, ok: bool) -> None:
@@ -103,10 +114,16 @@ class AdaptSegmentTask(QgsTask):
         self.completed.emit(self.result)
 
 
+def group_name(title: str) -> str:
+    """The results' group: named for what it holds, not like the source layer it sits beside."""
+    return f"CrossEarth: {title} (adapted)"
+
+
 def load_results(request: RunRequest, result: TaskResult, project: QgsProject) -> tuple[str, list[str]]:
-    """Classes and confidence layers, styled, in a group named after the scene at the top of the tree;
-    the confidence layer starts hidden under the classes."""
-    group: QgsLayerTreeGroup = project.layerTreeRoot().insertGroup(0, request.title)
+    """Classes and confidence layers, styled, in a group at the top of the tree, open; the confidence layer
+    starts hidden under the classes. The group is filled before it enters the tree: a layer tree view then
+    shows it open (it ignores the expansion of a group that is empty when it arrives)."""
+    group = QgsLayerTreeGroup(group_name(request.title))
     layer_ids = []
     for key, path, name, style in (
         ("CONFIDENCE", request.confidence, "confidence", style_confidence_layer),
@@ -125,4 +142,5 @@ def load_results(request: RunRequest, result: TaskResult, project: QgsProject) -
     group.setExpanded(True)
     for node in group.findLayers():  # the class legend (names and colours) open, the ramp closed
         node.setExpanded(node.layerId() == layer_ids[-1])
+    project.layerTreeRoot().insertChildNode(0, group)
     return group.name(), layer_ids

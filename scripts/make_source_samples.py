@@ -19,8 +19,8 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.contract import DEFAULT_MODEL
 from backend.dubai import CLASSES, load_tile
-from backend.options import DEFAULT_MODEL
 from backend.registry import BUILTIN_MODELS_DIR, SOURCE_SAMPLES_FILE, ModelCard
 from backend.source_samples import most_mixed_corner, save_source_samples
 

@@ -2,10 +2,10 @@
 
 Layout of the ZIP: ``qgis_crossearth/`` at the root with its code, ``metadata.txt`` and ``icons/``
 (symlinks in the checkout, real files here), and ``qgis_crossearth/lib/`` holding the backend's
-source, its ``requirements.txt`` and, in ``lib/resources/models`` where the backend's registry looks,
-the model cards with weights. The backend is bundled so that the plugin always runs the backend
-version it was written against: the user only installs the dependencies
-(``python -m pip install -r lib/requirements.txt``) into a Python of their choice.
+source, its runtime requirements (``requirements-runtime.txt`` as ``lib/requirements.txt``) and, in
+``lib/resources/models`` where the backend's registry looks, the model cards with weights. The backend is
+bundled so that the plugin always runs the backend version it was written against: the user only installs
+the dependencies (``python -m pip install -r lib/requirements.txt``) into a Python of their choice.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def entries(include_models: bool) -> Iterator[tuple[Path, str]]:
     for path in walk(REPO / "backend"):
         if path.suffix == ".py":
             yield path, f"{PLUGIN}/lib/backend/{path.relative_to(REPO / 'backend').as_posix()}"
-    yield REPO / "requirements.txt", f"{PLUGIN}/lib/requirements.txt"
+    yield REPO / "requirements-runtime.txt", f"{PLUGIN}/lib/requirements.txt"  # no training, test or lint packages
     for name in ("LICENSE", "README.md"):
         if (REPO / name).is_file():
             yield REPO / name, f"{PLUGIN}/{name}"

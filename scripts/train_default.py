@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.atomic import atomic_output
 from backend.augment import IGNORE_INDEX, Sample, photometric_jitter, sample_batch
-from backend.dubai import CLASSES, load_tiles
+from backend.dubai import CARD_CLASSES, CLASSES, load_tiles
 from backend.metrics import confusion_matrix, scores
 from backend.model import ModelConfig, SegmentationModel, create_model, save_model
 from backend.registry import BUILTIN_MODELS_DIR, CARD_FILE, DEFAULT_MODEL, WEIGHTS_FILE, ModelCard
@@ -241,7 +241,7 @@ def main(
             f"trained on Dubai tiles {', '.join(map(str, train_tiles))}."
         ),
         architecture=config,
-        classes=CLASSES,
+        classes=CARD_CLASSES,
         bands=["red", "green", "blue"],
         tile_size=TILE_SIZE,
         stride=STRIDE,

@@ -10,7 +10,7 @@ import rasterio
 import torch
 
 from backend.augment import IGNORE_INDEX
-from backend.dubai import CLASSES
+from backend.dubai import CARD_CLASSES, CLASSES
 from backend.registry import DEFAULT_MODEL, load_model, resolve_model
 from backend.stem_weights import STEM_NAME, map_to_timm, packaged_weights_file
 
@@ -27,7 +27,7 @@ MIN_CENTRE_MIOU = 0.403 - 0.15
 def test_default_model_card_is_valid():
     card = resolve_model(DEFAULT_MODEL)
     assert card.name == DEFAULT_MODEL
-    assert card.classes == CLASSES
+    assert card.classes == CARD_CLASSES  # the analyst's palette: Water blue, Vegetation green, Building red ...
     assert card.bands == ["red", "green", "blue"]
     assert (card.tile_size, card.stride, card.nodata) == (512, 341, 255)
     assert card.architecture.stem == STEM_NAME and card.architecture.mean == (0.5, 0.5, 0.5)

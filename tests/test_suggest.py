@@ -67,5 +67,5 @@ def test_suggest_labels_refuses_zero_spots_and_writes_nothing(tmp_path, tiny_mod
     events: list[dict] = []
     argv = ["suggest-labels", scene, "-o", tmp_path / "s.gpkg", "-n", "0", "--model", tiny_model_folder]
     assert run_in_process([str(a) for a in argv], events.append, lambda: False) == 2
-    assert "at least one spot" in events[-1]["message"]
+    assert events[-1]["message"] == "count (-n) 0: expected a whole number >= 1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]

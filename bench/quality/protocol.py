@@ -174,6 +174,9 @@ def adapt_config(spec: dict) -> AdaptConfig:
         "seed": spec["seed"],
         "lr": LR,
         "gate": {"reselect_every": spec["reselect_every"]},
+        # the research defaults every cached run was made with, before AdaptConfig took the product's
+        "ema_momentum": 0.999,
+        "class_quantile": None,
     }
     fields = deep_update(deep_update(fields, METHODS[spec["method"]]), spec.get("overrides", {}))
     return AdaptConfig(**fields)

@@ -410,7 +410,7 @@ def write_markdown(report: dict, path: Path) -> None:
         f"{protocol['uda']['overrides']} and budget ({protocol['uda']['steps']} steps, re-selection every "
         f"{protocol['uda']['reselect_every']}); source only is the model as it is. This is the usual DA protocol "
         "(the labelled source is the domain the model was trained on) and the paper's.",
-        "- DA, DACS from other labelled tiles (`da`): as UDA but mixing in crops of S, with AdaptConfig's "
+        "- DA, DACS from other labelled tiles (`da`): as UDA but mixing in crops of S, with the research "
         "self-training defaults (EMA 0.999, one threshold) and the budget above. DA, target alone (`da_self`): "
         "no source crops, as `crossearth adapt-segment` runs.",
         "- Methods: " + "; ".join(f"`{m}` {v}" for m, v in protocol["methods"].items()) + ".",

@@ -11,8 +11,9 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
+from backend.contract import AdaptJob
 from qgis_crossearth.algorithms.base import CrossEarthAlgorithm
-from qgis_crossearth.commands import adapt_argv
+from qgis_crossearth.runner import BackendRun
 
 
 class AdaptAlgorithm(CrossEarthAlgorithm):
@@ -41,12 +42,22 @@ class AdaptAlgorithm(CrossEarthAlgorithm):
         )
         self.addOutput(QgsProcessingOutputFile(self.REPORT_PLOT, "Selection heatmap"))
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> AdaptJob:
+        adapter_out = self.parameterAsFileOutput(parameters, self.ADAPTER, context)
+        report_out = self.optional_file_output(parameters, self.REPORT, context)
+        return AdaptJob(
+            self.read_scene(parameters, context, feedback),
+            self.read_adaptation(parameters, context, adapter_out=adapter_out, report_out=report_out),
+        )
+
+    def results(
+        self,
+        job: AdaptJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        scene = self.read_scene(parameters, context, feedback)
-        adaptation = self.read_adaptation(parameters, context)
-        adaptation.adapter_out = self.parameterAsFileOutput(parameters, self.ADAPTER, context)
-        adaptation.report_out = self.optional_file_output(parameters, self.REPORT, context)
-        run = self.run_command(adapt_argv(scene, adaptation), adaptation.outputs(), feedback)
-        return {self.ADAPTER: adaptation.adapter_out, self.REPORT: adaptation.report_out or None, **run.outputs}
+        return {self.ADAPTER: job.options.adapter_out, self.REPORT: job.options.report_out, **run.outputs}

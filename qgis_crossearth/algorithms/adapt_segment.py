@@ -11,8 +11,9 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
+from backend.contract import AdaptSegmentJob
 from qgis_crossearth.algorithms.base import CrossEarthAlgorithm
-from qgis_crossearth.commands import adapt_segment_argv
+from qgis_crossearth.runner import BackendRun
 
 
 class AdaptAndSegmentAlgorithm(CrossEarthAlgorithm):
@@ -46,25 +47,32 @@ class AdaptAndSegmentAlgorithm(CrossEarthAlgorithm):
         )
         self.addOutput(QgsProcessingOutputFile(self.REPORT_PLOT, "Selection heatmap"))
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        scene = self.read_scene(parameters, context, feedback)
-        adaptation = self.read_adaptation(parameters, context)
-        adaptation.adapter_out = self.optional_file_output(parameters, self.ADAPTER, context)
-        adaptation.report_out = self.optional_file_output(parameters, self.REPORT, context)
-        segmentation = self.read_segmentation(parameters, context)
-        run = self.run_command(
-            adapt_segment_argv(scene, adaptation, segmentation),
-            [*segmentation.outputs(), *adaptation.outputs()],
-            feedback,
+    ) -> AdaptSegmentJob:
+        adapter_out = self.optional_file_output(parameters, self.ADAPTER, context)
+        report_out = self.optional_file_output(parameters, self.REPORT, context)
+        return AdaptSegmentJob(
+            self.read_scene(parameters, context, feedback),
+            self.read_adaptation(parameters, context, adapter_out=adapter_out, report_out=report_out),
+            self.read_segmentation(parameters, context),
+            cluster=self.read_cluster(parameters, context),
         )
-        self.style_outputs_on_load(self.model_card(parameters, context), segmentation, context)
+
+    def results(
+        self,
+        job: AdaptSegmentJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        self.style_outputs_on_load(self.model_card(parameters, context), job.segment, parameters, context)
         return {
-            self.OUTPUT: segmentation.output,
-            self.CONFIDENCE: segmentation.confidence or None,
-            self.ENTROPY: segmentation.entropy or None,
-            self.ADAPTER: adaptation.adapter_out or None,
-            self.REPORT: adaptation.report_out or None,
+            self.OUTPUT: job.segment.output,
+            self.CONFIDENCE: job.segment.confidence,
+            self.ENTROPY: job.segment.entropy,
+            self.ADAPTER: job.adapt.adapter_out,
+            self.REPORT: job.adapt.report_out,
             **run.outputs,
         }

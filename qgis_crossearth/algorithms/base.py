@@ -1,12 +1,16 @@
-"""What every CrossEarth algorithm shares: parameter groups, reading them into the command
-dataclasses, and running the backend with Processing's feedback.
+"""What every CrossEarth algorithm shares: parameter groups, reading them into the job dataclasses
+of :mod:`backend.contract`, and running the job with Processing's feedback.
 
-The algorithms stay thin: they declare parameters, build one argv (:mod:`qgis_crossearth.commands`)
-and hand it to :func:`qgis_crossearth.runner.run_backend`.
+The algorithms stay thin: they declare parameters, build one job (``build_job``, whose bad values
+raise the backend's one-line BadInput, shown as the Processing error) and hand it to
+:func:`qgis_crossearth.runner.run_backend`; ``results`` names what it wrote.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from qgis.core import (
@@ -27,19 +31,31 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, QThread
 from qgis.PyQt.QtGui import QIcon
 
+from backend.contract import (
+    ADAPT_DEFAULTS,
+    DEFAULT_MODEL,
+    ENGINES,
+    LOG,
+    MODES,
+    PROGRESS,
+    AdaptOptions,
+    Job,
+    Scene,
+    SegmentOptions,
+    encode,
+)
+from backend.errors import BadInput
 from qgis_crossearth import paths
-from qgis_crossearth.commands import ENGINES, MODES, Adaptation, Scene, Segmentation
 from qgis_crossearth.model_cards import ModelCard
-from qgis_crossearth.runner import BackendRun, Event, run_backend
+from qgis_crossearth.runner import BackendRun, Event, EventFn, run_backend
 from qgis_crossearth.settings import backend_config, load_settings
 from qgis_crossearth.styling import StyleOnLoad, style_class_layer, style_confidence_layer
 
-DEFAULT_MODEL = "dubai-hybrid-vit"
 MODE_LABELS = ["DA: domain adaptation (unlabelled scene)", "DG: domain generalisation (needs LABELS)"]
-DEFAULTS = Adaptation()
-DEFAULT_BATCH_SIZE = Segmentation(output="").batch_size
+SEGMENT_DEFAULTS = SegmentOptions(output="")
 
 
 def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
@@ -113,10 +129,16 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             )
         )
 
-    def add_model_parameter(self) -> None:
+    def default_model_name(self) -> str | None:
         names = [card.name for card in self.model_cards]
-        default = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
-        model = QgsProcessingParameterEnum(self.MODEL, "Model", options=names, defaultValue=default, optional=not names)
+        return DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None)
+
+    def add_model_parameter(self) -> None:
+        """Optional (empty: the default model), so that a model built in the modeler needs no value for it."""
+        names = [card.name for card in self.model_cards]
+        model = QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=names, defaultValue=self.default_model_name(), optional=True
+        )
         model.setUsesStaticStrings(True)
         self.addParameter(model)
 
@@ -131,17 +153,19 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         )
         integer = QgsProcessingParameterNumber.Integer
         self.addParameter(
-            QgsProcessingParameterNumber(self.SAMPLES, "Adaptation tiles", integer, DEFAULTS.samples, minValue=1)
+            QgsProcessingParameterNumber(
+                self.SAMPLES, "Adaptation tiles", integer, ADAPT_DEFAULTS["samples"], minValue=1
+            )
         )
         self.addParameter(
-            QgsProcessingParameterNumber(self.STEPS, "Adaptation steps", integer, DEFAULTS.steps, minValue=1)
+            QgsProcessingParameterNumber(self.STEPS, "Adaptation steps", integer, ADAPT_DEFAULTS["steps"], minValue=1)
         )
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.TOP_K,
                 "Modules to adapt (count, or fraction < 1 of all)",
                 QgsProcessingParameterNumber.Double,
-                DEFAULTS.top_k,
+                ADAPT_DEFAULTS["top_k"],
                 minValue=0.001,
             )
         )
@@ -158,14 +182,16 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(
-            advanced(QgsProcessingParameterNumber(self.SEED, "Random seed", integer, DEFAULTS.seed, minValue=0))
+            advanced(
+                QgsProcessingParameterNumber(self.SEED, "Random seed", integer, ADAPT_DEFAULTS["seed"], minValue=0)
+            )
         )
         self.addParameter(
             advanced(
                 QgsProcessingParameterBoolean(
                     self.SOURCE_SAMPLES,
                     "DA: mix in labelled crops of the model's training tiles (if it ships them)",
-                    DEFAULTS.source_samples,
+                    ADAPT_DEFAULTS["source_samples"],
                 )
             )
         )
@@ -194,7 +220,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             advanced(
                 QgsProcessingParameterNumber(
-                    self.BATCH_SIZE, "Tiles per batch", integer, DEFAULT_BATCH_SIZE, minValue=1
+                    self.BATCH_SIZE, "Tiles per batch", integer, SEGMENT_DEFAULTS.batch_size, minValue=1
                 )
             )
         )
@@ -236,7 +262,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     # --- reading parameters -----------------------------------------------------------------
 
     def model_card(self, parameters: dict[str, Any], context: QgsProcessingContext) -> ModelCard:
-        name = self.parameterAsEnumString(parameters, self.MODEL, context)
+        name = self.parameterAsEnumString(parameters, self.MODEL, context) or self.default_model_name()
         card = next((card for card in self.model_cards if card.name == name), None)
         if card is None:
             folder = load_settings().effective_model_folder
@@ -251,48 +277,61 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException(f"{parameters.get(self.INPUT)}: not a raster layer QGIS can read")
-        scene = Scene(
-            raster=layer.source(),
-            model=str(self.model_card(parameters, context).folder),
-            bands=self.parameterAsInts(parameters, self.BANDS, context) or [],
-            threads=load_settings().threads,
-        )
+        bbox, bbox_crs, roi = None, None, None
         extent = self.parameterAsExtent(parameters, self.ROI, context)
         if not extent.isNull():
             crs = self.parameterAsExtentCrs(parameters, self.ROI, context)
-            scene.bbox = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-            scene.bbox_crs = crs_string(crs) if crs.isValid() else ""
+            bbox = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+            bbox_crs = crs_string(crs) if crs.isValid() else None
         if self.parameterAsSource(parameters, self.ROI_LAYER, context) is not None:
-            scene.roi = self.parameterAsCompatibleSourceLayerPath(
+            roi = self.parameterAsCompatibleSourceLayerPath(
                 parameters, self.ROI_LAYER, context, ["gpkg", "shp", "geojson"], "gpkg", feedback
             )
-        return scene
+        return Scene(
+            input=layer.source(),
+            model=str(self.model_card(parameters, context).folder),
+            bands=self.parameterAsInts(parameters, self.BANDS, context) or None,
+            bbox=bbox,
+            bbox_crs=bbox_crs,
+            roi=roi,
+            threads=load_settings().threads,
+        )
 
-    def read_adaptation(self, parameters: dict[str, Any], context: QgsProcessingContext) -> Adaptation:
+    def read_adaptation(self, parameters: dict[str, Any], context: QgsProcessingContext, **paths: str) -> AdaptOptions:
+        """``paths``: adapter_out, report_out. Outputs are replaced: QGIS has asked the user already."""
         labels = self.parameterAsRasterLayer(parameters, self.LABELS, context)
-        return Adaptation(
+        return AdaptOptions(
             mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
-            labels=labels.source() if labels is not None else "",
+            labels=labels.source() if labels is not None else None,
             samples=self.parameterAsInt(parameters, self.SAMPLES, context),
             steps=self.parameterAsInt(parameters, self.STEPS, context),
             top_k=self.parameterAsDouble(parameters, self.TOP_K, context),
             reselect_every=self.optional_int(parameters, self.RESELECT_EVERY, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             source_samples=self.parameterAsBoolean(parameters, self.SOURCE_SAMPLES, context),
+            overwrite=True,
+            **paths,
         )
 
-    def read_segmentation(self, parameters: dict[str, Any], context: QgsProcessingContext) -> Segmentation:
-        return Segmentation(
+    def read_segmentation(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, **more: Any
+    ) -> SegmentOptions:
+        """``more``: further SegmentOptions fields (the adapter)."""
+        return SegmentOptions(
             output=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
             tile_size=self.optional_int(parameters, self.TILE_SIZE, context),
             stride=self.optional_int(parameters, self.STRIDE, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            confidence=self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or "",
-            entropy=self.parameterAsOutputLayer(parameters, self.ENTROPY, context) or "",
+            confidence=self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None,
+            entropy=self.parameterAsOutputLayer(parameters, self.ENTROPY, context) or None,
             engine=self.parameterAsEnumString(parameters, self.ENGINE, context) or "auto",
             device=self.parameterAsString(parameters, self.DEVICE, context).strip() or load_settings().device,
-            cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip(),
+            overwrite=True,
+            **more,
         )
+
+    def read_cluster(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
+        return self.parameterAsString(parameters, self.CLUSTER, context).strip() or None
 
     def optional_int(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> int | None:
         if parameters.get(name) in (None, ""):
@@ -304,19 +343,46 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
 
     # --- running ----------------------------------------------------------------------------
 
-    def run_command(self, argv: list[str], outputs: list[str], feedback: QgsProcessingFeedback) -> BackendRun:
+    def build_job(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> Job:
+        raise NotImplementedError
+
+    def results(
+        self,
+        job: Job,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def processAlgorithm(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        try:
+            job = self.build_job(parameters, context, feedback)
+        except BadInput as error:  # a value the backend would refuse: its one line, before anything runs
+            raise QgsProcessingException(str(error)) from None
+        run = self.run_job(job, feedback)
+        results = self.results(job, run, parameters, context, feedback)
+        forget_unasked_outputs(context)
+        return results
+
+    def run_job(self, job: Job, feedback: QgsProcessingFeedback) -> BackendRun:
         """Run the backend; progress and log lines go to ``feedback``; failures raise."""
         settings = load_settings()
-        feedback.pushDebugInfo("crossearth " + " ".join(argv))
+        feedback.pushDebugInfo("crossearth " + " ".join(encode(job)))
 
         def on_event(event: Event) -> None:
             kind = event.get("type")
             message = str(event.get("message", ""))
-            if kind == "progress":
+            if kind == PROGRESS:
                 feedback.setProgress(100.0 * float(event.get("fraction", 0.0)))
                 if message:
                     feedback.setProgressText(message)
-            elif kind == "log":
+            elif kind == LOG:
                 level = event.get("level", "info")
                 if level == "warning":
                     feedback.pushWarning(message)
@@ -325,21 +391,76 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
                 else:
                     feedback.pushInfo(message)
 
-        run = run_backend(argv, backend_config(settings), on_event, feedback.isCanceled, outputs)
+        config = backend_config(settings)
+        if QThread.currentThread() == QCoreApplication.instance().thread():
+            run = run_keeping_qgis_responsive(
+                lambda events: run_backend(job, config, events, feedback.isCanceled), on_event
+            )
+        else:  # a Processing task's thread: QGIS is free already
+            run = run_backend(job, config, on_event, feedback.isCanceled)
         if run.cancelled:
             raise QgsProcessingException("cancelled: no output was written")
         if not run.ok:
             raise QgsProcessingException(run.error)
         return run
 
-    def style_outputs_on_load(self, card: ModelCard, segmentation: Segmentation, context: QgsProcessingContext) -> None:
-        """When QGIS loads the results, draw them in the model's class colours and a confidence ramp."""
-        for path, style in (
-            (segmentation.output, lambda layer: style_class_layer(layer, card)),
-            (segmentation.confidence, style_confidence_layer),
+    def style_outputs_on_load(
+        self,
+        card: ModelCard,
+        segmentation: SegmentOptions,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+    ) -> None:
+        """When QGIS loads the results, draw them in the model's class colours and a confidence ramp, and name
+        them after the scene ("scene classes"), not all "Classes" (a file name the user chose still wins)."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        scene = layer.name() if layer is not None else ""
+        for path, style, kind in (
+            (segmentation.output, lambda layer: style_class_layer(layer, card), "classes"),
+            (segmentation.confidence, style_confidence_layer, "confidence"),
+            (segmentation.entropy, None, "entropy"),
         ):
             if path and context.willLoadLayerOnCompletion(path):
-                context.layerToLoadOnCompletionDetails(path).setPostProcessor(StyleOnLoad(style))
+                details = context.layerToLoadOnCompletionDetails(path)
+                if scene:
+                    details.name = f"{scene} {kind}"
+                if style is not None:
+                    details.setPostProcessor(StyleOnLoad(style))
+
+
+def forget_unasked_outputs(context: QgsProcessingContext) -> None:
+    """An optional output left empty (the batch table passes it as an empty path) is registered to load as "":
+    QGIS would then report it after every row as a layer "not correctly generated"."""
+    layers = context.layersToLoadOnCompletion()
+    if "" in layers:
+        context.setLayersToLoadOnCompletion({path: details for path, details in layers.items() if path})
+
+
+def run_keeping_qgis_responsive(run: Callable[[EventFn], BackendRun], on_event: EventFn) -> BackendRun:
+    """Run the backend in a worker thread while this (QGIS's main) thread keeps handling events and delivers
+    the backend's events to ``on_event``: QGIS 3.22 runs batch rows and models on the main thread."""
+    events: queue.Queue[Event] = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["run"] = run(events.put)
+        except BaseException as error:  # re-raised below, in the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="crossearth-backend", daemon=True)
+    worker.start()
+    while True:
+        alive = worker.is_alive()
+        QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+        while not events.empty():
+            on_event(events.get_nowait())
+        if not alive:
+            break
+        worker.join(0.02)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["run"]
 
 
 def crs_string(crs: QgsCoordinateReferenceSystem) -> str:

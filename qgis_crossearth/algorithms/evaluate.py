@@ -13,8 +13,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from backend.contract import EvaluateJob
 from qgis_crossearth.algorithms.base import CrossEarthAlgorithm
-from qgis_crossearth.commands import evaluate_argv
+from qgis_crossearth.runner import BackendRun
 
 
 class EvaluateAlgorithm(CrossEarthAlgorithm):
@@ -42,20 +43,33 @@ class EvaluateAlgorithm(CrossEarthAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, "Mean IoU"))
         self.addOutput(QgsProcessingOutputNumber(self.OVERALL_ACCURACY, "Overall accuracy"))
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
+    ) -> EvaluateJob:
         prediction = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         labels = self.parameterAsRasterLayer(parameters, self.LABELS, context)
         if prediction is None or labels is None:
             raise QgsProcessingException("INPUT and LABELS must be raster layers QGIS can read")
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        model = str(self.model_card(parameters, context).folder)
-        run = self.run_command(evaluate_argv(prediction.source(), labels.source(), model, output), [output], feedback)
+        return EvaluateJob(
+            prediction.source(),
+            labels.source(),
+            model=str(self.model_card(parameters, context).folder),  # it names the classes of the scores
+            json_out=self.parameterAsFileOutput(parameters, self.OUTPUT, context),
+            overwrite=True,
+        )
+
+    def results(
+        self,
+        job: EvaluateJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
         for name, iou in run.metrics.get("iou", {}).items():
             feedback.pushInfo(f"IoU {name}: {'-' if iou is None else f'{100 * iou:.1f} %'}")
         return {
-            self.OUTPUT: output,
+            self.OUTPUT: job.json_out,
             self.MIOU: run.metrics.get("miou"),
             self.OVERALL_ACCURACY: run.metrics.get("overall_accuracy"),
         }

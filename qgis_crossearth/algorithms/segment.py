@@ -10,8 +10,9 @@ from qgis.core import (
     QgsProcessingParameterFile,
 )
 
+from backend.contract import SegmentJob
 from qgis_crossearth.algorithms.base import CrossEarthAlgorithm, advanced
-from qgis_crossearth.commands import segment_argv
+from qgis_crossearth.runner import BackendRun
 
 
 class SegmentAlgorithm(CrossEarthAlgorithm):
@@ -44,17 +45,28 @@ class SegmentAlgorithm(CrossEarthAlgorithm):
         self.add_tiling_parameters()
         self.add_segmentation_outputs()
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> SegmentJob:
+        adapter = self.parameterAsFile(parameters, self.ADAPTER, context) or None
+        return SegmentJob(
+            self.read_scene(parameters, context, feedback),
+            self.read_segmentation(parameters, context, adapter=adapter),
+            cluster=self.read_cluster(parameters, context),
+        )
+
+    def results(
+        self,
+        job: SegmentJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        scene = self.read_scene(parameters, context, feedback)
-        segmentation = self.read_segmentation(parameters, context)
-        adapter = self.parameterAsFile(parameters, self.ADAPTER, context)
-        run = self.run_command(segment_argv(scene, segmentation, adapter), segmentation.outputs(), feedback)
-        self.style_outputs_on_load(self.model_card(parameters, context), segmentation, context)
+        self.style_outputs_on_load(self.model_card(parameters, context), job.options, parameters, context)
         return {
-            self.OUTPUT: segmentation.output,
-            self.CONFIDENCE: segmentation.confidence or None,
-            self.ENTROPY: segmentation.entropy or None,
+            self.OUTPUT: job.options.output,
+            self.CONFIDENCE: job.options.confidence,
+            self.ENTROPY: job.options.entropy,
             **run.outputs,
         }

@@ -111,8 +111,11 @@ def backend_children() -> list[int]:
     return children
 
 
-def run_qgis_process(plugin_path: Path, profile: Path, settings: dict[str, str], args: list[str]):
-    """``qgis_process.bin --json ARGS`` with the plugin enabled in a fresh profile holding ``settings``."""
+def run_qgis_process(
+    plugin_path: Path, profile: Path, settings: dict[str, str], args: list[str], env: dict[str, str] | None = None
+):
+    """``qgis_process.bin --json ARGS`` with the plugin enabled in a fresh profile holding ``settings``;
+    ``env``: the environment to start from (default: this process's)."""
     import subprocess
 
     ini = profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
@@ -120,7 +123,7 @@ def run_qgis_process(plugin_path: Path, profile: Path, settings: dict[str, str],
     values = "\n".join(f"{key}={value}" for key, value in settings.items())
     ini.write_text(f"[PythonPlugins]\nqgis_crossearth=true\n\n[crossearth]\n{values}\n", encoding="utf-8")
     env = {
-        **os.environ,
+        **(os.environ if env is None else env),
         "QT_QPA_PLATFORM": "offscreen",
         "QGIS_PLUGINPATH": str(plugin_path),
         "QGIS_CUSTOM_CONFIG_PATH": str(profile),

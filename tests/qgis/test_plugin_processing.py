@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -19,6 +20,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildParameterSource,
     QgsProcessingOutputLayerDefinition,
     QgsProject,
     QgsRasterLayer,
@@ -99,8 +101,41 @@ def test_evaluate_writes_metrics(crossearth_provider, scene, labels, tmp_path):
     assert set(metrics["iou"]) == {c["name"] for c in TINY_CLASSES}
 
 
+@pytest.mark.parametrize("mode", ["in-process", "subprocess"])
+def test_a_run_on_the_main_thread_keeps_qgis_responsive(crossearth_provider, request, mode, scene, tmp_path):
+    """QGIS 3.22 runs batch rows and models on its main thread: the event loop must keep turning meanwhile."""
+    from qgis.PyQt.QtCore import QTimer
+
+    if mode == "subprocess":
+        request.getfixturevalue("subprocess_mode")
+    ticks = [time.monotonic()]
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start()
+    parameters = {"INPUT": str(scene), **FAST, "STEPS": 6, "OUTPUT": str(tmp_path / "c.tif")}
+    try:
+        processing.run("crossearth:adaptandsegment", parameters)  # a second or more, in-process too
+    finally:
+        timer.stop()
+    ticks.append(time.monotonic())
+    elapsed, longest = ticks[-1] - ticks[0], max(b - a for a, b in itertools.pairwise(ticks))
+    assert longest < 0.5 and len(ticks) > elapsed / 0.2, (elapsed, len(ticks), longest)
+
+
+class ErrorsFeedback(QgsProcessingFeedback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:
+        self.errors.append(error)
+
+
 def test_batch_runs_each_row_and_styles_loaded_results(crossearth_provider, tmp_path):
-    """What the batch dialog does: one algorithm, a fresh context per row, results handled and loaded."""
+    """What the batch dialog does: one algorithm, a fresh context per row, results handled and loaded; the
+    optional outputs left empty (as the batch table passes them) are not reported as "not correctly generated",
+    and each result is named after its scene, not "Classes"."""
     from processing.gui.Postprocessing import handleAlgorithmResults
 
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("crossearth:segment")
@@ -113,25 +148,46 @@ def test_batch_runs_each_row_and_styles_loaded_results(crossearth_provider, tmp_
                 "INPUT": str(scene),
                 **TORCH,
                 "OUTPUT": QgsProcessingOutputLayerDefinition(str(tmp_path / f"classes{i}.tif"), project),
+                "CONFIDENCE": QgsProcessingOutputLayerDefinition("", project),
+                "ENTROPY": QgsProcessingOutputLayerDefinition("", project),
             }
         )
     loaded = []
     for parameters in rows:
         context = QgsProcessingContext()
         context.setProject(project)
-        feedback = QgsProcessingFeedback()
+        feedback = ErrorsFeedback()
         results, ok = algorithm.run(algorithm.preprocessParameters(parameters), context, feedback)
         assert ok, results
-        assert handleAlgorithmResults(algorithm, context, feedback, False, parameters)
+        assert handleAlgorithmResults(algorithm, context, feedback, False, parameters), feedback.errors
+        assert feedback.errors == []
         loaded += [layer for layer in project.mapLayers().values() if layer.source() == results["OUTPUT"]]
     try:
-        assert len(loaded) == 3
+        assert sorted(layer.name() for layer in loaded) == [f"scene{i} classes" for i in range(3)]
         for layer in loaded:
             renderer = layer.renderer()
             assert isinstance(renderer, QgsPalettedRasterRenderer)
             assert [c.label for c in renderer.classes()] == [c["name"] for c in TINY_CLASSES]
     finally:
         project.removeMapLayers([layer.id() for layer in loaded])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (PLUGIN_DIR / "processing_models").glob("*.model3")))
+def test_every_shipped_model_validates(crossearth_provider, name):
+    """What the graphical modeler checks when it opens a model: every mandatory child parameter has a value."""
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(PLUGIN_DIR / "processing_models" / name))
+    for child_id, child in model.childAlgorithms().items():
+        valid, issues = model.validateChildAlgorithm(child_id)
+        assert valid, (child_id, issues)
+        for name, sources in child.parameterSources().items():  # static values are the defaults of today
+            static = [
+                s.staticValue() for s in sources if s.source() == QgsProcessingModelChildParameterSource.StaticValue
+            ]
+            if static:
+                assert static == [child.algorithm().parameterDefinition(name).defaultValue()], (child_id, name)
+    valid, issues = model.validate()
+    assert valid, issues
 
 
 def test_shipped_model_adapts_then_segments(crossearth_provider, scene, tmp_path):
@@ -222,6 +278,15 @@ def test_backend_bad_input_message_reaches_the_user(crossearth_provider, subproc
         )
     assert "\n" not in str(error.value).strip()
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_a_fractional_top_k_count_is_refused_in_one_line_before_anything_runs(crossearth_provider, scene, tmp_path):
+    """Top-k 2.5 reaches the job as 2.5 (no longer truncated to 2) and is refused as the CLI refuses it."""
+    parameters = {"INPUT": str(scene), "ADAPTER": str(tmp_path / "a.safetensors"), "TOP_K": 2.5}
+    with pytest.raises(QgsProcessingException, match=r"top-k 2\.5") as error:
+        processing.run("crossearth:adapt", parameters)
+    assert "\n" not in str(error.value).strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 
 def test_roi_extent_clips_the_output(crossearth_provider, scene, tmp_path):

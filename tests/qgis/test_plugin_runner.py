@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qgis_crossearth.runner import EXIT_CANCELLED, BackendConfig, run_backend
+from qgis_crossearth.runner import EXIT_CANCELLED, BackendConfig, run_command
 
 FAKE_CLI = textwrap.dedent(
     """
@@ -41,6 +41,17 @@ FAKE_CLI = textwrap.dedent(
         print("Traceback (most recent call last):", file=sys.stderr)
         print("ZeroDivisionError: division by zero", file=sys.stderr, flush=True)
         sys.exit(1)
+    elif scenario == "no-packages":  # a python3 without the backend's packages
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("ModuleNotFoundError: No module named 'typer'", file=sys.stderr, flush=True)
+        sys.exit(1)
+    elif scenario == "adapted-then-killed":  # the adapter is complete, the segmentation ignores SIGTERM
+        out.with_name("scene.adapter.safetensors").write_text("adapter")
+        out.with_name(f".{out.stem}.abcd1234.partial{out.suffix}").write_text("half")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        emit(type="progress", fraction=0.8, message="segmenting")
+        while True:
+            time.sleep(0.05)
     elif scenario in ("slow", "stubborn"):
         partial = out.with_name(f".{out.stem}.abcd1234.partial{out.suffix}")
         partial.write_text("half")
@@ -79,7 +90,7 @@ def run(config: BackendConfig, scenario: str, out: Path, cancel_after: float | N
             and (time.monotonic() - start > cancel_after)
         )
 
-    result = run_backend([scenario, str(out)], config, events.append, is_cancelled, outputs=[str(out)])
+    result = run_command([scenario, str(out)], config, events.append, is_cancelled, outputs=[str(out)])
     return result, events, time.monotonic() - start
 
 
@@ -110,6 +121,13 @@ def test_crash_without_error_event_reports_the_last_stderr_line(fake_backend, tm
     assert "ZeroDivisionError: division by zero" in result.error
 
 
+def test_a_python_without_the_packages_says_how_to_set_one_up(fake_backend, tmp_path):
+    result, _, _ = run(fake_backend, "no-packages", tmp_path / "x.tif")
+    assert result.exit_code == 2 and "\n" not in result.error
+    assert result.error.startswith("the backend Python lacks the package 'typer': ")
+    assert "Set up the backend" in result.error and "python3 -m qgis_crossearth.backend_setup" in result.error
+
+
 def test_missing_python_is_a_clear_error(fake_backend, tmp_path):
     config = BackendConfig(python=str(tmp_path / "no-python"), root=fake_backend.root)
     result, _, _ = run(config, "ok", tmp_path / "x.tif")
@@ -120,6 +138,23 @@ def test_missing_python_is_a_clear_error(fake_backend, tmp_path):
 def test_missing_backend_source_is_a_clear_error(tmp_path):
     result, _, _ = run(BackendConfig(python=sys.executable, root=tmp_path / "lib"), "ok", tmp_path / "x.tif")
     assert result.error == f"the backend's source is not in {tmp_path / 'lib'}: reinstall the plugin"
+
+
+def test_cancel_removes_what_a_killed_backend_finished_but_not_earlier_files(fake_backend, tmp_path):
+    """Adapt-and-segment killed during its segmentation: the adapter it wrote goes, as the dock says nothing was
+    written; an output that was there before the run (and that this run did not replace) stays."""
+    out, adapter, report = tmp_path / "classes.tif", tmp_path / "scene.adapter.safetensors", tmp_path / "r.json"
+    report.write_text("an earlier run's report")
+    events: list[dict] = []
+
+    def is_cancelled() -> bool:
+        return any(e.get("type") == "progress" for e in events)
+
+    outputs = [str(out), str(adapter), str(report)]
+    result = run_command(["adapted-then-killed", str(out)], fake_backend, events.append, is_cancelled, outputs)
+    assert result.cancelled
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "root") == ["r.json"]
+    assert report.read_text() == "an earlier run's report"
 
 
 @pytest.mark.parametrize(("scenario", "max_seconds"), [("slow", 1.0), ("stubborn", 3.0)])

@@ -7,20 +7,28 @@ from pathlib import Path
 
 import pytest
 from plugin_data import TINY_CLASSES, TINY_MODEL, backend_children
-from qgis.core import QgsApplication, QgsPalettedRasterRenderer, QgsProject, QgsSingleBandPseudoColorRenderer
+from qgis.core import (
+    QgsApplication,
+    QgsLayerTreeModel,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsSingleBandPseudoColorRenderer,
+    QgsTask,
+)
+from qgis.gui import QgsLayerTreeView
 
-from qgis_crossearth.commands import Adaptation, Scene, Segmentation, adapt_segment_argv
+from backend.contract import AdaptOptions, AdaptSegmentJob, Scene, SegmentOptions
 from qgis_crossearth.dock import AdaptDock
 from qgis_crossearth.model_cards import ModelCard
 from qgis_crossearth.settings import backend_config, load_settings
-from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunRequest
+from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunRequest, group_name
 
 pytestmark = pytest.mark.qgis
 
 
-def remove_group(name: str) -> None:
+def remove_group(title: str) -> None:
     project = QgsProject.instance()
-    group = project.layerTreeRoot().findGroup(name)
+    group = project.layerTreeRoot().findGroup(group_name(title))
     if group is not None:
         project.removeMapLayers(group.findLayerIds())
         project.layerTreeRoot().removeChildNode(group)
@@ -36,20 +44,16 @@ def wait_until(condition, timeout: float) -> None:
 
 def test_task_result_layers_are_styled_in_a_group(plugin_settings, model_folder, scene, tmp_path):
     card = ModelCard.from_folder(model_folder / TINY_MODEL)
-    adaptation = Adaptation(
+    adaptation = AdaptOptions(
         samples=4, steps=2, adapter_out=str(tmp_path / "a.safetensors"), report_out=str(tmp_path / "r.json")
     )
-    segmentation = Segmentation(output=str(tmp_path / "c.tif"), confidence=str(tmp_path / "p.tif"), engine="torch")
-    scene_args = Scene(raster=str(scene), model=str(card.folder))
-    request = RunRequest(
-        title="scene",
-        argv=adapt_segment_argv(scene_args, adaptation, segmentation),
-        outputs=[*segmentation.outputs(), *adaptation.outputs()],
-        card=card,
-        classes=segmentation.output,
-        confidence=segmentation.confidence,
-    )
+    segmentation = SegmentOptions(output=str(tmp_path / "c.tif"), confidence=str(tmp_path / "p.tif"), engine="torch")
+    job = AdaptSegmentJob(Scene(input=str(scene), model=str(card.folder)), adaptation, segmentation)
+    request = RunRequest(title="scene", job=job, card=card)
     task = AdaptSegmentTask(request, backend_config(load_settings()))
+    view = QgsLayerTreeView()  # what the Layers panel shows
+    tree_model = QgsLayerTreeModel(QgsProject.instance().layerTreeRoot())
+    view.setModel(tree_model)
     completed = []
     task.completed.connect(completed.append)
     assert task.run()  # synchronously, as the task manager's thread would
@@ -57,7 +61,9 @@ def test_task_result_layers_are_styled_in_a_group(plugin_settings, model_folder,
     result = completed[0]
     try:
         assert result.status == SUCCESS, result.error
-        group = QgsProject.instance().layerTreeRoot().findGroup("scene")
+        group = QgsProject.instance().layerTreeRoot().findGroup("CrossEarth: scene (adapted)")
+        assert result.group == group.name()
+        assert view.isExpanded(view.node2index(group))  # open, not collapsed
         names = [node.layer().name() for node in group.findLayers()]
         assert names == ["scene classes", "scene confidence"]
         classes, confidence = (node.layer() for node in group.findLayers())
@@ -99,16 +105,18 @@ def test_dock_runs_in_the_background_and_shows_the_result(dock, subprocess_mode,
     assert dock.heatmap_button.isEnabled()
     assert "Adapting tiny-test to dock_scene" in dock.log_view.toPlainText()
     assert (tmp_path / "out" / "dock_scene_classes.tif").is_file()
-    assert QgsProject.instance().layerTreeRoot().findGroup("dock_scene") is not None
+    assert QgsProject.instance().layerTreeRoot().findGroup(group_name("dock_scene")) is not None
 
 
 def test_dock_cancel_stops_the_backend(dock, subprocess_mode, tmp_path):
     dock.steps_spin.setValue(100_000)
     dock.start()
     wait_until(lambda: dock.progress.value() > 0 or not dock.running, timeout=120)
+    task = dock.task
     dock.cancel()
     cancelled = time.monotonic()
     wait_until(lambda: not dock.running, timeout=10)
+    assert task.status() == QgsTask.Complete and "cancelled" in task.description()  # not "Task failed"
     assert time.monotonic() - cancelled < 2.5
     assert dock.last_result.status == CANCELLED
     assert backend_children() == []

@@ -1,0 +1,215 @@
+"""backend.contract: the jobs the CLI, the pipeline and the plugin share, their checks, defaults and argv."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from backend.contract import (
+    ADAPT_DEFAULTS,
+    AdaptJob,
+    AdaptOptions,
+    AdaptSegmentJob,
+    EvaluateJob,
+    Scene,
+    SegmentJob,
+    SegmentOptions,
+    SuggestLabelsJob,
+    decode,
+    encode,
+)
+from backend.errors import BadInput
+
+REPO = Path(__file__).resolve().parents[1]
+
+JOBS = {
+    "segment, defaults": SegmentJob(Scene("/d/scene.tif"), SegmentOptions("/d/out.tif")),
+    "segment, everything": SegmentJob(
+        Scene(
+            "/d/s.tif",
+            bands=[3, 2, 1],
+            bbox=(1.0, 2.0, 3.5, 4.0),
+            bbox_crs="EPSG:4326",
+            roi="/d/roi.gpkg",
+            model="/m/tiny",
+            models_dir="/m",
+            threads=2,
+        ),
+        SegmentOptions(
+            "/d/o.tif",
+            confidence="/d/c.tif",
+            entropy="/d/e.tif",
+            quicklook="/d/q.png",
+            tile_size=256,
+            stride=200,
+            batch_size=2,
+            engine="torch",
+            device="cuda:1",
+            adapter="/d/a.safetensors",
+            overwrite=True,
+        ),
+        cluster="local:2",
+    ),
+    "segment, several rasters": SegmentJob(Scene("/d/a.tif"), SegmentOptions("/d/out"), more_inputs=["/d/b.tif"]),
+    "adapt": AdaptJob(
+        Scene("/d/s.tif"),
+        AdaptOptions(
+            mode="dg",
+            labels="/d/l.tif",
+            samples=8,
+            steps=5,
+            top_k=6,
+            reselect_every=2,
+            seed=3,
+            source_samples=True,
+            adapter_out="/d/a.safetensors",
+            report_out="/d/r.json",
+            overwrite=True,
+        ),
+    ),
+    "adapt-segment": AdaptSegmentJob(
+        Scene("/d/s.tif", model="/m/tiny"),
+        AdaptOptions(top_k=0.25, steps=7, overwrite=True),
+        SegmentOptions("/d/o.tif", confidence="/d/c.tif", overwrite=True),
+        cluster="tcp://host:8786",
+    ),
+    "evaluate": EvaluateJob("/d/p.tif", "/d/l.tif", model="/m/tiny", json_out="/d/m.json", overwrite=True),
+    "adapt-segment with polygons, no self-check": AdaptSegmentJob(
+        Scene("/d/s.tif"),
+        AdaptOptions(labels="/d/l.gpkg", label_field="kind", label_buffer=2.5, self_check=False),
+        SegmentOptions("/d/o.tif"),
+    ),
+    "suggest-labels": SuggestLabelsJob(Scene("/d/s.tif"), "/d/spots.gpkg", count=7, box=16, adapter="/d/a.st"),
+}
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_decode_inverts_encode_and_the_cli_parses_the_same_job(name):
+    from backend.cli import parse_job
+
+    job = JOBS[name]
+    argv = encode(job)
+    assert argv[0] == job.command
+    assert decode(argv) == job
+    assert decode([*argv, "--json-progress"]) == job
+    assert parse_job(argv) == job  # the typer command line means the same
+
+
+def test_encode_writes_only_what_differs_from_the_defaults_and_top_k_as_given():
+    assert encode(JOBS["segment, defaults"]) == ["segment", "/d/scene.tif", "--output", "/d/out.tif"]
+    argv = encode(JOBS["adapt-segment"])
+    assert argv[argv.index("--top-k") + 1] == "0.25" and argv.count("--overwrite") == 1
+    assert encode(JOBS["adapt"])[encode(JOBS["adapt"]).index("--top-k") + 1] == "6"
+    assert "--samples" not in argv and "--mode" not in argv
+
+
+def test_outputs_name_every_file_a_job_writes_defaults_included():
+    job = AdaptSegmentJob(Scene("/d/s.tif"), AdaptOptions(), SegmentOptions("/d/out.tif", confidence="/d/c.tif"))
+    assert job.outputs() == [
+        "/d/out.tif",
+        "/d/c.tif",
+        "/d/out.adapter.safetensors",
+        "/d/out.selection.json",
+        "/d/out.selection.png",
+    ]
+    adapt = AdaptJob(Scene("/d/s.tif"), AdaptOptions(adapter_out="/d/a.safetensors"))
+    assert adapt.outputs() == ["/d/a.safetensors", "/d/a.selection.json", "/d/a.selection.png"]
+
+
+def test_the_cli_reads_dash_o_and_no_flags():
+    job = decode(["adapt-segment", "s.tif", "-o", "o.tif", "--source-samples", "--no-source-samples"])
+    assert job.segment.output == "o.tif" and job.adapt.source_samples is False
+
+
+BAD = {
+    "top-k not a whole count": lambda: AdaptOptions(top_k=2.5),
+    "top-k zero": lambda: AdaptOptions(top_k=0),
+    "unknown mode": lambda: AdaptOptions(mode="xx"),
+    "no steps": lambda: AdaptOptions(steps=0),
+    "fractional steps": lambda: AdaptOptions(steps=2.5),
+    "unknown engine": lambda: SegmentOptions("o.tif", engine="tensorrt"),
+    "odd device": lambda: SegmentOptions("o.tif", device="gpu"),
+    "tiny tiles": lambda: SegmentOptions("o.tif", tile_size=8),
+    "band zero": lambda: Scene("s.tif", bands="0,1,2"),
+    "three-number bbox": lambda: Scene("s.tif", bbox="1,2,3"),
+    "no input": lambda: Scene(""),
+    "dg without labels": lambda: AdaptJob(Scene("s.tif"), AdaptOptions(mode="dg", adapter_out="a.safetensors")),
+    "adapt without a checkpoint path": lambda: AdaptJob(Scene("s.tif"), AdaptOptions()),
+    "segment without output": lambda: SegmentJob(Scene("s.tif"), SegmentOptions("")),
+    "unknown option": lambda: decode(["segment", "s.tif", "-o", "o.tif", "--tile", "3"]),
+    "unknown command": lambda: decode(["train", "s.tif"]),
+    "no value": lambda: decode(["segment", "s.tif", "-o"]),
+    "missing output": lambda: decode(["segment", "s.tif"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_values_are_refused_when_the_job_is_built(name):
+    with pytest.raises(BadInput) as error:
+        BAD[name]()
+    assert "\n" not in str(error.value)
+
+
+def test_threads_zero_means_all_cores_and_paths_become_strings():
+    scene = Scene(Path("/d/s.tif"), roi=Path("/d/r.gpkg"), threads=0)
+    assert (scene.input, scene.roi, scene.threads) == ("/d/s.tif", "/d/r.gpkg", None)
+    assert SegmentOptions(Path("/d/o.tif"), confidence="").confidence is None
+
+
+def test_one_table_of_adaptation_defaults():
+    from backend.adapt import AdaptConfig
+
+    options, config = AdaptOptions(), AdaptConfig()
+    for name, value in ADAPT_DEFAULTS.items():
+        assert getattr(options, name) == value, name
+        if any(f.name == name for f in fields(AdaptConfig)):
+            assert getattr(config, name) == value, name
+    assert config.gate.top_k == ADAPT_DEFAULTS["top_k"]
+    product = options.config()
+    assert (product.lr, product.ema_momentum, product.class_quantile, product.steps) == (1e-3, 0.99, 0.5, 120)
+
+
+def test_the_plugin_and_the_registry_read_a_card_alike_defaults_included(tmp_path):
+    """One reader, one set of card defaults: a card that leaves out bands, tile, stride and nodata."""
+    import json
+
+    from backend.cards import CARD_DEFAULTS, CARD_FILE
+    from backend.registry import ModelCard as BackendCard
+    from qgis_crossearth.model_cards import ModelCard as PluginCard
+    from qgis_crossearth.model_cards import list_model_cards
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    classes = [{"value": 0, "name": "Water", "color": "#1F78B4"}, {"value": 1, "name": "Land", "color": "#D2B48C"}]
+    architecture = {"backbone": "vit_tiny_patch16_224", "num_classes": 2, "in_chans": 3, "img_size": 32}
+    card = {"name": "m", "description": "d", "architecture": architecture, "classes": classes}
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    ours, theirs = PluginCard.from_folder(folder), BackendCard.read(folder)
+    assert (ours.tile_size, ours.stride, ours.ignore_index, list(ours.bands)) == (
+        theirs.tile_size,
+        theirs.stride,
+        theirs.nodata,
+        theirs.bands,
+    )
+    assert ours.tile_size == CARD_DEFAULTS["tile_size"] and [c.name for c in ours.classes] == ["Water", "Land"]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / CARD_FILE).write_text("{")
+    assert [c.name for c in list_model_cards(tmp_path)] == ["m"]  # an unreadable card is skipped
+    with pytest.raises(BadInput, match="not a valid model card"):
+        BackendCard.read(tmp_path / "broken")
+
+
+def test_contract_imports_neither_torch_nor_qgis_nor_the_cli_toolkit():
+    probe = (
+        "import sys\n"
+        "for name in ('torch', 'rasterio', 'numpy', 'typer', 'click', 'rich', 'qgis', 'PyQt5'):\n"
+        "    sys.modules[name] = None\n"
+        "import backend.contract, backend.cards, qgis_crossearth.model_cards\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "ok", result.stderr
