@@ -59,6 +59,8 @@ bench: setup
 bench-quality: setup
 	$(PY) bench/quality/run.py --out results/quality.json
 	$(PY) bench/quality/module_effect.py --out results/module_effect.json
+	$(PY) bench/quality/safe.py --out results/safe_adaptation.json --variant defaults --variant "anchor 1" \
+		--variant "balance 0.5" --analyst 20,area,0 --analyst 20,classes,0
 
 train-default: setup
 	$(PY) scripts/train_default.py --log resources/models/dubai-hybrid-vit/train.log

@@ -257,20 +257,23 @@ def main(
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
     docs: Annotated[Path, typer.Option(help="the report")] = REPO / "docs" / "safe-adaptation.md",
     analyst: Annotated[
-        list[str] | None, typer.Option(help="K,placement,seed: also run with a simulated analyst's K polygons")
+        list[str] | None, typer.Option(help="K,placement,seed: also the defaults with a simulated analyst's K polygons")
     ] = None,
     analyst_only: Annotated[bool, typer.Option(help="only the runs with the analyst's polygons")] = False,
 ) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     chosen = variants or list(VARIANTS)
-    base = [{**scene, "variant": name, "options": VARIANTS[name]} for name in chosen for scene in scenes(loto_models)]
-    drawn = [dict(zip(("polygons", "placement", "seed"), setting.split(","), strict=True)) for setting in analyst or []]
-    labelled = [
-        {**spec, "variant": f"{spec['variant']}, {d['polygons']} polygons by {d['placement']}", "analyst": d}
-        for d in ({"polygons": int(d["polygons"]), "placement": d["placement"], "seed": int(d["seed"])} for d in drawn)
-        for spec in base
-    ]
-    specs = labelled + ([] if analyst_only else base)
+    every = scenes(loto_models)
+    specs = (
+        []
+        if analyst_only
+        else [{**scene, "variant": name, "options": VARIANTS[name]} for name in chosen for scene in every]
+    )
+    for setting in analyst or []:  # the product's defaults with the simulated analyst's polygons
+        count, placement, seed = setting.split(",")
+        drawn = {"polygons": int(count), "placement": placement, "seed": int(seed)}
+        name = f"defaults, {count} polygons by {placement}"
+        specs += [{**scene, "variant": name, "options": {}, "analyst": drawn} for scene in every]
     runs = execute(specs, cache, workers)
     summary, accuracy = summarize(runs), check_accuracy(runs)
     for name, row in summary.items():
