@@ -9,7 +9,6 @@ inside another program and hands it the same events.
 from __future__ import annotations
 
 import contextvars
-import inspect
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from rich.table import Table
 
 from backend.contract import (
     ADAPT_DEFAULTS,
+    ANALYSIS_JOBS,
     DEFAULT_MODEL,
     DEFAULT_SPOT_PIXELS,
     DEFAULT_SUGGESTED_SPOTS,
@@ -144,17 +144,11 @@ def _cancel_on_signals(token: CancelToken) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run(json_progress: bool, build: Callable[[], Job] | Callable[[Reporter, CancelFn], tuple]) -> dict | None:
+def _run(json_progress: bool, build: Callable[[], Job]) -> dict | None:
     """Build the job (bad values: exit 2) and run it with progress, cancel, warnings as log lines, and the exit
-    codes of docs/cli.md; the metrics of a successful run. Under :func:`parse_job` the job is only built.
-
-    A ``build`` that takes ``(reporter, is_cancelled)`` is a command not yet on backend.contract: it is run
-    as it is and returns ``(outputs, metrics)`` itself (such a command has no job to parse or run in-process)."""
-    unported = len(inspect.signature(build).parameters) == 2
+    codes of docs/cli.md; the metrics of a successful run. Under :func:`parse_job` the job is only built."""
     parsed = _parsed.get()
     if parsed is not None:
-        if unported:
-            raise BadInput("this command has no job of backend.contract yet")
         parsed.append(build())
         return None
     token = CancelToken()
@@ -186,10 +180,7 @@ def _run(json_progress: bool, build: Callable[[], Job] | Callable[[Reporter, Can
         metrics: dict = {}
 
         def job(reporter: Reporter, is_cancelled: CancelFn) -> tuple[dict, dict | None]:
-            if unported:
-                outputs, found = build(reporter, is_cancelled)
-            else:
-                outputs, found = execute_job(build(), reporter.progress, is_cancelled, reporter.log)
+            outputs, found = execute_job(build(), reporter.progress, is_cancelled, reporter.log)
             metrics.update(found or {})
             return outputs, found
 
@@ -204,6 +195,10 @@ def execute_job(
 ) -> tuple[dict[str, str], dict | None]:
     """Run a job of backend.contract: the outputs it wrote (Processing's names) and its metrics; ``log(message,
     level)`` gets the lines a user should read (the self-check's verdict)."""
+    if isinstance(job, ANALYSIS_JOBS):  # vectorize, areas, accuracy, sample-points, change: no torch
+        from backend.analysis.commands import execute
+
+        return execute(job, progress, is_cancelled, log)
     from backend import pipeline
 
     if isinstance(job, SegmentJob):
@@ -725,7 +720,7 @@ def parse_job(argv: list[str]) -> Job:
     return parsed[0]
 
 
-from backend.analysis.commands import register as _register_analysis  # noqa: E402  (needs app and _run)
+from backend.analysis.commands import register as _register_analysis  # noqa: E402  (the analyses' commands)
 
 _register_analysis(app, _run)
 

@@ -1,7 +1,9 @@
 """The one contract between the backend and its callers: jobs, their defaults, argv, events, exit codes.
 
 A job is a plain dataclass (:class:`SegmentJob`, :class:`AdaptJob`, :class:`AdaptSegmentJob`,
-:class:`EvaluateJob`) made of the parts :class:`Scene`, :class:`SegmentOptions` and :class:`AdaptOptions`.
+:class:`EvaluateJob`, :class:`SuggestLabelsJob`) made of the parts :class:`Scene`, :class:`SegmentOptions` and
+:class:`AdaptOptions`; the analyses of class rasters (:class:`VectorizeJob`, :class:`AreasJob`,
+:class:`AccuracyJob`, :class:`SamplePointsJob`, :class:`ChangeJob`) need no scene or model.
 Every part checks its values when it is built and raises :class:`~backend.errors.BadInput` (the CLI's one
 line and exit code 2), so a bad value is refused the same way wherever the job comes from: the
 command line, a Processing algorithm, the dock or a script.
@@ -381,6 +383,148 @@ class SuggestLabelsJob:
         return [self.output]
 
 
+# ---- analysis jobs: class rasters in, maps, tables and reports out (no model) -------------------------------
+
+
+def _needs_output(what: str, output: str) -> str:
+    output = _path(output) or ""
+    if not output:
+        raise BadInput(f"{what}: no output path given (-o)")
+    return output
+
+
+def _not_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not float(value) >= 0:
+        raise BadInput(f"{name} {value!r}: expected a number >= 0")
+    return float(value)
+
+
+@dataclass
+class VectorizeJob:
+    """``crossearth vectorize``: one polygon per connected region of a class raster (a GeoPackage)."""
+
+    command: ClassVar[str] = "vectorize"
+    classes: str = positional()
+    output: str = option("--output")
+    confidence: str | None = option("--confidence", None)  # a confidence raster: each polygon's mean
+    min_area: float = option("--min-area", 0.0)  # m2; smaller regions merge into their neighbours
+    simplify: float = option("--simplify", 0.0)  # tolerance in metres
+    overwrite: bool = option("--overwrite", False)
+
+    def __post_init__(self) -> None:
+        self.classes, self.confidence = str(self.classes), _path(self.confidence)
+        self.output = _needs_output(self.classes, self.output)
+        self.min_area = _not_negative("min-area", self.min_area)
+        self.simplify = _not_negative("simplify", self.simplify)
+
+    def outputs(self) -> list[str]:
+        return [self.output]
+
+
+@dataclass
+class AreasJob:
+    """``crossearth areas``: pixels, m2, ha and percent of each class, per zone or for the whole raster: a CSV
+    table (``output``), the same as JSON and a bar chart (both beside it unless given; ``no_chart``: none)."""
+
+    command: ClassVar[str] = "areas"
+    classes: str = positional()
+    output: str = option("--output")
+    zones: str | None = option("--zones", None)
+    zone_field: str | None = option("--zone-field", None)
+    json_out: str | None = option("--json-out", None)
+    chart: str | None = option("--chart", None)
+    no_chart: bool = option("--no-chart", False)
+    overwrite: bool = option("--overwrite", False)
+
+    def __post_init__(self) -> None:
+        self.classes, self.zones, self.zone_field = str(self.classes), _path(self.zones), _path(self.zone_field)
+        self.output = _needs_output(self.classes, self.output)
+        self.json_out = _path(self.json_out) or str(Path(self.output).with_suffix(".json"))
+        self.chart = None if self.no_chart else (_path(self.chart) or str(Path(self.output).with_suffix(".png")))
+
+    def outputs(self) -> list[str]:
+        return [p for p in (self.output, self.json_out, self.chart) if p]
+
+
+@dataclass
+class AccuracyJob:
+    """``crossearth accuracy``: a class raster against a reference (class raster, or points or polygons whose
+    ``class_field`` holds class names or values): a JSON report, a per-class CSV and a confusion-matrix PNG."""
+
+    command: ClassVar[str] = "accuracy"
+    classes: str = positional()
+    reference: str = positional()
+    output: str = option("--output")
+    class_field: str = option("--field", DEFAULT_LABEL_FIELD)
+    table: str | None = option("--table", None)
+    plot: str | None = option("--plot", None)
+    overwrite: bool = option("--overwrite", False)
+
+    def __post_init__(self) -> None:
+        if not self.classes or not self.reference:
+            raise BadInput("accuracy needs a class raster and a reference")
+        self.classes, self.reference = str(self.classes), str(self.reference)
+        self.output = _needs_output(self.classes, self.output)
+        self.class_field = str(self.class_field or DEFAULT_LABEL_FIELD).strip() or DEFAULT_LABEL_FIELD
+        self.table = _path(self.table) or str(Path(self.output).with_suffix(".csv"))
+        self.plot = _path(self.plot) or str(Path(self.output).with_suffix(".png"))
+
+    def outputs(self) -> list[str]:
+        return [self.output, self.table, self.plot]
+
+
+@dataclass
+class SamplePointsJob:
+    """``crossearth sample-points``: ``count`` random points at pixel centres (``stratified``: split equally
+    between the map classes), with an empty ``class`` field to fill in for ``accuracy``."""
+
+    command: ClassVar[str] = "sample-points"
+    classes: str = positional()
+    output: str = option("--output")
+    count: int = option("--count", kind="int")
+    stratified: bool = option("--stratified", False)
+    seed: int = option("--seed", 0)
+    overwrite: bool = option("--overwrite", False)
+
+    def __post_init__(self) -> None:
+        self.classes = str(self.classes)
+        self.output = _needs_output(self.classes, self.output)
+        _whole("count (-n)", self.count, 1)
+        _whole("seed", self.seed, 0)
+        self.count, self.seed = int(self.count), int(self.seed)
+
+    def outputs(self) -> list[str]:
+        return [self.output]
+
+
+@dataclass
+class ChangeJob:
+    """``crossearth change``: from-to classes between two class rasters (a GeoTIFF) and the transition matrix
+    (CSV, and JSON beside it; by default ``OUTPUT.matrix.csv``)."""
+
+    command: ClassVar[str] = "change"
+    before: str = positional()
+    after: str = positional()
+    output: str = option("--output")
+    matrix: str | None = option("--matrix", None)
+    only_changes: bool = option("--only-changes", False)  # unchanged pixels become nodata
+    overwrite: bool = option("--overwrite", False)
+
+    def __post_init__(self) -> None:
+        if not self.before or not self.after:
+            raise BadInput("change needs the class rasters of two dates")
+        self.before, self.after = str(self.before), str(self.after)
+        self.output = _needs_output(self.before, self.output)
+        self.matrix = _path(self.matrix) or str(Path(self.output).with_suffix("")) + ".matrix.csv"
+
+    @property
+    def matrix_json(self) -> str:
+        return str(Path(self.matrix).with_suffix(".json"))
+
+    def outputs(self) -> list[str]:
+        return [self.output, self.matrix, self.matrix_json]
+
+
 def beside_output(output: str, ending: str) -> str:
     """``classes.tif`` -> ``classes<ending>`` in the same folder (every suffix of the output dropped)."""
     path = Path(output)
@@ -398,9 +542,21 @@ def _needs_labels(scene: Scene, options: AdaptOptions) -> None:
         raise BadInput(f"{scene.input}: DG adaptation needs labels (--labels: a class raster or labelled polygons)")
 
 
-Job = SegmentJob | AdaptJob | AdaptSegmentJob | EvaluateJob | SuggestLabelsJob
+Job = (
+    SegmentJob
+    | AdaptJob
+    | AdaptSegmentJob
+    | EvaluateJob
+    | SuggestLabelsJob
+    | VectorizeJob
+    | AreasJob
+    | AccuracyJob
+    | SamplePointsJob
+    | ChangeJob
+)
+ANALYSIS_JOBS = (VectorizeJob, AreasJob, AccuracyJob, SamplePointsJob, ChangeJob)
 JOBS: dict[str, type] = {
-    job.command: job for job in (SegmentJob, AdaptJob, AdaptSegmentJob, EvaluateJob, SuggestLabelsJob)
+    job.command: job for job in (SegmentJob, AdaptJob, AdaptSegmentJob, EvaluateJob, SuggestLabelsJob, *ANALYSIS_JOBS)
 }
 
 
@@ -486,7 +642,7 @@ def decode(argv: list[str]) -> Job:
     for token in tokens:
         if token == JSON_PROGRESS:
             continue
-        negated = token.startswith("--no-") and ("--" + token[5:]) in flags
+        negated = token not in flags and token.startswith("--no-") and ("--" + token[5:]) in flags
         name = "--" + token[5:] if negated else token
         if name.startswith("-") and name in flags:
             for part_name, spec in flags[name]:

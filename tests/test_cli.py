@@ -350,30 +350,3 @@ def test_with_labelled_polygons_the_estimate_on_held_out_polygons_judges_the_ada
     assert check["reason"] == f"on 2 held-out polygons mIoU {100 * before:.1f} -> {100 * after:.1f}"
     lines = [e["message"] for e in events if e["type"] == "log"]
     assert any(line.startswith("held-out polygons (2, 128 pixels) IoU: ") for line in lines)
-
-
-def test_a_command_not_yet_on_the_contract_still_runs_through_the_cli_machinery():
-    """A command written the old way (a job taking reporter and is_cancelled) keeps progress, result and exit codes,
-    so commands added on other branches keep working until they get a job of backend.contract."""
-    from backend import cli
-
-    events: list[dict] = []
-
-    def legacy(reporter, is_cancelled):
-        reporter.progress(0.5, "half")
-        return {"OUTPUT": "x"}, {"n": 1}
-
-    def refused(reporter, is_cancelled):
-        from backend.errors import BadInput
-
-        raise BadInput("x.tif: refused")
-
-    token = cli._event_sink.set(events.append)
-    try:
-        assert cli._run(False, legacy) == {"n": 1}
-        with pytest.raises(cli.typer.Exit) as exit_:
-            cli._run(False, refused)
-    finally:
-        cli._event_sink.reset(token)
-    assert exit_.value.exit_code == 2
-    assert [e["type"] for e in events] == ["progress", "result", "log", "error"]

@@ -11,14 +11,19 @@ import pytest
 
 from backend.contract import (
     ADAPT_DEFAULTS,
+    AccuracyJob,
     AdaptJob,
     AdaptOptions,
     AdaptSegmentJob,
+    AreasJob,
+    ChangeJob,
     EvaluateJob,
+    SamplePointsJob,
     Scene,
     SegmentJob,
     SegmentOptions,
     SuggestLabelsJob,
+    VectorizeJob,
     decode,
     encode,
 )
@@ -84,6 +89,17 @@ JOBS = {
         SegmentOptions("/d/o.tif"),
     ),
     "suggest-labels": SuggestLabelsJob(Scene("/d/s.tif"), "/d/spots.gpkg", count=7, box=16, adapter="/d/a.st"),
+    "vectorize, defaults": VectorizeJob("/d/c.tif", "/d/p.gpkg"),
+    "vectorize, everything": VectorizeJob(
+        "/d/c.tif", "/d/p.gpkg", confidence="/d/conf.tif", min_area=20.0, simplify=2.5, overwrite=True
+    ),
+    "areas, defaults": AreasJob("/d/c.tif", "/d/a.csv"),
+    "areas per zone, no chart": AreasJob(
+        "/d/c.tif", "/d/a.csv", zones="/d/z.gpkg", zone_field="name", json_out="/d/x.json", no_chart=True
+    ),
+    "accuracy": AccuracyJob("/d/c.tif", "/d/ref.gpkg", "/d/r.json", class_field="truth", plot="/d/cm.png"),
+    "sample-points": SamplePointsJob("/d/c.tif", "/d/pts.gpkg", 30, stratified=True, seed=4, overwrite=True),
+    "change": ChangeJob("/d/a.tif", "/d/b.tif", "/d/ch.tif", only_changes=True),
 }
 
 
@@ -120,6 +136,20 @@ def test_outputs_name_every_file_a_job_writes_defaults_included():
     assert adapt.outputs() == ["/d/a.safetensors", "/d/a.selection.json", "/d/a.selection.png"]
 
 
+def test_analysis_jobs_name_their_default_outputs_beside_the_output():
+    assert AreasJob("/d/c.tif", "/d/a.csv").outputs() == ["/d/a.csv", "/d/a.json", "/d/a.png"]
+    assert AreasJob("/d/c.tif", "/d/a.csv", no_chart=True).outputs() == ["/d/a.csv", "/d/a.json"]
+    assert AccuracyJob("/d/c.tif", "/d/r.tif", "/d/r.json").outputs() == ["/d/r.json", "/d/r.csv", "/d/r.png"]
+    assert ChangeJob("/d/a.tif", "/d/b.tif", "/d/ch.tif").outputs() == [
+        "/d/ch.tif",
+        "/d/ch.matrix.csv",
+        "/d/ch.matrix.json",
+    ]
+    job = decode(["sample-points", "c.tif", "-o", "p.gpkg", "-n", "12", "--stratified"])
+    assert (job.count, job.stratified) == (12, True)
+    assert decode(["areas", "c.tif", "-o", "a.csv", "--no-chart"]).chart is None
+
+
 def test_the_cli_reads_dash_o_and_no_flags():
     job = decode(["adapt-segment", "s.tif", "-o", "o.tif", "--source-samples", "--no-source-samples"])
     assert job.segment.output == "o.tif" and job.adapt.source_samples is False
@@ -140,6 +170,11 @@ BAD = {
     "dg without labels": lambda: AdaptJob(Scene("s.tif"), AdaptOptions(mode="dg", adapter_out="a.safetensors")),
     "adapt without a checkpoint path": lambda: AdaptJob(Scene("s.tif"), AdaptOptions()),
     "segment without output": lambda: SegmentJob(Scene("s.tif"), SegmentOptions("")),
+    "vectorize without output": lambda: VectorizeJob("c.tif", ""),
+    "negative min-area": lambda: VectorizeJob("c.tif", "p.gpkg", min_area=-1),
+    "no points": lambda: SamplePointsJob("c.tif", "p.gpkg", 0),
+    "sample-points without -n": lambda: decode(["sample-points", "c.tif", "-o", "p.gpkg"]),
+    "accuracy without reference": lambda: AccuracyJob("c.tif", "", "r.json"),
     "unknown option": lambda: decode(["segment", "s.tif", "-o", "o.tif", "--tile", "3"]),
     "unknown command": lambda: decode(["train", "s.tif"]),
     "no value": lambda: decode(["segment", "s.tif", "-o"]),

@@ -1,11 +1,13 @@
 """The analysis commands of the ``crossearth`` CLI: vectorize, areas, accuracy, sample-points, change.
 
-:func:`register` adds them to the CLI's typer app with the CLI's own runner, so they speak the same
-``--json-progress`` protocol, exit codes and atomic-output rules as ``segment`` (docs/cli.md).
+Each builds its job of :mod:`backend.contract` (:class:`~backend.contract.VectorizeJob`, ...) and hands it to
+the CLI's runner, so they speak the same ``--json-progress`` protocol, exit codes and atomic-output rules as
+``segment`` (docs/cli.md); :func:`execute` runs such a job (``backend.cli.execute_job`` calls it).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -14,21 +16,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from backend.contract import AccuracyJob, AreasJob, ChangeJob, SamplePointsJob, VectorizeJob
+
 Classes = Annotated[Path, typer.Argument(help="Class raster (e.g. written by segment).", show_default=False)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 JsonProgress = Annotated[bool, typer.Option("--json-progress", help="JSON events on stdout (docs/cli.md).")]
 
 
-def _beside(path: Path, suffix: str) -> str:
-    return str(path.with_suffix(suffix))
-
-
-def _opt(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
 def register(app: typer.Typer, run: Callable) -> None:
-    """Add the commands to ``app``; ``run(json_progress, job)`` is the CLI's job runner."""
+    """Add the commands to ``app``; ``run(json_progress, build)`` is the CLI's job runner (``build()`` makes the
+    job) and returns the metrics of a successful run."""
 
     @app.command()
     def vectorize(
@@ -45,24 +42,7 @@ def register(app: typer.Typer, run: Callable) -> None:
         json_progress: JsonProgress = False,
     ) -> None:
         """One polygon per connected region: class, name, area_m2 (and mean confidence)."""
-
-        def job(reporter, is_cancelled):
-            from backend.analysis.vectorize import vectorize as polygons
-
-            result = polygons(
-                str(classes),
-                str(output),
-                _opt(confidence),
-                min_area,
-                simplify,
-                overwrite,
-                reporter.progress,
-                is_cancelled,
-            )
-            metrics = {"features": result.features, "area_m2": result.area_m2, "classes": _classes(classes)}
-            return {"OUTPUT": str(output)}, metrics
-
-        run(json_progress, job)
+        run(json_progress, lambda: VectorizeJob(str(classes), output, confidence, min_area, simplify, overwrite))
 
     @app.command()
     def areas(
@@ -77,23 +57,14 @@ def register(app: typer.Typer, run: Callable) -> None:
         json_progress: JsonProgress = False,
     ) -> None:
         """Pixels, m2, ha and percentage of each class and of nodata, per zone or for the whole raster."""
+        job: list[AreasJob] = []
 
-        def job(reporter, is_cancelled):
-            from backend.analysis.areas import class_areas, summary, write_areas
-            from backend.atomic import check_writable
+        def build() -> AreasJob:
+            job.append(AreasJob(str(classes), output, zones, zone_field, json_out, chart, no_chart, overwrite))
+            return job[-1]
 
-            json_path = str(json_out) if json_out else _beside(output, ".json")
-            chart_path = None if no_chart else (str(chart) if chart else _beside(output, ".png"))
-            for target in (str(output), json_path, chart_path):
-                if target:
-                    check_writable(target, overwrite)
-            table = class_areas(str(classes), _opt(zones), zone_field, reporter.progress, is_cancelled)
-            outputs = write_areas(table, str(output), json_path, chart_path, overwrite)
-            if not json_progress:
-                _print_areas(table)
-            return outputs, summary(table)
-
-        run(json_progress, job)
+        if run(json_progress, build) is not None and not json_progress:
+            _print_areas(json.loads(Path(job[-1].json_out).read_text()))
 
     @app.command()
     def accuracy(
@@ -111,26 +82,11 @@ def register(app: typer.Typer, run: Callable) -> None:
         """Confusion matrix, user's/producer's accuracy, F1, IoU, kappa; area-weighted estimates with 95 % CIs
         for a stratified sample."""
 
-        def job(reporter, is_cancelled):
-            from backend.analysis.accuracy import assess, write_accuracy
-            from backend.atomic import check_writable
+        def build() -> AccuracyJob:
+            return AccuracyJob(str(classes), str(reference), output, field, table, plot, overwrite)
 
-            table_path = str(table) if table else _beside(output, ".csv")
-            plot_path = str(plot) if plot else _beside(output, ".png")
-            for target in (str(output), table_path, plot_path):
-                check_writable(target, overwrite)
-            report, notes = assess(str(classes), str(reference), field, reporter.progress, is_cancelled)
-            for note in notes:
-                reporter.log(note, "warning")
-            outputs = write_accuracy(report, str(output), table_path, plot_path, overwrite)
-            if not json_progress:
-                _print_accuracy(report)
-            metrics = {k: report[k] for k in ("overall_accuracy", "kappa", "miou", "samples")}
-            if "stratified" in report:
-                metrics["overall_accuracy_weighted"] = report["stratified"]["overall_accuracy"]
-            return outputs, metrics
-
-        run(json_progress, job)
+        if run(json_progress, build) is not None and not json_progress:
+            _print_accuracy(json.loads(Path(output).read_text()))
 
     @app.command("sample-points")
     def sample_points(
@@ -145,14 +101,7 @@ def register(app: typer.Typer, run: Callable) -> None:
         json_progress: JsonProgress = False,
     ) -> None:
         """Random points at pixel centres, with an empty `class` field to fill in for `accuracy`."""
-
-        def job(reporter, is_cancelled):
-            from backend.analysis.sampling import sample_points as draw
-
-            result = draw(str(classes), str(output), n, stratified, seed, overwrite, reporter.progress, is_cancelled)
-            return {"OUTPUT": str(output)}, result
-
-        run(json_progress, job)
+        run(json_progress, lambda: SamplePointsJob(str(classes), output, n, stratified, seed, overwrite))
 
     @app.command()
     def change(
@@ -167,30 +116,74 @@ def register(app: typer.Typer, run: Callable) -> None:
         json_progress: JsonProgress = False,
     ) -> None:
         """From-to classes ("Vegetation -> Building") and the transition matrix in m2 and percent."""
+        run(json_progress, lambda: ChangeJob(str(before), str(after), output, matrix, only_changes, overwrite))
 
-        def job(reporter, is_cancelled):
-            from backend.analysis.change import change as from_to
-            from backend.analysis.change import default_matrix_paths
 
-            csv_path, json_path = default_matrix_paths(output)
-            if matrix:
-                csv_path, json_path = str(matrix), _beside(matrix, ".json")
-            report = from_to(
-                str(before),
-                str(after),
-                str(output),
-                csv_path,
-                json_path,
-                only_changes,
-                overwrite,
-                reporter.progress,
-                is_cancelled,
-            )
-            outputs = {"OUTPUT": str(output), "MATRIX": csv_path, "MATRIX_JSON": json_path}
-            metrics = {k: report[k] for k in ("changed_m2", "changed_percent", "compared_m2", "resampled")}
-            return outputs, {**metrics, "classes": _classes(output)}
+def execute(job, progress, is_cancelled, log: Callable[[str, str], None]) -> tuple[dict[str, str], dict]:
+    """Run an analysis job: the outputs it wrote (Processing's names) and its metrics."""
+    from backend.atomic import check_writable
 
-        run(json_progress, job)
+    if isinstance(job, VectorizeJob):
+        from backend.analysis.vectorize import vectorize as polygons
+
+        result = polygons(
+            job.classes,
+            job.output,
+            job.confidence,
+            job.min_area,
+            job.simplify,
+            job.overwrite,
+            progress,
+            is_cancelled,
+        )
+        metrics = {"features": result.features, "area_m2": result.area_m2, "classes": _classes(job.classes)}
+        return {"OUTPUT": job.output}, metrics
+    if isinstance(job, AreasJob):
+        from backend.analysis.areas import class_areas, summary, write_areas
+
+        for target in job.outputs():
+            check_writable(target, job.overwrite)
+        table = class_areas(job.classes, job.zones, job.zone_field, progress, is_cancelled)
+        outputs = write_areas(table, job.output, job.json_out, job.chart, job.overwrite)
+        return outputs, summary(table)
+    if isinstance(job, AccuracyJob):
+        from backend.analysis.accuracy import assess, write_accuracy
+
+        for target in job.outputs():
+            check_writable(target, job.overwrite)
+        report, notes = assess(job.classes, job.reference, job.class_field, progress, is_cancelled)
+        for note in notes:
+            log(note, "warning")
+        outputs = write_accuracy(report, job.output, job.table, job.plot, job.overwrite)
+        metrics = {k: report[k] for k in ("overall_accuracy", "kappa", "miou", "samples")}
+        if "stratified" in report:
+            metrics["overall_accuracy_weighted"] = report["stratified"]["overall_accuracy"]
+        return outputs, metrics
+    if isinstance(job, SamplePointsJob):
+        from backend.analysis.sampling import sample_points as draw
+
+        result = draw(
+            job.classes, job.output, job.count, job.stratified, job.seed, job.overwrite, progress, is_cancelled
+        )
+        return {"OUTPUT": job.output}, result
+    if isinstance(job, ChangeJob):
+        from backend.analysis.change import change as from_to
+
+        report = from_to(
+            job.before,
+            job.after,
+            job.output,
+            job.matrix,
+            job.matrix_json,
+            job.only_changes,
+            job.overwrite,
+            progress,
+            is_cancelled,
+        )
+        outputs = {"OUTPUT": job.output, "MATRIX": job.matrix, "MATRIX_JSON": job.matrix_json}
+        metrics = {k: report[k] for k in ("changed_m2", "changed_percent", "compared_m2", "resampled")}
+        return outputs, {**metrics, "classes": _classes(job.output)}
+    raise TypeError(f"not an analysis job: {job!r}")
 
 
 def _classes(path: Path) -> list[dict]:

@@ -19,7 +19,9 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from backend.contract import AccuracyJob
 from qgis_crossearth.algorithms.analysis_base import AnalysisAlgorithm, load_table, percent, write_html
+from qgis_crossearth.runner import BackendRun
 
 
 class AccuracyAlgorithm(AnalysisAlgorithm):
@@ -69,10 +71,9 @@ class AccuracyAlgorithm(AnalysisAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.KAPPA, "Kappa"))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, "Mean IoU"))
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        classes = self.raster_path(parameters, self.INPUT, context)
+    ) -> AccuracyJob:
         reference_layer = self.parameterAsLayer(parameters, self.REFERENCE, context)
         if isinstance(reference_layer, QgsRasterLayer):
             reference = reference_layer.source()
@@ -80,14 +81,25 @@ class AccuracyAlgorithm(AnalysisAlgorithm):
             reference = reference_layer.source().split("|")[0]
         else:
             raise QgsProcessingException(f"{parameters.get(self.REFERENCE)}: not a layer QGIS can read")
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        table = self.parameterAsFileOutput(parameters, self.TABLE, context)
-        plot = self.parameterAsFileOutput(parameters, self.PLOT, context)
-        args = [classes, reference, "-o", output, "--table", table, "--plot", plot]
-        field = self.parameterAsString(parameters, self.FIELD, context).strip()
-        if field:
-            args += ["--field", field]
-        run = self.run_analysis("accuracy", args, [output, table, plot], feedback)
+        return AccuracyJob(
+            self.raster_path(parameters, self.INPUT, context),
+            reference,
+            self.parameterAsFileOutput(parameters, self.OUTPUT, context),
+            class_field=self.parameterAsString(parameters, self.FIELD, context).strip(),
+            table=self.parameterAsFileOutput(parameters, self.TABLE, context),
+            plot=self.parameterAsFileOutput(parameters, self.PLOT, context),
+            overwrite=True,
+        )
+
+    def results(
+        self,
+        job: AccuracyJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        output, table, plot = job.output, job.table, job.plot
         load_table(context, table, "Accuracy per class", self.TABLE)
         metrics = run.metrics
         rows = [

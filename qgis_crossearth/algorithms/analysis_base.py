@@ -1,7 +1,7 @@
 """What the analysis algorithms (vectorize, class areas, accuracy, sample points, change) share.
 
-They take class rasters rather than scenes and no model: their argv is built here, from the
-algorithm's parameters, and run through the same runner as ``segment`` (subprocess or in-process).
+They take class rasters rather than scenes and no model: each builds its job of :mod:`backend.contract`
+(``build_job``) and runs it through the same runner as ``segment`` (subprocess or in-process).
 Outputs load styled: polygons categorized in the classes' colours (the backend's result event names
 them), CSV tables as table layers, and PNG pictures shown in the results viewer.
 """
@@ -32,11 +32,10 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from qgis_crossearth.algorithms.base import CrossEarthAlgorithm
-from qgis_crossearth.commands import PROTOCOL
 
 
 class AnalysisAlgorithm(CrossEarthAlgorithm):
-    """Base of the analysis algorithms: raster paths from layers, the argv, and loading the results."""
+    """Base of the analysis algorithms: raster and vector paths from layers, and loading the results."""
 
     def group(self) -> str:
         return "Analysis"
@@ -57,9 +56,6 @@ class AnalysisAlgorithm(CrossEarthAlgorithm):
         return self.parameterAsCompatibleSourceLayerPath(
             parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback
         )
-
-    def run_analysis(self, command: str, args: list[str], outputs: list[str], feedback: QgsProcessingFeedback):
-        return self.run_command([command, *args, *PROTOCOL], outputs, feedback)
 
 
 def load_table(context: QgsProcessingContext, path: str, name: str, output: str) -> None:

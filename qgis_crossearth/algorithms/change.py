@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -15,7 +14,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from backend.contract import ChangeJob
 from qgis_crossearth.algorithms.analysis_base import AnalysisAlgorithm, load_table, paletted_by_class, style_on_load
+from qgis_crossearth.runner import BackendRun
 
 
 class ChangeAlgorithm(AnalysisAlgorithm):
@@ -49,23 +50,31 @@ class ChangeAlgorithm(AnalysisAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_M2, "Changed area (m2)"))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PERCENT, "Changed area (%)"))
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> ChangeJob:
+        return ChangeJob(
+            self.raster_path(parameters, self.BEFORE, context),
+            self.raster_path(parameters, self.AFTER, context),
+            self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            matrix=self.parameterAsFileOutput(parameters, self.MATRIX, context),
+            only_changes=self.parameterAsBoolean(parameters, self.ONLY_CHANGES, context),
+            overwrite=True,
+        )
+
+    def results(
+        self,
+        job: ChangeJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        before = self.raster_path(parameters, self.BEFORE, context)
-        after = self.raster_path(parameters, self.AFTER, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        matrix = self.parameterAsFileOutput(parameters, self.MATRIX, context)
-        args = [before, after, "-o", output, "--matrix", matrix]
-        if self.parameterAsBoolean(parameters, self.ONLY_CHANGES, context):
-            args.append("--only-changes")
-        matrix_json = str(Path(matrix).with_suffix(".json"))
-        run = self.run_analysis("change", args, [output, matrix, matrix_json], feedback)
-        style_on_load(context, output, paletted_by_class(run.metrics.get("classes", [])))
-        load_table(context, matrix, "Transition matrix", self.MATRIX)
+        style_on_load(context, job.output, paletted_by_class(run.metrics.get("classes", [])))
+        load_table(context, job.matrix, "Transition matrix", self.MATRIX)
         return {
-            self.OUTPUT: output,
-            self.MATRIX: matrix,
+            self.OUTPUT: job.output,
+            self.MATRIX: job.matrix,
             self.CHANGED_M2: run.metrics.get("changed_m2"),
             self.CHANGED_PERCENT: run.metrics.get("changed_percent"),
         }

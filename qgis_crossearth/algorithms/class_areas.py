@@ -16,7 +16,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from backend.contract import AreasJob
 from qgis_crossearth.algorithms.analysis_base import AnalysisAlgorithm, load_table, write_html
+from qgis_crossearth.runner import BackendRun
 
 
 class ClassAreasAlgorithm(AnalysisAlgorithm):
@@ -61,21 +63,33 @@ class ClassAreasAlgorithm(AnalysisAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(self.CHART, "Chart", "PNG (*.png)"))
         self.addOutput(QgsProcessingOutputHtml(self.REPORT_HTML, "Class areas chart"))
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        classes = self.raster_path(parameters, self.INPUT, context)
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        json_out = self.optional_file_output(parameters, self.JSON, context) or str(Path(output).with_suffix(".json"))
-        chart = self.parameterAsFileOutput(parameters, self.CHART, context)
-        args = [classes, "-o", output, "--json-out", json_out, "--chart", chart]
+    ) -> AreasJob:
+        zones, zone_field = None, None
         if self.parameterAsSource(parameters, self.ZONES, context) is not None:
-            args += ["--zones", self.vector_path(parameters, self.ZONES, context, feedback)]
-            field = self.parameterAsString(parameters, self.ZONE_FIELD, context)
-            if field:
-                args += ["--zone-field", field]
-        run = self.run_analysis("areas", args, [output, json_out, chart], feedback)
-        load_table(context, output, "Class areas", self.OUTPUT)
+            zones = self.vector_path(parameters, self.ZONES, context, feedback)
+            zone_field = self.parameterAsString(parameters, self.ZONE_FIELD, context) or None
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        return AreasJob(
+            self.raster_path(parameters, self.INPUT, context),
+            output,
+            zones=zones,
+            zone_field=zone_field,
+            json_out=self.optional_file_output(parameters, self.JSON, context) or None,
+            chart=self.parameterAsFileOutput(parameters, self.CHART, context),
+            overwrite=True,
+        )
+
+    def results(
+        self,
+        job: AreasJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        load_table(context, job.output, "Class areas", self.OUTPUT)
         rows = [(name, f"{ha:,.2f} ha") for name, ha in run.metrics.get("area_ha", {}).items()]
-        page = write_html(str(Path(chart).with_suffix(".html")), "Class areas", [chart], rows)
-        return {self.OUTPUT: output, self.JSON: json_out, self.CHART: chart, self.REPORT_HTML: page}
+        page = write_html(str(Path(job.chart).with_suffix(".html")), "Class areas", [job.chart], rows)
+        return {self.OUTPUT: job.output, self.JSON: job.json_out, self.CHART: job.chart, self.REPORT_HTML: page}

@@ -14,7 +14,9 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from backend.contract import SamplePointsJob
 from qgis_crossearth.algorithms.analysis_base import AnalysisAlgorithm
+from qgis_crossearth.runner import BackendRun
 
 
 class SamplePointsAlgorithm(AnalysisAlgorithm):
@@ -47,14 +49,24 @@ class SamplePointsAlgorithm(AnalysisAlgorithm):
             )
         )
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> SamplePointsJob:
+        return SamplePointsJob(
+            self.raster_path(parameters, self.INPUT, context),
+            self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            self.parameterAsInt(parameters, self.COUNT, context),
+            stratified=self.parameterAsBoolean(parameters, self.STRATIFIED, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            overwrite=True,
+        )
+
+    def results(
+        self,
+        job: SamplePointsJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        classes = self.raster_path(parameters, self.INPUT, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        args = [classes, "-o", output, "-n", str(self.parameterAsInt(parameters, self.COUNT, context))]
-        args += ["--seed", str(self.parameterAsInt(parameters, self.SEED, context))]
-        if self.parameterAsBoolean(parameters, self.STRATIFIED, context):
-            args.append("--stratified")
-        self.run_analysis("sample-points", args, [output], feedback)
-        return {self.OUTPUT: output}
+        return {self.OUTPUT: job.output}

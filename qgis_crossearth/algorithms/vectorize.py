@@ -14,7 +14,9 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from backend.contract import VectorizeJob
 from qgis_crossearth.algorithms.analysis_base import AnalysisAlgorithm, categorized_by_class, style_on_load
+from qgis_crossearth.runner import BackendRun
 
 
 class VectorizeAlgorithm(AnalysisAlgorithm):
@@ -54,20 +56,28 @@ class VectorizeAlgorithm(AnalysisAlgorithm):
         )
         self.addOutput(QgsProcessingOutputNumber(self.FEATURES, "Number of polygons"))
 
-    def processAlgorithm(
+    def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        classes = self.raster_path(parameters, self.INPUT, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        args = [classes, "-o", output]
+    ) -> VectorizeJob:
+        confidence = None
         if self.parameterAsRasterLayer(parameters, self.CONFIDENCE, context) is not None:
-            args += ["--confidence", self.raster_path(parameters, self.CONFIDENCE, context)]
-        min_area = self.parameterAsDouble(parameters, self.MIN_AREA, context)
-        simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
-        if min_area > 0:
-            args += ["--min-area", repr(min_area)]
-        if simplify > 0:
-            args += ["--simplify", repr(simplify)]
-        run = self.run_analysis("vectorize", args, [output], feedback)
-        style_on_load(context, output, categorized_by_class(run.metrics.get("classes", [])))
-        return {self.OUTPUT: output, self.FEATURES: run.metrics.get("features")}
+            confidence = self.raster_path(parameters, self.CONFIDENCE, context)
+        return VectorizeJob(
+            self.raster_path(parameters, self.INPUT, context),
+            self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            confidence=confidence,
+            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            simplify=self.parameterAsDouble(parameters, self.SIMPLIFY, context),
+            overwrite=True,
+        )
+
+    def results(
+        self,
+        job: VectorizeJob,
+        run: BackendRun,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        style_on_load(context, job.output, categorized_by_class(run.metrics.get("classes", [])))
+        return {self.OUTPUT: job.output, self.FEATURES: run.metrics.get("features")}
