@@ -28,7 +28,11 @@ class AdaptAlgorithm(CrossEarthAlgorithm):
             "Adapts the frozen model to the input scene (CrossEarth-Gate): scores every LoRA, Adapter and "
             "Earth-Adapter module by its Fisher information on tiles sampled from the scene, trains the "
             "TOP_K best and saves them as ADAPTER for 'Segment raster'. DA needs no labels; DG trains on "
-            "LABELS. REPORT records which modules were selected."
+            "LABELS (a class raster) or LABEL_LAYER. LABEL_LAYER: your labelled polygons (points and lines "
+            "become LABEL_BUFFER metres wide; any CRS), classes in LABEL_FIELD; in DA its pixels train with "
+            "the loss and the rest self-trains, and a third of each class's shapes is held out to check "
+            "that the adapted model is better (the verdict is in the log). REPORT records which modules "
+            "were selected."
         )
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
@@ -49,7 +53,7 @@ class AdaptAlgorithm(CrossEarthAlgorithm):
         report_out = self.optional_file_output(parameters, self.REPORT, context)
         return AdaptJob(
             self.read_scene(parameters, context, feedback),
-            self.read_adaptation(parameters, context, adapter_out=adapter_out, report_out=report_out),
+            self.read_adaptation(parameters, context, feedback, adapter_out=adapter_out, report_out=report_out),
         )
 
     def results(

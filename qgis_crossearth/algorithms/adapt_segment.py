@@ -27,7 +27,10 @@ class AdaptAndSegmentAlgorithm(CrossEarthAlgorithm):
         return (
             "Adapts the model to the input scene (Fisher-gated LoRA / Adapter / Earth-Adapter modules), "
             "then segments the whole raster with the adapted model. Without ADAPTER and REPORT paths, "
-            "the adapter and the selection report are written beside OUTPUT."
+            "the adapter and the selection report are written beside OUTPUT. LABEL_LAYER: your labelled "
+            "polygons (points and lines become LABEL_BUFFER metres wide; any CRS), classes in LABEL_FIELD; "
+            "they train with the loss in DA and DG, and a third of each class's shapes is held out to check "
+            "the adapted model against the unadapted one. LABELS: a class raster, for DG."
         )
 
     def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
@@ -54,7 +57,7 @@ class AdaptAndSegmentAlgorithm(CrossEarthAlgorithm):
         report_out = self.optional_file_output(parameters, self.REPORT, context)
         return AdaptSegmentJob(
             self.read_scene(parameters, context, feedback),
-            self.read_adaptation(parameters, context, adapter_out=adapter_out, report_out=report_out),
+            self.read_adaptation(parameters, context, feedback, adapter_out=adapter_out, report_out=report_out),
             self.read_segmentation(parameters, context),
             cluster=self.read_cluster(parameters, context),
         )

@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -36,6 +37,8 @@ from qgis.PyQt.QtGui import QIcon
 
 from backend.contract import (
     ADAPT_DEFAULTS,
+    DEFAULT_LABEL_BUFFER_M,
+    DEFAULT_LABEL_FIELD,
     DEFAULT_MODEL,
     ENGINES,
     LOG,
@@ -54,7 +57,11 @@ from qgis_crossearth.runner import BackendRun, Event, EventFn, run_backend
 from qgis_crossearth.settings import backend_config, load_settings
 from qgis_crossearth.styling import StyleOnLoad, style_class_layer, style_confidence_layer
 
-MODE_LABELS = ["DA: domain adaptation (unlabelled scene)", "DG: domain generalisation (needs LABELS)"]
+MODE_LABELS = [
+    "DA: domain adaptation (self-training; labelled shapes, if given, train with the loss)",
+    "DG: domain generalisation (needs LABELS or LABEL_LAYER)",
+]
+VECTOR_FORMATS = ["gpkg", "shp", "geojson"]  # what the backend (OGR) reads without a copy
 SEGMENT_DEFAULTS = SegmentOptions(output="")
 
 
@@ -76,6 +83,9 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     MODE = "MODE"
     LABELS = "LABELS"
+    LABEL_LAYER = "LABEL_LAYER"
+    LABEL_FIELD = "LABEL_FIELD"
+    LABEL_BUFFER = "LABEL_BUFFER"
     SAMPLES = "SAMPLES"
     STEPS = "STEPS"
     TOP_K = "TOP_K"
@@ -147,8 +157,37 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterRasterLayer(
                 self.LABELS,
-                "Labels (class-index raster aligned with the input, 255 = ignore; DG only)",
+                "Label raster (class indices aligned with the input, 255 = ignore; for DG)",
                 optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.LABEL_LAYER,
+                "Labelled shapes (polygons, points or lines with a class field; any CRS)",
+                [QgsProcessing.TypeVectorAnyGeometry],
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.LABEL_FIELD,
+                "Class field of the labelled shapes (class names or values)",
+                DEFAULT_LABEL_FIELD,
+                parentLayerParameterName=self.LABEL_LAYER,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    self.LABEL_BUFFER,
+                    "Labelled points and lines: width on each side (m)",
+                    QgsProcessingParameterNumber.Double,
+                    DEFAULT_LABEL_BUFFER_M,
+                    optional=True,  # a model made before it existed stays valid
+                    minValue=0.01,
+                )
             )
         )
         integer = QgsProcessingParameterNumber.Integer
@@ -297,12 +336,37 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             threads=load_settings().threads,
         )
 
-    def read_adaptation(self, parameters: dict[str, Any], context: QgsProcessingContext, **paths: str) -> AdaptOptions:
+    def read_labels(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback | None
+    ) -> str | None:
+        """The label raster's path, or the labelled shapes' file (a memory or non-file layer is written to a
+        temporary GeoPackage first); never both."""
+        raster = self.parameterAsRasterLayer(parameters, self.LABELS, context)
+        shapes = None
+        if parameters.get(self.LABEL_LAYER) not in (None, "") and self.parameterAsSource(
+            parameters, self.LABEL_LAYER, context
+        ):
+            shapes = self.parameterAsCompatibleSourceLayerPath(
+                parameters, self.LABEL_LAYER, context, VECTOR_FORMATS, "gpkg", feedback
+            )
+        if raster is not None and shapes:
+            raise BadInput("give either a label raster (LABELS) or labelled shapes (LABEL_LAYER), not both")
+        return raster.source() if raster is not None else shapes
+
+    def read_adaptation(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback | None = None,
+        **paths: str,
+    ) -> AdaptOptions:
         """``paths``: adapter_out, report_out. Outputs are replaced: QGIS has asked the user already."""
-        labels = self.parameterAsRasterLayer(parameters, self.LABELS, context)
+        label_field = (self.parameterAsFields(parameters, self.LABEL_FIELD, context) or [DEFAULT_LABEL_FIELD])[0]
         return AdaptOptions(
             mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
-            labels=labels.source() if labels is not None else None,
+            labels=self.read_labels(parameters, context, feedback),
+            label_field=label_field or DEFAULT_LABEL_FIELD,
+            label_buffer=self.parameterAsDouble(parameters, self.LABEL_BUFFER, context) or DEFAULT_LABEL_BUFFER_M,
             samples=self.parameterAsInt(parameters, self.SAMPLES, context),
             steps=self.parameterAsInt(parameters, self.STEPS, context),
             top_k=self.parameterAsDouble(parameters, self.TOP_K, context),
