@@ -1,4 +1,5 @@
-"""How result layers look: class rasters in the model card's colours and names, confidence as a ramp."""
+"""How result layers look: class rasters in the model card's colours and names, confidence as a ramp, the
+suggested places to label as outlined boxes labelled with their rank and predicted class."""
 
 from __future__ import annotations
 
@@ -8,22 +9,31 @@ from typing import ClassVar
 from qgis.core import (
     Qgis,
     QgsColorRampShader,
+    QgsFillSymbol,
     QgsGradientColorRamp,
     QgsMapLayer,
     QgsPalettedRasterRenderer,
+    QgsPalLayerSettings,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
     QgsRasterShader,
     QgsSingleBandPseudoColorRenderer,
+    QgsSingleSymbolRenderer,
     QgsStyle,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
 )
 from qgis.PyQt.QtGui import QColor
 
 from qgis_crossearth.model_cards import ModelCard
 
 CONFIDENCE_RAMP = "Viridis"
+SPOT_COLOR = "#ff00ff"  # magenta: seen on imagery and on every class colour
+SPOT_LABEL = "concat('#', \"rank\", ' ', \"predicted\")"  # "#3 Road"
 FLOAT_TYPES = (Qgis.Float32, Qgis.Float64)
 
 
@@ -84,3 +94,27 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
             self.style(layer)
         if self in StyleOnLoad._pending:
             StyleOnLoad._pending.remove(self)
+
+
+def style_spots_layer(layer: QgsMapLayer) -> None:
+    """Suggested places to label: hollow magenta boxes, each labelled "#rank predicted class"."""
+    if not isinstance(layer, QgsVectorLayer):
+        return
+    symbol = QgsFillSymbol.createSimple(
+        {"style": "no", "outline_color": SPOT_COLOR, "outline_width": "0.6", "outline_style": "solid"}
+    )
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    text = QgsTextFormat()
+    text.setColor(QColor(SPOT_COLOR))
+    text.setSize(9)
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setColor(QColor("white"))
+    text.setBuffer(buffer)
+    settings = QgsPalLayerSettings()
+    settings.fieldName = SPOT_LABEL
+    settings.isExpression = True
+    settings.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+    layer.setLabelsEnabled(True)
+    layer.triggerRepaint()

@@ -8,9 +8,10 @@ from qgis_crossearth.algorithms.class_areas import ClassAreasAlgorithm
 from qgis_crossearth.algorithms.evaluate import EvaluateAlgorithm
 from qgis_crossearth.algorithms.sample_points import SamplePointsAlgorithm
 from qgis_crossearth.algorithms.segment import SegmentAlgorithm
+from qgis_crossearth.algorithms.suggest_labels import SuggestLabelsAlgorithm
 from qgis_crossearth.algorithms.vectorize import VectorizeAlgorithm
 
-ALGORITHMS = (SegmentAlgorithm, AdaptAlgorithm, AdaptAndSegmentAlgorithm, EvaluateAlgorithm)
+ALGORITHMS = (SegmentAlgorithm, AdaptAlgorithm, AdaptAndSegmentAlgorithm, EvaluateAlgorithm, SuggestLabelsAlgorithm)
 ANALYSIS_ALGORITHMS = (
     VectorizeAlgorithm,
     ClassAreasAlgorithm,
@@ -30,5 +31,6 @@ __all__ = [
     "EvaluateAlgorithm",
     "SamplePointsAlgorithm",
     "SegmentAlgorithm",
+    "SuggestLabelsAlgorithm",
     "VectorizeAlgorithm",
 ]

@@ -171,7 +171,14 @@ def test_drawing_a_rectangle_sets_the_region(dock, qgis_canvas):
 
 
 @pytest.mark.parametrize(
-    "algorithm", ["crossearth:segment", "crossearth:adapt", "crossearth:adaptandsegment", "crossearth:evaluate"]
+    "algorithm",
+    [
+        "crossearth:segment",
+        "crossearth:adapt",
+        "crossearth:adaptandsegment",
+        "crossearth:evaluate",
+        "crossearth:suggestlabels",
+    ],
 )
 def test_algorithm_and_batch_dialogs_build_every_parameter_widget(
     crossearth_provider, qgis_iface, monkeypatch, algorithm

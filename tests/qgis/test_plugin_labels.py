@@ -6,7 +6,7 @@ from pathlib import Path
 
 import processing
 import pytest
-from plugin_data import SCENE_ORIGIN
+from plugin_data import SCENE_ORIGIN, TINY_CLASSES
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -146,3 +146,58 @@ def test_a_label_raster_and_labelled_shapes_together_are_refused(crossearth_prov
 def test_dg_without_any_labels_is_refused_in_one_line(crossearth_provider, scene, tmp_path):
     with pytest.raises(QgsProcessingException, match="DG adaptation needs labels"):
         processing.run("crossearth:adapt", {"INPUT": str(scene), "MODE": 1, "ADAPTER": str(tmp_path / "a.st")})
+
+
+def test_suggest_labels_loads_outlined_boxes_labelled_with_rank_and_class(crossearth_provider, scene, tmp_path):
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import (
+        QgsApplication,
+        QgsProcessingContext,
+        QgsProcessingOutputLayerDefinition,
+        QgsSingleSymbolRenderer,
+    )
+
+    from qgis_crossearth.styling import SPOT_COLOR, SPOT_LABEL
+
+    project = QgsProject.instance()
+    out = tmp_path / "spots.gpkg"
+    parameters = {
+        "INPUT": str(scene),
+        "COUNT": 5,
+        "BOX": 8,
+        "OUTPUT": QgsProcessingOutputLayerDefinition(str(out), project),
+    }
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("crossearth:suggestlabels")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    context.setProject(project)
+    results, ok = algorithm.run(algorithm.preprocessParameters(parameters), context, feedback)
+    assert ok, results
+    before = set(project.mapLayers())
+    assert handleAlgorithmResults(algorithm, context, feedback, False, parameters)
+    loaded = [layer for key, layer in project.mapLayers().items() if key not in before]
+    try:
+        assert results["OUTPUT"] == str(out) and 1 <= results["SPOTS"] <= 5
+        (layer,) = loaded
+        assert layer.name() == "scene places to label" and layer.featureCount() == results["SPOTS"]
+        ranks = sorted(f["rank"] for f in layer.getFeatures())
+        assert ranks == list(range(1, results["SPOTS"] + 1))
+        assert {f["predicted"] for f in layer.getFeatures()} <= {c["name"] for c in TINY_CLASSES}
+        assert isinstance(layer.renderer(), QgsSingleSymbolRenderer)
+        assert layer.renderer().symbol().symbolLayer(0).strokeColor().name() == SPOT_COLOR
+        assert layer.labelsEnabled() and layer.labeling().settings().fieldName == SPOT_LABEL
+    finally:
+        project.removeMapLayers([layer.id() for layer in loaded])
+
+
+def test_suggest_labels_asks_the_adapted_model_when_given_an_adapter(crossearth_provider, scene, tmp_path):
+    adapter = tmp_path / "a.safetensors"
+    processing.run("crossearth:adapt", {"INPUT": str(scene), "ADAPTER": str(adapter), **FAST})
+    feedback = Lines()
+    result = processing.run(
+        "crossearth:suggestlabels",
+        {"INPUT": str(scene), "ADAPTER": str(adapter), "COUNT": 3, "OUTPUT": str(tmp_path / "s.gpkg")},
+        feedback=feedback,
+    )
+    assert Path(result["OUTPUT"]).is_file() and result["SPOTS"] >= 1
+    command = next(line for line in feedback.lines if line.startswith("crossearth suggest-labels "))
+    assert f"--adapter {adapter}" in command and "--count 3" in command
