@@ -2,6 +2,8 @@
 
 The dock builds a :class:`~qgis_crossearth.task.RunRequest` from its widgets (the same job dataclass
 of backend.contract as the Processing algorithms), runs it as a QgsTask and shows progress and log lines.
+"Suggest where to label" runs suggest-labels on the same scene and region the same way; the analyst's
+labelled shapes (any vector layer, "Labels (optional)") go to the adaptation in DA and DG alike.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from qgis.core import (
     QgsVectorFileWriter,
     QgsVectorLayer,
 )
-from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QEvent, QObject, QSize, Qt
 from qgis.PyQt.QtGui import QFont, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
@@ -43,7 +45,17 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from backend.contract import ADAPT_DEFAULTS, DEFAULT_MODEL, AdaptOptions, AdaptSegmentJob, Scene, SegmentOptions, encode
+from backend.contract import (
+    ADAPT_DEFAULTS,
+    DEFAULT_LABEL_FIELD,
+    DEFAULT_MODEL,
+    AdaptOptions,
+    AdaptSegmentJob,
+    Scene,
+    SegmentOptions,
+    SuggestLabelsJob,
+    encode,
+)
 from backend.errors import BadInput
 from qgis_crossearth import paths
 from qgis_crossearth.algorithms.base import crs_string
@@ -51,10 +63,12 @@ from qgis_crossearth.analysis_actions import AnalysisButtons
 from qgis_crossearth.map_tool import RectangleMapTool
 from qgis_crossearth.model_cards import ModelCard, list_model_cards
 from qgis_crossearth.settings import backend_config, load_settings, save_settings
-from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunRequest, TaskResult
+from qgis_crossearth.task import CANCELLED, SUCCESS, AdaptSegmentTask, RunRequest, TaskResult, spots_name
 
 ROI_WHOLE, ROI_EXTENT, ROI_SELECTION, ROI_DRAWN = range(4)
 ROI_CHOICES = ["Whole raster", "Current map extent", "Selected polygons", "Rectangle drawn on the map"]
+RUN_ENDINGS = ("_classes.tif", ".adapter.safetensors")  # a run's files, by which a stem is taken
+SPOTS_ENDING = ".places_to_label.gpkg"
 LOG_TAG = "CrossEarth"
 
 
@@ -73,7 +87,8 @@ class AdaptDock(QDockWidget):
         self.drawn_crs = None
         self.map_tool = RectangleMapTool(self.canvas)
         self.map_tool.rectangle_drawn.connect(self.on_rectangle_drawn)
-        self.last_result: TaskResult | None = None
+        self.last_result: TaskResult | None = None  # the last adapt-and-segment run (the analyses start from it)
+        self.request: RunRequest | None = None  # the running one
         self.cards: list[ModelCard] = []
         self.build()
         self.reload_models()
@@ -136,9 +151,25 @@ class AdaptDock(QDockWidget):
         self.mode_combo.addItem("With labels (DG)", "dg")
         self.mode_combo.currentIndexChanged.connect(self.update_widgets)
         settings_form.addRow("Mode", self.mode_combo)
+        self.shapes_combo = QgsMapLayerComboBox(self.settings_box)
+        self.shapes_combo.setFilters(
+            QgsMapLayerProxyModel.PolygonLayer | QgsMapLayerProxyModel.PointLayer | QgsMapLayerProxyModel.LineLayer
+        )
+        self.shapes_combo.setAllowEmptyLayer(True)
+        self.shapes_combo.setLayer(None)
+        self.shapes_combo.setToolTip(
+            "Your labelled polygons (points and lines too; any CRS): their pixels train with the loss, the rest "
+            "self-trains, and a third of each class's shapes is held out to check the adapted model"
+        )
+        self.shapes_combo.layerChanged.connect(self.on_shapes_changed)
+        settings_form.addRow("Labels (optional)", self.shapes_combo)
+        self.field_combo = QgsFieldComboBox(self.settings_box)
+        self.field_combo.setToolTip("The field holding class names (or values) of the model's classes")
+        self.field_label = QLabel("Class field", self.settings_box)
+        settings_form.addRow(self.field_label, self.field_combo)
         self.labels_combo = QgsMapLayerComboBox(self.settings_box)
         self.labels_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.labels_label = QLabel("Labels", self.settings_box)
+        self.labels_label = QLabel("Label raster", self.settings_box)
         settings_form.addRow(self.labels_label, self.labels_combo)
         self.steps_spin = spin(1, 100_000, ADAPT_DEFAULTS["steps"])
         settings_form.addRow("Steps", self.steps_spin)
@@ -164,6 +195,13 @@ class AdaptDock(QDockWidget):
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
+        self.suggest_button = QPushButton("Suggest where to label", body)
+        self.suggest_button.setToolTip(
+            "Boxes where the model is least sure, spread over the scene and its classes: label a few of them "
+            "with polygons and choose that layer as Labels under Adaptation"
+        )
+        self.suggest_button.clicked.connect(self.start_suggest)
+        layout.addWidget(self.suggest_button)
 
         self.progress = QProgressBar(body)
         self.progress.setRange(0, 100)
@@ -217,8 +255,11 @@ class AdaptDock(QDockWidget):
         for widget in (self.draw_row_label, self.draw_button, self.drawn_label):
             widget.setVisible(roi == ROI_DRAWN)
         dg = self.mode_combo.currentData() == "dg"
-        self.labels_label.setVisible(dg)
-        self.labels_combo.setVisible(dg)
+        shapes = self.shapes_combo.currentLayer() is not None
+        self.labels_label.setVisible(dg and not shapes)  # the class raster, when DG has no labelled shapes
+        self.labels_combo.setVisible(dg and not shapes)
+        self.field_label.setVisible(shapes)
+        self.field_combo.setVisible(shapes)
         for widget in (
             self.layer_combo,
             self.roi_combo,
@@ -230,6 +271,7 @@ class AdaptDock(QDockWidget):
         ):
             widget.setEnabled(not self.running)
         self.run_button.setEnabled(not self.running and bool(self.cards))
+        self.suggest_button.setEnabled(not self.running and bool(self.cards))
         self.cancel_button.setEnabled(self.running)
         self.heatmap_button.setEnabled(bool(self.last_result and self.last_result.report_plot))
         self.analysis_buttons.refresh()
@@ -238,6 +280,15 @@ class AdaptDock(QDockWidget):
                 f"No model in {load_settings().effective_model_folder}: set the model folder in "
                 "Settings > Options > CrossEarth."
             )
+
+    def on_shapes_changed(self, layer) -> None:
+        """The class field follows the labels layer: its ``class`` field when it has one."""
+        self.field_combo.setLayer(layer)
+        if isinstance(layer, QgsVectorLayer) and layer.fields().indexOf(DEFAULT_LABEL_FIELD) >= 0:
+            self.field_combo.setField(DEFAULT_LABEL_FIELD)
+        elif isinstance(layer, QgsVectorLayer) and layer.fields().count():
+            self.field_combo.setField(layer.fields().at(0).name())
+        self.update_widgets()
 
     # --- region of interest -----------------------------------------------------------------
 
@@ -276,7 +327,8 @@ class AdaptDock(QDockWidget):
 
     # --- running ----------------------------------------------------------------------------
 
-    def build_request(self) -> RunRequest:
+    def chosen(self, endings: tuple[str, ...]) -> tuple[QgsRasterLayer, ModelCard, Path, str]:
+        """The raster, the model card, the output folder and a stem no earlier run with ``endings`` used."""
         layer = self.layer_combo.currentLayer()
         if not isinstance(layer, QgsRasterLayer):
             raise DockError("Choose a raster layer.")
@@ -287,19 +339,38 @@ class AdaptDock(QDockWidget):
         if not str(folder).strip():
             raise DockError("Choose an output folder.")
         folder.mkdir(parents=True, exist_ok=True)
-        stem = unique_stem(folder, layer.name())
+        return layer, card, folder, unique_stem(folder, layer.name(), endings)
+
+    def scene(self, layer: QgsRasterLayer, card: ModelCard, folder: Path, stem: str) -> Scene:
+        return Scene(
+            input=layer.source(), model=str(card.folder), threads=load_settings().threads, **self.region(folder, stem)
+        )
+
+    def labels(self, folder: Path, stem: str) -> tuple[str | None, str]:
+        """The labels of the adaptation and their field: the labelled shapes (exported to a GeoPackage), or in
+        DG without them the label raster."""
+        shapes = self.shapes_combo.currentLayer()
+        field = self.field_combo.currentField() or DEFAULT_LABEL_FIELD
+        if isinstance(shapes, QgsVectorLayer):
+            return export_labels(shapes, field, folder / f"{stem}.labels.gpkg"), field
+        if self.mode_combo.currentData() != "dg":
+            return None, field
+        raster = self.labels_combo.currentLayer()
+        if raster is None:
+            raise DockError("DG mode needs labels: a labels layer of polygons, or a label raster.")
+        return raster.source(), field
+
+    def build_request(self) -> RunRequest:
+        layer, card, folder, stem = self.chosen(RUN_ENDINGS)
         settings = load_settings()
         mode = self.mode_combo.currentData()
-        labels = self.labels_combo.currentLayer() if mode == "dg" else None
-        if mode == "dg" and labels is None:
-            raise DockError("DG mode needs a labels raster.")
         try:  # the job checks its values as the backend would (e.g. a top-k of 2.5)
-            scene = Scene(
-                input=layer.source(), model=str(card.folder), threads=settings.threads, **self.region(folder, stem)
-            )
+            scene = self.scene(layer, card, folder, stem)
+            labels, label_field = self.labels(folder, stem)
             adaptation = AdaptOptions(
                 mode=mode,
-                labels=labels.source() if labels is not None else None,
+                labels=labels,
+                label_field=label_field,
                 samples=self.samples_spin.value(),
                 steps=self.steps_spin.value(),
                 top_k=self.top_k_spin.value(),
@@ -316,21 +387,44 @@ class AdaptDock(QDockWidget):
             job = AdaptSegmentJob(scene, adaptation, segmentation)
         except BadInput as error:
             raise DockError(str(error)) from None
+        shapes = self.shapes_combo.currentLayer()
+        with_labels = f", labels from {shapes.name()}" if isinstance(shapes, QgsVectorLayer) else ""
         return RunRequest(
             title=stem,
             job=job,
             card=card,
             description=(
                 f"Adapting {card.name} to {stem} ({adaptation.mode.upper()}, {adaptation.steps} steps, "
-                f"{adaptation.samples} tiles, top-k {adaptation.top_k:g}), then segmenting."
+                f"{adaptation.samples} tiles, top-k {adaptation.top_k:g}{with_labels}), then segmenting."
             ),
         )
 
+    def build_suggest_request(self) -> RunRequest:
+        layer, card, folder, stem = self.chosen((SPOTS_ENDING,))
+        try:
+            job = SuggestLabelsJob(self.scene(layer, card, folder, stem), str(folder / f"{stem}{SPOTS_ENDING}"))
+        except BadInput as error:
+            raise DockError(str(error)) from None
+        return RunRequest(
+            title=stem,
+            job=job,
+            card=card,
+            description=f"Finding {job.count} places in {stem} where {card.name} is least sure.",
+        )
+
     def start(self) -> None:
+        """Adapt and segment the scene."""
+        self.launch(self.build_request, "Adapting to {title}…")
+
+    def start_suggest(self) -> None:
+        """Suggest where to label in the scene; the last map (and its analyses) stays."""
+        self.launch(self.build_suggest_request, "Looking for places to label in {title}…")
+
+    def launch(self, build, status: str) -> None:
         if self.running:
             return
         try:
-            request = self.build_request()
+            request = build()
         except (DockError, OSError) as error:
             self.clear_last_run()  # the last run's progress, log and heatmap would read as this one's
             self.status.setText(str(error))
@@ -338,12 +432,14 @@ class AdaptDock(QDockWidget):
         settings = load_settings()
         settings.output_folder = self.output_widget.filePath()
         save_settings(settings)
-        self.last_result = None
+        if not request.suggests:
+            self.last_result = None
+        self.request = request
         self.log_view.clear()
         self.append_log("info", request.description)
         QgsMessageLog.logMessage("crossearth " + " ".join(encode(request.job)), LOG_TAG, Qgis.Info)
         self.progress.setValue(0)
-        self.status.setText(f"Adapting to {request.title}…")
+        self.status.setText(status.format(title=request.title))
         self.task = AdaptSegmentTask(request, backend_config(settings))
         self.task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         self.task.progress_text.connect(self.status.setText)
@@ -359,8 +455,12 @@ class AdaptDock(QDockWidget):
 
     def on_completed(self, result: TaskResult) -> None:
         self.task = None
-        self.last_result = result
+        request, self.request = self.request, None
         bar = self.iface.messageBar()
+        if request is not None and request.suggests:
+            self.on_suggested(request, result)
+            return
+        self.last_result = result
         if result.status == SUCCESS and result.kept_unadapted:
             self.progress.setValue(100)
             reason = result.metrics["self_check"]["reason"]
@@ -371,7 +471,8 @@ class AdaptDock(QDockWidget):
             bar.pushWarning(LOG_TAG, f"{result.group}: adaptation did not help; segmented with the unadapted model.")
         elif result.status == SUCCESS:
             self.progress.setValue(100)
-            self.status.setText(f"Done: layers added in group “{result.group}”.")
+            estimate = f" {estimate_text(result.estimate)}." if result.estimate else ""
+            self.status.setText(f"Done: layers added in group “{result.group}”.{estimate}")
             bar.pushSuccess(LOG_TAG, f"adapted and segmented; the layers are in “{result.group}”.")
         elif result.status == CANCELLED:
             self.progress.setValue(0)
@@ -380,6 +481,24 @@ class AdaptDock(QDockWidget):
             self.status.setText(f"Failed: {result.error}")
             self.append_log("warning", result.error)
             bar.pushCritical(LOG_TAG, result.error)
+        self.update_widgets()
+
+    def on_suggested(self, request: RunRequest, result: TaskResult) -> None:
+        if result.status == SUCCESS:
+            self.progress.setValue(100)
+            count = result.metrics.get("spots", "the")
+            self.status.setText(
+                f"Done: {count} places to label in layer “{spots_name(request.title)}”. Draw polygons of what you "
+                "see in a few of them (a class field with the model's class names), then choose that layer as "
+                "Labels under Adaptation."
+            )
+        elif result.status == CANCELLED:
+            self.progress.setValue(0)
+            self.status.setText("Cancelled; no output was written.")
+        else:
+            self.status.setText(f"Failed: {result.error}")
+            self.append_log("warning", result.error)
+            self.iface.messageBar().pushCritical(LOG_TAG, result.error)
         self.update_widgets()
 
     def clear_last_run(self) -> None:
@@ -477,11 +596,17 @@ def spin(low: int, high: int, value: int) -> QSpinBox:
     return box
 
 
-def unique_stem(folder: Path, name: str) -> str:
-    """A file-safe stem from the layer name that no earlier run in ``folder`` used."""
+def estimate_text(estimate: dict) -> str:
+    """The self-check's scores on the held-out labelled polygons, in one phrase."""
+    before, after = 100 * estimate["before"]["miou"], 100 * estimate["after"]["miou"]
+    return f"held-out polygons ({estimate['polygons']}): mIoU {before:.1f} -> {after:.1f}"
+
+
+def unique_stem(folder: Path, name: str, endings: tuple[str, ...] = RUN_ENDINGS) -> str:
+    """A file-safe stem from the layer name that no earlier run in ``folder`` used (its files end in ``endings``)."""
     base = re.sub(r"[^\w.-]+", "_", name).strip("._") or "scene"
     stem, n = base, 1
-    while (folder / f"{stem}_classes.tif").exists() or (folder / f"{stem}.adapter.safetensors").exists():
+    while any((folder / f"{stem}{ending}").exists() for ending in endings):
         n += 1
         stem = f"{base}_{n}"
     return stem
@@ -502,4 +627,24 @@ def export_selection(layer: QgsVectorLayer | None, path: Path) -> str:
     )
     if error != QgsVectorFileWriter.NoError:
         raise DockError(f"{path}: cannot write the selected polygons ({message})")
+    return str(path)
+
+
+def export_labels(layer: QgsVectorLayer, field: str, path: Path) -> str:
+    """The labelled shapes (all of them, any geometry and CRS) with their class field, as the GeoPackage the
+    backend reads as ``--labels``: a memory layer or a database table works as well as a file."""
+    index = layer.fields().indexOf(field)
+    if index < 0:
+        raise DockError(f"{layer.name()} has no field {field!r}: choose the field holding the class names.")
+    if layer.featureCount() == 0:
+        raise DockError(f"{layer.name()} has no shapes yet: draw polygons of what you see, or choose no labels.")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = "labels"
+    options.attributes = [index]
+    error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, str(path), QgsProject.instance().transformContext(), options
+    )
+    if error != QgsVectorFileWriter.NoError:
+        raise DockError(f"{path}: cannot write the labelled shapes ({message})")
     return str(path)

@@ -1,7 +1,8 @@
-"""The dock's background run: a QgsTask around one backend command.
+"""The dock's background runs: a QgsTask around one backend job (adapt-and-segment, or suggest-labels).
 
 ``run()`` (worker thread) only runs the backend and turns every outcome into a :class:`TaskResult`;
-``finished()`` (main thread) loads and styles the result layers, then emits ``completed``.
+``finished()`` (main thread) loads and styles the result layers (class and confidence rasters in a group,
+or the boxes to label), then emits ``completed``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsTask,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import pyqtSignal
 
-from backend.contract import LOG, PROGRESS, AdaptSegmentJob
+from backend.contract import LOG, PROGRESS, AdaptSegmentJob, SuggestLabelsJob
 from qgis_crossearth.model_cards import ModelCard
 from qgis_crossearth.runner import BackendConfig, BackendRun, Event, run_backend
-from qgis_crossearth.styling import style_class_layer, style_confidence_layer
+from qgis_crossearth.styling import style_class_layer, style_confidence_layer, style_spots_layer
 
 SUCCESS, FAILED, CANCELLED = "success", "failed", "cancelled"
 
@@ -30,17 +32,22 @@ class RunRequest:
     """Everything a run needs, built by the dock in the main thread."""
 
     title: str
-    job: AdaptSegmentJob
+    job: AdaptSegmentJob | SuggestLabelsJob
     card: ModelCard
     description: str = ""
 
     @property
+    def suggests(self) -> bool:
+        """A suggest-labels run: its result is a layer of boxes to label, not a map."""
+        return isinstance(self.job, SuggestLabelsJob)
+
+    @property
     def classes(self) -> str:
-        return self.job.segment.output
+        return "" if self.suggests else self.job.segment.output
 
     @property
     def confidence(self) -> str:
-        return self.job.segment.confidence or ""
+        return "" if self.suggests else (self.job.segment.confidence or "")
 
 
 @dataclass
@@ -63,6 +70,11 @@ class TaskResult:
         return self.outputs.get("REPORT_PLOT", "")
 
     @property
+    def estimate(self) -> dict | None:
+        """The self-check's scores on held-out labelled polygons, when the user gave some."""
+        return self.metrics.get("self_check", {}).get("estimate")
+
+    @property
     def kept_unadapted(self) -> bool:
         """The backend's self-check found that adaptation did not help and segmented with the unadapted model."""
         return self.metrics.get("self_check", {}).get("kept") == "unadapted"
@@ -74,7 +86,8 @@ class AdaptSegmentTask(QgsTask):
     completed = pyqtSignal(object)
 
     def __init__(self, request: RunRequest, config: BackendConfig, project: QgsProject | None = None) -> None:
-        super().__init__(f"CrossEarth: adapt and segment {request.title}", QgsTask.CanCancel)
+        what = "suggest where to label in" if request.suggests else "adapt and segment"
+        super().__init__(f"CrossEarth: {what} {request.title}", QgsTask.CanCancel)
         self.request = request
         self.config = config
         self.project = project or QgsProject.instance()
@@ -106,7 +119,8 @@ class AdaptSegmentTask(QgsTask):
             self.result = TaskResult(CANCELLED, error="cancelled")
         if self.result.status == SUCCESS:
             try:
-                self.result.group, self.result.layers = load_results(self.request, self.result, self.project)
+                load = load_spots if self.request.suggests else load_results
+                self.result.group, self.result.layers = load(self.request, self.result, self.project)
             except Exception as error:
                 self.result = TaskResult(
                     FAILED, error=f"loading the results failed: {error}", outputs=self.result.outputs
@@ -144,3 +158,19 @@ def load_results(request: RunRequest, result: TaskResult, project: QgsProject) -
         node.setExpanded(node.layerId() == layer_ids[-1])
     project.layerTreeRoot().insertChildNode(0, group)
     return group.name(), layer_ids
+
+
+def spots_name(title: str) -> str:
+    return f"{title} places to label"
+
+
+def load_spots(request: RunRequest, result: TaskResult, project: QgsProject) -> tuple[str, list[str]]:
+    """The boxes to label, outlined and labelled with rank and class, on top of the layer tree."""
+    source = result.outputs.get("OUTPUT", request.job.output)
+    layer = QgsVectorLayer(source, spots_name(request.title), "ogr")
+    if not layer.isValid():
+        raise RuntimeError(f"{source}: QGIS cannot open the result")
+    style_spots_layer(layer)
+    project.addMapLayer(layer, False)
+    project.layerTreeRoot().insertLayer(0, layer)
+    return "", [layer.id()]

@@ -353,3 +353,104 @@ def test_the_dock_widens_when_its_fields_do(qgis_iface, plugin_settings):
     finally:
         dock.shutdown()
         window.close()
+
+
+def labelled_polygons(name: str = "my labels", field: str = "class", count: int = 2) -> QgsVectorLayer:
+    """A memory layer of squares over the scene, in WGS 84 (not the scene's CRS), classes in ``field``."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsField, QgsPointXY
+    from qgis.PyQt.QtCore import QVariant
+
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name, "memory")
+    layer.dataProvider().addAttributes([QgsField("id", QVariant.Int), QgsField(field, QVariant.String)])
+    layer.updateFields()
+    to_wgs84 = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem("EPSG:32640"), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance()
+    )
+    x0, y0 = SCENE_ORIGIN
+    for i in range(count):
+        corners = [(x0 + 4 + 20 * i + dx, y0 - 4 - dy) for dx, dy in ((0, 0), (10, 0), (10, 10), (0, 10))]
+        ring = [to_wgs84.transform(QgsPointXY(x, y)) for x, y in corners]
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPolygonXY([ring]))
+        feature.setAttributes([i, ["Building", "Water"][i % 2]])
+        layer.dataProvider().addFeature(feature)
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def test_labels_layer_is_offered_in_both_modes_and_its_field_only_once_chosen(dock):
+    dock.show()
+    dock.settings_box.setCollapsed(False)
+    QgsApplication.processEvents()
+    assert dock.shapes_combo.isVisible() and dock.shapes_combo.currentLayer() is None  # empty by default
+    assert not dock.field_combo.isVisible() and not dock.field_label.isVisible()
+    layer = labelled_polygons(field="kind")
+    try:
+        dock.shapes_combo.setLayer(layer)
+        assert dock.field_combo.isVisible() and dock.field_combo.currentField() == "id"  # no "class": the first
+        dock.field_combo.setField("kind")
+        dock.mode_combo.setCurrentIndex(dock.mode_combo.findData("dg"))
+        assert not dock.labels_combo.isVisible()  # DG takes the shapes: no label raster asked for
+        dock.shapes_combo.setLayer(None)
+        assert dock.labels_combo.isVisible() and not dock.field_combo.isVisible()
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+        dock.hide()
+
+
+@pytest.mark.parametrize("mode", ["da", "dg"])
+def test_labelled_shapes_of_a_memory_layer_go_to_the_adaptation_as_a_geopackage(dock, tmp_path, mode):
+    layer = labelled_polygons()
+    try:
+        dock.mode_combo.setCurrentIndex(dock.mode_combo.findData(mode))
+        dock.shapes_combo.setLayer(layer)
+        assert dock.field_combo.currentField() == "class"
+        request = dock.build_request()
+        options = request.job.adapt
+        assert (options.mode, options.label_field) == (mode, "class")
+        assert options.labels == str(tmp_path / "out" / "My_scene.labels.gpkg")
+        written = QgsVectorLayer(options.labels, "written", "ogr")
+        assert written.featureCount() == 2 and written.fields().names()[-1] == "class"
+        assert written.crs().authid() == "EPSG:4326"  # any CRS: the backend reprojects
+        assert "labels from my labels" in request.description
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_an_empty_labels_layer_or_a_missing_field_is_refused(dock):
+    empty = labelled_polygons(name="empty", count=0)
+    try:
+        dock.shapes_combo.setLayer(empty)
+        with pytest.raises(DockError, match="no shapes yet"):
+            dock.build_request()
+    finally:
+        QgsProject.instance().removeMapLayer(empty.id())
+    assert dock.build_request().job.adapt.labels is None  # DA without labels, as before
+
+
+def test_suggest_where_to_label_builds_a_suggest_labels_job_on_the_same_scene(dock, tmp_path):
+    dock.roi_combo.setCurrentIndex(ROI_EXTENT)
+    request = dock.build_suggest_request()
+    job = request.job
+    assert job.command == "suggest-labels" and request.suggests
+    assert job.output == str(tmp_path / "out" / "My_scene.places_to_label.gpkg")
+    assert job.scene.bbox and job.scene.model.endswith(TINY_MODEL)
+    assert dock.suggest_button.isEnabled()
+
+
+def test_the_status_line_gives_the_held_out_estimate_and_a_suggestion_keeps_the_last_map(dock, tmp_path):
+    from qgis_crossearth.task import SUCCESS, TaskResult
+
+    estimate = {"polygons": 4, "pixels": 300, "before": {"miou": 0.412, "iou": {}}, "after": {"miou": 0.5, "iou": {}}}
+    mapped = TaskResult(
+        SUCCESS,
+        group="g",
+        outputs={"OUTPUT": "c.tif"},
+        metrics={"self_check": {"kept": "adapted", "estimate": estimate}},
+    )
+    dock.on_completed(mapped)
+    assert dock.status.text() == "Done: layers added in group “g”. held-out polygons (4): mIoU 41.2 -> 50.0."
+    dock.request = dock.build_suggest_request()
+    dock.on_completed(TaskResult(SUCCESS, outputs={"OUTPUT": "s.gpkg"}, metrics={"spots": 20}))
+    assert dock.status.text().startswith("Done: 20 places to label in layer “My_scene places to label”.")
+    assert dock.last_result is mapped and dock.analysis_buttons.buttons["crossearth:vectorize"].isEnabled()

@@ -122,3 +122,53 @@ def test_dock_cancel_stops_the_backend(dock, subprocess_mode, tmp_path):
     assert backend_children() == []
     assert list((tmp_path / "out").iterdir()) == []
     assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+
+
+def test_dock_suggests_where_to_label_in_the_background_and_loads_the_boxes(dock, subprocess_mode, tmp_path):
+    from qgis.core import QgsSingleSymbolRenderer
+
+    from qgis_crossearth.task import spots_name
+
+    dock.start_suggest()
+    assert dock.running and not dock.suggest_button.isEnabled() and dock.cancel_button.isEnabled()
+    wait_until(lambda: not dock.running, timeout=240)
+    assert dock.last_result is None  # no map yet: the analyses stay off
+    assert dock.progress.value() == 100 and "places to label" in dock.status.text(), dock.status.text()
+    assert (tmp_path / "out" / "dock_scene.places_to_label.gpkg").is_file()
+    (layer,) = QgsProject.instance().mapLayersByName(spots_name("dock_scene"))
+    try:
+        assert layer.featureCount() >= 1 and layer.labelsEnabled()
+        assert isinstance(layer.renderer(), QgsSingleSymbolRenderer)
+        assert QgsProject.instance().layerTreeRoot().children()[0].name() == layer.name()  # on top
+        assert "Finding 20 places in dock_scene" in dock.log_view.toPlainText()
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_dock_adapts_with_labelled_polygons_and_reports_the_held_out_estimate(dock, tmp_path):
+    from plugin_data import SCENE_ORIGIN
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsPointXY, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32640", "drawn labels", "memory")
+    layer.dataProvider().addAttributes([QgsField("class", QVariant.String)])
+    layer.updateFields()
+    x0, y0 = SCENE_ORIGIN
+    for i in range(6):
+        left, top = x0 + 2 + 10 * i, y0 - 2 - 9 * i
+        ring = [QgsPointXY(left + dx, top - dy) for dx, dy in ((0, 0), (8, 0), (8, 8), (0, 8))]
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPolygonXY([ring]))
+        feature.setAttributes([["Building", "Water"][i % 2]])
+        layer.dataProvider().addFeature(feature)
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        dock.shapes_combo.setLayer(layer)
+        dock.start()
+        wait_until(lambda: not dock.running, timeout=240)
+        assert dock.last_result.status == SUCCESS, dock.last_result.error
+        assert dock.last_result.estimate["polygons"] >= 1
+        assert "held-out polygons" in dock.status.text(), dock.status.text()  # as the verdict's reason, or after it
+        assert "held-out polygons (" in dock.log_view.toPlainText()  # the per-class line
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
