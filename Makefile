@@ -10,7 +10,7 @@ STAMP := $(VENV)/.setup-stamp
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup test test-fast lint format demo bench bench-quality train-default package clean
+.PHONY: help setup test test-fast lint format demo bench bench-quality bench-loto-models train-default package clean
 
 help:
 	@echo "make demo    - adapt the embedded default model to the sample scene and segment it"
@@ -60,7 +60,11 @@ bench-quality: setup
 	$(PY) bench/quality/run.py --out results/quality.json
 	$(PY) bench/quality/module_effect.py --out results/module_effect.json
 	$(PY) bench/quality/safe.py --out results/safe_adaptation.json --variant defaults --variant "anchor 1" \
-		--variant "balance 0.5" --analyst 20,area,0 --analyst 20,classes,0
+		--variant "balance 0.5" --analyst 20,area,0 --analyst 20,classes,0 --loto-models $(LOTO_MODELS)
+
+LOTO_MODELS := $(HOME)/.cache/crossearth/loto
+bench-loto-models: setup
+	$(PY) bench/quality/loto_models.py --cache $(LOTO_MODELS)
 
 train-default: setup
 	$(PY) scripts/train_default.py --log resources/models/dubai-hybrid-vit/train.log
