@@ -23,7 +23,8 @@ class CrossEarthPlugin:
 
     def initProcessing(self) -> None:
         self.provider = CrossEarthProvider()
-        QgsApplication.processingRegistry().addProvider(self.provider)
+        if not QgsApplication.processingRegistry().addProvider(self.provider):
+            self.provider = None  # the id is taken (QGIS logged it and deleted this one): nothing to remove later
 
     def initGui(self) -> None:
         from qgis_crossearth.dock import AdaptDock

@@ -41,15 +41,37 @@ def dock(qgis_iface, plugin_settings, scene_layer, tmp_path):
     dock.deleteLater()
 
 
+REPLACED_PROVIDERS: list = []
+
+
 def test_plugin_registers_and_removes_its_provider(qgis_iface, qgis_processing, plugin_settings):
+    from qgis_crossearth.provider import CrossEarthProvider
+
+    registry = QgsApplication.processingRegistry()
+    shared = registry.providerById("crossearth") is not None  # the provider of the tests that ran before
+    if shared:
+        registry.removeProvider("crossearth")
+    try:
+        plugin = CrossEarthPlugin(qgis_iface)
+        plugin.initGui()
+        assert registry.providerById("crossearth") is plugin.provider
+        assert registry.algorithmById("crossearth:adaptandsegment") is not None
+        assert plugin.dock is not None and plugin.dock.model_combo.currentText() == TINY_MODEL
+        plugin.unload()
+        assert registry.providerById("crossearth") is None
+    finally:
+        if shared:  # kept referenced: the registry would otherwise hold a provider without its Python side
+            REPLACED_PROVIDERS.append(CrossEarthProvider())
+            registry.addProvider(REPLACED_PROVIDERS[-1])
+
+
+def test_a_second_crossearth_provider_does_not_break_unloading(qgis_iface, crossearth_provider):
+    """QGIS deletes a provider whose id is taken (a plugin reloaded by hand): unloading must not touch it."""
     plugin = CrossEarthPlugin(qgis_iface)
     plugin.initGui()
-    registry = QgsApplication.processingRegistry()
-    assert registry.providerById("crossearth") is not None
-    assert registry.algorithmById("crossearth:adaptandsegment") is not None
-    assert plugin.dock is not None and plugin.dock.model_combo.currentText() == TINY_MODEL
+    assert plugin.provider is None
     plugin.unload()
-    assert registry.providerById("crossearth") is None
+    assert QgsApplication.processingRegistry().providerById("crossearth") is not None  # the first one stays
 
 
 def test_dock_follows_the_active_raster_and_builds_the_whole_scene_command(dock, scene_layer, tmp_path):
