@@ -234,7 +234,7 @@ def execute_job(
         from backend.atomic import atomic_output
 
         progress(0.0, "scoring")
-        result = pipeline.evaluate(job.prediction, job.labels, job.model, job.models_dir)
+        result = pipeline.evaluate(job.prediction, job.labels, job.model, job.models_dir, job.skip)
         progress(1.0, "scored")
         outputs = {}
         if job.json_out:
@@ -619,10 +619,13 @@ def evaluate(
     models_dir: ModelsDir = None,
     json_out: Annotated[Path | None, typer.Option("--json-out", help="Write the scores as JSON.")] = None,
     overwrite: Overwrite = False,
+    skip: Annotated[
+        Path | None, typer.Option("--skip", help="Vector file of labelled shapes whose pixels are not scored.")
+    ] = None,
     json_progress: JsonProgress = False,
 ) -> None:
     """Per-class IoU, mIoU and overall accuracy of a class raster against labels."""
-    job = partial(EvaluateJob, str(prediction), str(labels), model, models_dir, json_out, overwrite)
+    job = partial(EvaluateJob, str(prediction), str(labels), model, models_dir, json_out, overwrite, skip)
     result = _run(json_progress, job)
     if result and not json_progress:
         table = Table(title=f"{prediction.name} against {labels.name}")

@@ -349,12 +349,13 @@ class EvaluateJob:
     models_dir: str | None = option("--models-dir", None)
     json_out: str | None = option("--json-out", None)
     overwrite: bool = option("--overwrite", False)
+    skip: str | None = option("--skip", None)  # labelled shapes (e.g. those adaptation trained on): not scored
 
     def __post_init__(self) -> None:
         if not self.prediction or not self.labels:
             raise BadInput("evaluate needs a class raster and a label raster")
         self.prediction, self.labels = str(self.prediction), str(self.labels)
-        self.models_dir, self.json_out = _path(self.models_dir), _path(self.json_out)
+        self.models_dir, self.json_out, self.skip = _path(self.models_dir), _path(self.json_out), _path(self.skip)
 
     def outputs(self) -> list[str]:
         return [self.json_out] if self.json_out else []

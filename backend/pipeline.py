@@ -467,8 +467,11 @@ def adapt_and_segment(
     return outputs, result
 
 
-def evaluate(prediction: str, labels: str, model: str = DEFAULT_MODEL, models_dir: str | None = None) -> dict:
-    """Per-class IoU, mIoU and overall accuracy of a class raster against a label raster (255 = ignore)."""
+def evaluate(
+    prediction: str, labels: str, model: str = DEFAULT_MODEL, models_dir: str | None = None, skip: str | None = None
+) -> dict:
+    """Per-class IoU, mIoU and overall accuracy of a class raster against a label raster (255 = ignore); the
+    pixels that the shapes of the vector file ``skip`` cover (an analyst's training polygons) are not scored."""
     card = resolve_model(model, models_dir)
     predicted, truth = inspect_raster(prediction), inspect_raster(labels)
     if (predicted.width, predicted.height) != (truth.width, truth.height):
@@ -481,10 +484,14 @@ def evaluate(prediction: str, labels: str, model: str = DEFAULT_MODEL, models_di
     num_classes = len(card.classes)
     confusion = np.zeros((num_classes, num_classes + 1), np.int64)
     with rasterio.open(prediction) as pred_ds, rasterio.open(labels) as label_ds:
+        skipped = read_label_shapes(skip, pred_ds, card.classes) if skip else None
         for _, window in pred_ds.block_windows(1):
-            confusion += confusion_matrix(pred_ds.read(1, window=window), label_ds.read(1, window=window), num_classes)
+            truth_block = label_ds.read(1, window=window)
+            if skipped is not None:
+                truth_block = np.where(skipped.burn(window) != IGNORE_INDEX, IGNORE_INDEX, truth_block)
+            confusion += confusion_matrix(pred_ds.read(1, window=window), truth_block, num_classes)
     result = scores(confusion, [c["name"] for c in card.classes])
-    result.update(prediction=prediction, labels=labels, confusion=confusion.tolist())
+    result.update(prediction=prediction, labels=labels, skipped=skip, confusion=confusion.tolist())
     return result
 
 

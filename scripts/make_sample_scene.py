@@ -31,6 +31,7 @@ PARTS = ((1, 2), (4, 5))  # image_part_XXX numbers, as rows of the mosaic
 ASSIGNED_CRS = CRS.from_epsg(32640)  # WGS 84 / UTM zone 40N
 ASSIGNED_ORIGIN = (320000.0, 2790000.0)  # upper-left corner (easting, northing), near Dubai
 ASSIGNED_PIXEL_SIZE = 1.5  # metres
+ANALYST_POLYGONS = 20
 PROFILE = {
     "driver": "GTiff",
     "tiled": True,
@@ -92,6 +93,17 @@ def write_labels(labels: np.ndarray, path: Path) -> None:
         dst.update_tags(georeferencing="assigned, not real", nodata_meaning="Unlabeled or unknown mask colour")
 
 
+def write_analyst_polygons(labels: np.ndarray, labels_path: Path, path: Path) -> None:
+    """20 polygons inside the reference's regions, going round the classes (bench/quality/analyst.py, seed 0): what
+    an analyst would draw in a few minutes, for ``make demo``'s run with labels."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
+    from analyst import draw_disks, write_disks
+
+    disks = draw_disks(labels.astype(np.int64), ANALYST_POLYGONS, "classes", seed=0)
+    with rasterio.open(labels_path) as raster, atomic_output(path, overwrite=True) as tmp:
+        write_disks(disks, CLASSES, raster.transform, raster.crs.to_wkt(), tmp)
+
+
 def _rgb(color: str) -> tuple[int, int, int, int]:
     return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16), 255
 
@@ -102,6 +114,7 @@ def main(output: Path = SAMPLES_DIR) -> None:
     output.mkdir(parents=True, exist_ok=True)
     write_scene(image, output / "dubai_tile6.tif")
     write_labels(labels, output / "dubai_tile6_labels.tif")
+    write_analyst_polygons(labels, output / "dubai_tile6_labels.tif", output / "dubai_tile6_polygons.gpkg")
     counts = np.bincount(labels.ravel(), minlength=256)
     summary = ", ".join(f"{c['name']} {counts[c['value']] / labels.size:.1%}" for c in CLASSES)
     print(

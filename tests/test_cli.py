@@ -350,3 +350,22 @@ def test_with_labelled_polygons_the_estimate_on_held_out_polygons_judges_the_ada
     assert check["reason"] == f"on 2 held-out polygons mIoU {100 * before:.1f} -> {100 * after:.1f}"
     lines = [e["message"] for e in events if e["type"] == "log"]
     assert any(line.startswith("held-out polygons (2, 128 pixels) IoU: ") for line in lines)
+
+
+def test_evaluate_skips_the_pixels_of_the_shapes_it_is_given(tmp_path, tiny_model_folder):
+    truth = np.zeros((1, 40, 48), np.uint8)
+    truth[0, :, 24:] = 1
+    prediction = truth.copy()
+    prediction[0, 0:10, 0:10] = 1  # 100 wrong pixels in the top-left corner
+    labels = rasters.write_raster(tmp_path / "labels.tif", truth)
+    classes = rasters.write_raster(tmp_path / "classes.tif", prediction)
+    corner = "POLYGON ((300000 2800000, 300020 2800000, 300020 2799980, 300000 2799980, 300000 2800000))"
+    skip = rasters.write_labelled_vector(tmp_path / "trained.gpkg", [(corner, "Building")], epsg=32640)
+    scored = {}
+    for name, extra in (("all", []), ("skipped", ["--skip", skip])):
+        code, events = run(["evaluate", classes, labels, "--model", tiny_model_folder, *extra])
+        assert code == 0, events
+        scored[name] = next(e for e in events if e["type"] == "result")["metrics"]
+    assert scored["all"]["pixels"] == 40 * 48 and scored["skipped"]["pixels"] == 40 * 48 - 100
+    assert scored["all"]["overall_accuracy"] == pytest.approx(1 - 100 / (40 * 48))
+    assert scored["skipped"]["overall_accuracy"] == 1.0
