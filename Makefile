@@ -43,12 +43,21 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 DEMO_OUT := demo-output
+DEMO_SCENE := resources/samples/dubai_tile6.tif
+DEMO_LABELS := resources/samples/dubai_tile6_labels.tif
+DEMO_POLYGONS := resources/samples/dubai_tile6_polygons.gpkg
+# Three maps of the sample scene, each scored on the pixels the analyst's 20 polygons leave uncovered:
+# the model as it is, adapted without labels (self-training and its self-check), adapted on the polygons.
 demo: setup
 	@mkdir -p $(DEMO_OUT)
-	$(VENV)/bin/crossearth adapt-segment resources/samples/dubai_tile6.tif -o $(DEMO_OUT)/dubai_tile6_classes.tif \
+	$(VENV)/bin/crossearth segment $(DEMO_SCENE) -o $(DEMO_OUT)/segment_classes.tif --overwrite
+	$(VENV)/bin/crossearth adapt-segment $(DEMO_SCENE) -o $(DEMO_OUT)/dubai_tile6_classes.tif \
 		--confidence $(DEMO_OUT)/dubai_tile6_confidence.tif --quicklook $(DEMO_OUT)/dubai_tile6_quicklook.png --overwrite
-	$(VENV)/bin/crossearth evaluate $(DEMO_OUT)/dubai_tile6_classes.tif resources/samples/dubai_tile6_labels.tif
-	@echo "outputs in $(DEMO_OUT)/: class raster, confidence, adapter checkpoint, selection report, quicklook PNG"
+	$(VENV)/bin/crossearth adapt-segment $(DEMO_SCENE) -o $(DEMO_OUT)/polygons_classes.tif --labels $(DEMO_POLYGONS) \
+		--quicklook $(DEMO_OUT)/polygons_quicklook.png --overwrite
+	@for map in segment_classes dubai_tile6_classes polygons_classes; do \
+		$(VENV)/bin/crossearth evaluate $(DEMO_OUT)/$$map.tif $(DEMO_LABELS) --skip $(DEMO_POLYGONS) || exit 1; done
+	@echo "outputs in $(DEMO_OUT)/: the three class rasters, confidence, adapter checkpoints, selection reports, quicklooks"
 
 bench: setup
 	$(PY) bench/engine_cost.py --out results/engine_cost.json
