@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
 from analyst import draw_disks
-from safe import check_accuracy, summarize
+from safe import check_accuracy, summarize, target_lines
 
 from backend.augment import IGNORE_INDEX
 
@@ -44,14 +44,14 @@ def test_placement_by_classes_gives_each_class_its_share_and_by_area_follows_the
     assert by_area.count(0) > 2 * by_area.count(3)
 
 
-def run(variant: str, gain: float, confident_changed: float) -> dict:
+def run(variant: str, gain: float, confident_changed: float, part: int) -> dict:
     signals = dict(
         changed=0.1, min_share_ratio=1.0, tta_agreement_original=0.9, tta_agreement_adapted=0.9,
         consistency_original=0.9, consistency_adapted=0.9, entropy_original=0.3, entropy_adapted=0.2,
         confident_changed=confident_changed, shares_original=[1.0], shares_adapted=[1.0],
     )  # fmt: skip
     return {
-        "spec": {"variant": variant, "tile": 6, "part": len(variant) + int(100 * gain)},
+        "spec": {"variant": variant, "tile": 6, "part": part},
         "segment": {"miou": 0.5},
         "gain_miou": gain,
         "signals": signals,
@@ -59,7 +59,7 @@ def run(variant: str, gain: float, confident_changed: float) -> dict:
 
 
 def test_with_the_self_check_a_rejected_run_scores_the_unadapted_map():
-    runs = [run("v", 0.10, 0.01), run("v", -0.09, 0.3), run("v", -0.02, 0.0)]
+    runs = [run("v", 0.10, 0.01, 1), run("v", -0.09, 0.3, 2), run("v", -0.02, 0.0, 3)]
     row = summarize(runs)["v"]
     assert row["mean_gain"] == pytest.approx(100 * (0.10 - 0.09 - 0.02) / 3, abs=0.01)
     assert row["checked_mean_gain"] == pytest.approx(100 * (0.10 - 0.02) / 3, abs=0.01)
@@ -71,3 +71,13 @@ def test_with_the_self_check_a_rejected_run_scores_the_unadapted_map():
         "kept_a_loss_over_1_point": 1,
         "rejected_a_gain_over_1_point": 0,
     }
+
+
+def test_targets_are_read_on_the_checked_gains_with_the_labelled_rows_held_to_their_own():
+    summary = summarize([run("v", 0.10, 0.01, 1), run("v", -0.09, 0.3, 2), run("v", -0.02, 0.0, 3)])
+    summary["v, 20 polygons by area"] = {**summary["v"], "checked_mean_gain": 2.5, "checked_worst_gain": 0.5}
+    assert target_lines(summary) == [
+        "- v: mean gain >= +1: met (+2.67); no image below -1: NOT met (worst -2.00, tile 6 part 3).",
+        "- v, 20 polygons by area: mean gain >= +3: NOT met (+2.50); no image below +0: met (worst +0.50, "
+        "tile 6 part 3).",
+    ]
