@@ -19,6 +19,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from backend.analysis.vectors import open_vector
 from backend.augment import IGNORE_INDEX
 from backend.contract import DEFAULT_LABEL_BUFFER_M, DEFAULT_LABEL_FIELD
 from backend.errors import BadInput
@@ -95,22 +96,12 @@ def read_label_shapes(
 ) -> LabelShapes:
     """The labelled shapes of every layer of ``path``, at least one over ``within`` (a window of ``raster``, by
     default all of it); bad input raises :class:`BadInput`."""
-    from osgeo import gdal, ogr, osr
+    from osgeo import osr
 
     path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{path}: label file not found")
     if buffer_m <= 0:
         raise BadInput(f"{path}: the label buffer must be a positive number of metres, got {buffer_m}")
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        source = ogr.Open(str(path))
-    except RuntimeError:
-        source = None
-    finally:
-        gdal.PopErrorHandler()
-    if source is None or source.GetLayerCount() == 0:
-        raise BadInput(f"{path}: not a vector file OGR can read")
+    source = open_vector(path)
     target = osr.SpatialReference()
     if raster.crs is not None:
         target.ImportFromWkt(raster.crs.to_wkt())
