@@ -338,6 +338,54 @@ def test_a_raster_of_625_million_pixels_is_measured_in_bounded_memory(tmp_path):
     assert max(peaks) < 400, f"peak RSS {peaks} MiB"
 
 
+@pytest.mark.slow
+def test_polygons_and_change_of_a_raster_of_400_million_pixels_stay_in_bounded_memory(tmp_path):
+    """20,000 x 20,000 px of Land with one Vegetation square per 1000-px tile: vectorize (400 squares in one Land
+    polygon with 400 holes) and change against a copy whose squares turned Building, each in a process whose
+    peak memory stays a fraction of the raster (a whole read would take 1.6 GB as int32)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    land = np.ones((1000, 1000), np.uint8)
+    land[100:200, 300:400] = VEGETATION
+    built = land.copy()
+    built[100:200, 300:400] = BUILDING
+    before, after = tmp_path / "before.vrt", tmp_path / "after.vrt"
+    tiled_vrt(before, class_raster(tmp_path / "land.tif", land), 20, 1000)
+    tiled_vrt(after, class_raster(tmp_path / "built.tif", built), 20, 1000)
+    repo = Path(__file__).resolve().parents[1]
+    probe = (
+        "import sys; from backend.cli import app; "
+        "app(sys.argv[1:], standalone_mode=False, prog_name='crossearth'); "
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
+    )
+    env = {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "GDAL_CACHEMAX": "64"}
+
+    def peak_mib(*args) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *map(str, args), "--json-progress"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=repo,
+        )
+        return int(done.stdout.splitlines()[-1]) / 1024
+
+    peaks = [peak_mib("vectorize", before, "-o", tmp_path / "p.gpkg")]
+    polygons = features(tmp_path / "p.gpkg")
+    assert sorted(f["name"] for f in polygons) == ["Land"] + ["Vegetation"] * 400
+    assert sum(f["area_m2"] for f in polygons if f["name"] == "Vegetation") == pytest.approx(400 * 100 * 100 * 4.0)
+    assert [f["area_m2"] for f in polygons if f["name"] == "Land"] == [pytest.approx((20_000**2 - 400 * 100**2) * 4.0)]
+    peaks.append(peak_mib("change", before, after, "-o", tmp_path / "c.tif"))
+    with rasterio.open(tmp_path / "c.tif") as change:
+        assert (change.width, change.height) == (20_000, 20_000)
+    report = json.loads((tmp_path / "c.matrix.json").read_text())
+    assert report["changed_m2"] == 400 * 100 * 100 * 4.0  # every Vegetation square became Building
+    assert max(peaks) < 400, f"peak RSS {peaks} MiB"
+
+
 @pytest.mark.parametrize(
     "command",
     [
