@@ -420,7 +420,7 @@ def adapt_scene(
     save_adapter(result.model, adapter_out, metadata, overwrite=options.overwrite)
     outputs = {"ADAPTER": adapter_out}
     if result.selection:
-        write_selection_json(result.selection, report_out, overwrite=options.overwrite)
+        write_selection_json(result.selection, report_out, options.overwrite, result.self_check)
         depth = len(result.model.backbone.blocks)
         plot_selection(result.selection, depth, report_png, options.overwrite, result.config.gate.selection)
         outputs.update(REPORT=report_out, REPORT_PLOT=report_png)

@@ -24,9 +24,13 @@ def score_matrix(event: dict, depth: int) -> tuple[np.ndarray, np.ndarray]:
     return scores, active
 
 
-def write_selection_json(history: list[dict], path: str | Path, overwrite: bool = False) -> Path:
+def write_selection_json(
+    history: list[dict], path: str | Path, overwrite: bool = False, self_check: dict | None = None
+) -> Path:
+    """The gate's selections and, when it ran, the self-check's verdict (with the held-out polygons' estimate)."""
+    report = {"selections": history, **({"self_check": self_check} if self_check else {})}
     with atomic_output(path, overwrite) as tmp:
-        tmp.write_text(json.dumps({"selections": history}, indent=1) + "\n")
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
     return Path(path)
 
 

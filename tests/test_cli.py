@@ -350,6 +350,8 @@ def test_with_labelled_polygons_the_estimate_on_held_out_polygons_judges_the_ada
     assert check["reason"] == f"on 2 held-out polygons mIoU {100 * before:.1f} -> {100 * after:.1f}"
     lines = [e["message"] for e in events if e["type"] == "log"]
     assert any(line.startswith("held-out polygons (2, 128 pixels) IoU: ") for line in lines)
+    report = json.loads((tmp_path / "c.selection.json").read_text())
+    assert report["self_check"]["estimate"] == estimate and report["selections"]
 
 
 def test_evaluate_skips_the_pixels_of_the_shapes_it_is_given(tmp_path, tiny_model_folder):
