@@ -17,7 +17,7 @@ from conftest_rasters import (
 from rasterio.windows import Window
 
 from backend.errors import BadInput
-from backend.raster_io import (
+from backend.rasters.raster_io import (
     NoCrsWarning,
     SceneReader,
     Stretch,

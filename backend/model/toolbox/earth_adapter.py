@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from backend.toolbox.base import ToolboxModule
+from backend.model.toolbox.base import ToolboxModule
 
 
 @dataclass

@@ -13,10 +13,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from backend.atomic import atomic_output
 from backend.errors import BadInput
-from backend.model import SegmentationModel, backbone_hash
-from backend.toolbox import ToolboxConfig
+from backend.model.network import SegmentationModel, backbone_hash
+from backend.model.toolbox import ToolboxConfig
+from backend.rasters.atomic import atomic_output
 
 METADATA_KEY = "crossearth"
 FORMAT_VERSION = 1

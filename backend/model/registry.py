@@ -12,14 +12,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from backend.cards import CARD_DEFAULTS, CARD_FILE, read_card
 from backend.contract import DEFAULT_MODEL
 from backend.errors import BadInput
-from backend.model import ModelConfig, SegmentationModel, create_model
+from backend.model.cards import CARD_DEFAULTS, CARD_FILE, read_card
+from backend.model.network import ModelConfig, SegmentationModel, create_model
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 WEIGHTS_FILE = "model.safetensors"
-SOURCE_SAMPLES_FILE = "source_samples.safetensors"  # see backend.source_samples
+SOURCE_SAMPLES_FILE = "source_samples.safetensors"  # see backend.adaptation.source_samples
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ModelCard:
 
     @property
     def source_samples(self) -> Path | None:
-        """Labelled crops of the training tiles, when the model ships them (backend.source_samples)."""
+        """Labelled crops of the training tiles, when the model ships them (backend.adaptation.source_samples)."""
         path = Path(self.folder) / SOURCE_SAMPLES_FILE
         return path if path.is_file() else None
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backend.augment import IGNORE_INDEX
+from backend.adaptation.augment import IGNORE_INDEX
 
 
 def confusion_matrix(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:

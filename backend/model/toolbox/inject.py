@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from backend.toolbox.adapter import Adapter, AdapterConfig
-from backend.toolbox.base import ToolboxModule
-from backend.toolbox.earth_adapter import EarthAdapter, EarthAdapterConfig, TokenGrid
-from backend.toolbox.lora import LoRA, LoRAConfig
+from backend.model.toolbox.adapter import Adapter, AdapterConfig
+from backend.model.toolbox.base import ToolboxModule
+from backend.model.toolbox.earth_adapter import EarthAdapter, EarthAdapterConfig, TokenGrid
+from backend.model.toolbox.lora import LoRA, LoRAConfig
 
 MODULE_KINDS = ("lora", "adapter", "earth_adapter")
 

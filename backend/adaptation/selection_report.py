@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.atomic import atomic_output
-from backend.toolbox import MODULE_KINDS
+from backend.model.toolbox import MODULE_KINDS
+from backend.rasters.atomic import atomic_output
 
 
 def score_matrix(event: dict, depth: int) -> tuple[np.ndarray, np.ndarray]:

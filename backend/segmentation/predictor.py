@@ -22,7 +22,7 @@ from torch import nn
 
 from backend.contract import ENGINES
 from backend.errors import BadInput
-from backend.model import SegmentationModel
+from backend.model.network import SegmentationModel
 
 Predict = Callable[[np.ndarray], np.ndarray]
 # Exported models are kept here, named by what they were exported from, so a model (with the same adapter)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from backend.contract import ADAPT_DEFAULTS
+from backend.model.toolbox import Toolbox
 from backend.progress import CancelFn, check_cancelled, never_cancelled
-from backend.toolbox import Toolbox
 
 NORMALIZATIONS = ("none", "numel", "kind", "kind_block")
 SELECTIONS = ("fisher", "lookahead", "random", "all")

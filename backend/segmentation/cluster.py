@@ -28,9 +28,9 @@ from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker, 
 
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
-from backend.raster_io import NoCrsWarning, SceneReader, Stretch
-from backend.roi import Roi
-from backend.sliding_window import (
+from backend.rasters.raster_io import NoCrsWarning, SceneReader, Stretch
+from backend.rasters.roi import Roi
+from backend.segmentation.sliding_window import (
     GDAL_CACHE_MB,
     Predict,
     SegmentResult,
@@ -142,9 +142,9 @@ class PredictorPlugin(WorkerPlugin):
     def predictor(self) -> Predict:
         with self._lock:
             if self._predict is None:
-                from backend.checkpoint import load_adapter
-                from backend.predictor import make_predictor
-                from backend.registry import ModelCard, load_model
+                from backend.model.checkpoint import load_adapter
+                from backend.model.registry import ModelCard, load_model
+                from backend.segmentation.predictor import make_predictor
 
                 model = load_model(ModelCard.read(Path(self.spec.model_folder)))
                 if self.spec.adapter:

@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from backend.atomic import atomic_output
+from backend.rasters.atomic import atomic_output
 
 MAX_SIDE = 1200  # pixels of the longer side in the quicklook
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.augment import IGNORE_INDEX, Sample
+from backend.adaptation.augment import IGNORE_INDEX, Sample
 from backend.errors import BadInput
 
 DATA_ENV = "CROSSEARTH_DUBAI_DATA"

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.adapt import unview, view
-from backend.augment import Sample
-from backend.metrics import confusion_matrix, scores
-from backend.model import SegmentationModel
+from backend.adaptation.adapt import unview, view
+from backend.adaptation.augment import Sample
+from backend.analysis.metrics import confusion_matrix, scores
+from backend.model.network import SegmentationModel
 
 CHECK_VIEWS = 4  # the test-time-augmented ensemble the signals compare against
 MIN_SHARE = 0.02  # classes below this share of the unadapted map are too small to judge collapse on

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from backend.toolbox.base import ToolboxModule
+from backend.model.toolbox.base import ToolboxModule
 
 
 @dataclass

@@ -25,8 +25,8 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from backend import __version__
-from backend.atomic import atomic_output
 from backend.errors import BadInput
+from backend.rasters.atomic import atomic_output
 
 CLASS_NODATA = 255
 BLOCK = 512

@@ -22,11 +22,11 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from backend.class_raster import CLASS_NODATA, SegClass, SegmentationWriter, parse_classes
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
-from backend.raster_io import SceneReader
-from backend.roi import Roi, whole_raster
+from backend.rasters.class_raster import CLASS_NODATA, SegClass, SegmentationWriter, parse_classes
+from backend.rasters.raster_io import SceneReader
+from backend.rasters.roi import Roi, whole_raster
 
 Predict = Callable[[np.ndarray], np.ndarray]  # float32 [B, C, T, T] in [0, 1] -> probabilities [B, K, T, T]
 WEIGHT_FLOOR = 1e-3  # keeps the outermost pixels of the raster, seen by one tile only, weighted

@@ -16,9 +16,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from backend.atomic import atomic_output
-from backend.augment import Sample
+from backend.adaptation.augment import Sample
 from backend.errors import BadInput
+from backend.rasters.atomic import atomic_output
 
 
 def save_source_samples(samples: list[Sample], path: Path, provenance: dict) -> None:
@@ -45,23 +45,3 @@ def source_provenance(path: Path) -> dict:
     """Where the crops come from (model, tiles, crop size), as written by ``save_source_samples``."""
     with safe_open(str(path), framework="pt") as handle:
         return json.loads((handle.metadata() or {}).get("provenance", "{}"))
-
-
-def label_entropy(mask: torch.Tensor, num_classes: int) -> float:
-    """Entropy of the class shares of a label crop (ignored pixels left out): high when classes mix."""
-    counts = torch.bincount(mask[mask < num_classes].flatten(), minlength=num_classes).float()
-    share = counts[counts > 0] / counts.sum().clamp(min=1)
-    return float(-(share * share.log()).sum())
-
-
-def most_mixed_corner(mask: torch.Tensor, size: int, num_classes: int) -> tuple[float, tuple[int, int]]:
-    """Of a 3 x 3 grid of ``size`` windows over ``mask``, the one whose labels mix the classes most:
-    its label entropy and top-left corner (the first of equals)."""
-    height, width = mask.shape
-    best = (-1.0, (0, 0))
-    for top in torch.linspace(0, max(0, height - size), 3, dtype=torch.float64).round().int().tolist():
-        for left in torch.linspace(0, max(0, width - size), 3, dtype=torch.float64).round().int().tolist():
-            entropy = label_entropy(mask[top : top + size, left : left + size], num_classes)
-            if entropy > best[0]:
-                best = (entropy, (top, left))
-    return best

@@ -19,11 +19,11 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from backend.adaptation.augment import IGNORE_INDEX
 from backend.analysis.vectors import open_vector
-from backend.augment import IGNORE_INDEX
 from backend.contract import DEFAULT_LABEL_BUFFER_M, DEFAULT_LABEL_FIELD
 from backend.errors import BadInput
-from backend.roi import RasterLike, raster_bounds
+from backend.rasters.roi import RasterLike, raster_bounds
 
 HOLD_OUT_EVERY = 3  # LabelShapes.split: a third of each class's shapes estimate how well adaptation did
 MAX_BURNT_PIXELS = 1 << 22  # a shape whose box is larger is taken to cover the scene without burning it

@@ -18,10 +18,13 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from backend.adapt import AdaptConfig, AdaptResult, adapt, prepare_trainable
-from backend.atomic import check_writable
-from backend.augment import IGNORE_INDEX, Sample
-from backend.checkpoint import load_adapter, save_adapter
+from backend.adaptation.adapt import AdaptConfig, AdaptResult, adapt, prepare_trainable
+from backend.adaptation.augment import IGNORE_INDEX, Sample
+from backend.adaptation.labels import LabelShapes, is_vector, read_label_shapes
+from backend.adaptation.selection_report import plot_selection, write_selection_json
+from backend.adaptation.self_check import Verdict, decide, held_out_estimate, judge_by_estimate, measure
+from backend.adaptation.source_samples import load_source_samples
+from backend.analysis.metrics import confusion_matrix, scores
 from backend.contract import (
     DEFAULT_MODEL,
     AdaptOptions,
@@ -31,18 +34,15 @@ from backend.contract import (
     selection_report_paths,
 )
 from backend.errors import BadInput
-from backend.labels import LabelShapes, is_vector, read_label_shapes
-from backend.metrics import confusion_matrix, scores
-from backend.model import SegmentationModel
-from backend.predictor import auto_engine, make_predictor
+from backend.model.checkpoint import load_adapter, save_adapter
+from backend.model.network import SegmentationModel
+from backend.model.registry import ModelCard, load_model, resolve_model
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress, sub_progress
-from backend.raster_io import SceneReader, inspect_raster
-from backend.registry import ModelCard, load_model, resolve_model
-from backend.roi import Roi, resolve_roi
-from backend.selection_report import plot_selection, write_selection_json
-from backend.self_check import Verdict, decide, held_out_estimate, judge_by_estimate, measure
-from backend.sliding_window import segment_scene, tile_windows
-from backend.source_samples import load_source_samples
+from backend.rasters.atomic import check_writable
+from backend.rasters.raster_io import SceneReader, inspect_raster
+from backend.rasters.roi import Roi, resolve_roi
+from backend.segmentation.predictor import auto_engine, make_predictor
+from backend.segmentation.sliding_window import segment_scene, tile_windows
 
 # output file name endings when several rasters are segmented into folders
 PER_RASTER_NAMES = {
@@ -132,7 +132,7 @@ def _finish_outputs(scene: Scene, options: SegmentOptions, card: ModelCard, prog
     if options.entropy:
         outputs["ENTROPY"] = options.entropy
     if options.quicklook:
-        from backend.quicklook import write_quicklook
+        from backend.rasters.quicklook import write_quicklook
 
         write_quicklook(scene.input, options.output, card.classes, options.quicklook, scene.bands, options.overwrite)
         outputs["QUICKLOOK"] = options.quicklook
@@ -164,7 +164,7 @@ def segment_rasters(
             segment(scene, opts, sub_progress(progress, i / count, (i + 1) / count), is_cancelled, (card, network))
             for i, (scene, opts) in enumerate(zip(scenes, options, strict=True))
         ]
-    from backend.cluster import (
+    from backend.segmentation.cluster import (
         PredictorSpec,
         RasterJob,
         connect,

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from timm.layers import HybridEmbed
 from torch import nn
 
-from backend.toolbox import Toolbox, ToolboxConfig, inject_toolbox
+from backend.model.toolbox import Toolbox, ToolboxConfig, inject_toolbox
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

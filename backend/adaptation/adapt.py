@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from backend.augment import IGNORE_INDEX, Sample, class_mix_masks, photometric_jitter, sample_batch
+from backend.adaptation.augment import IGNORE_INDEX, Sample, class_mix_masks, photometric_jitter, sample_batch
+from backend.adaptation.fisher_gate import FisherGate, GateConfig
 from backend.contract import ADAPT_DEFAULTS, DEFAULT_RESELECT_EVERY
-from backend.fisher_gate import FisherGate, GateConfig
-from backend.model import SegmentationModel
+from backend.model.network import SegmentationModel
+from backend.model.toolbox import ToolboxConfig
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
-from backend.toolbox import ToolboxConfig
 
 # the dihedral views (quarter turns, then the same flipped) a teacher of n views averages over
 DIHEDRAL_VIEWS = [(0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True)]
@@ -109,7 +109,9 @@ class AdaptResult:
     trainable_parameters: int
     seconds: float
     pseudo_label_fraction: list[float] = field(default_factory=list)
-    self_check: dict | None = None  # the pipeline's verdict (backend.self_check.Verdict.to_dict), if it ran
+    self_check: dict | None = (
+        None  # the verdict of backend.jobs (backend.adaptation.self_check.Verdict.to_dict), if it ran
+    )
 
     @property
     def active_modules(self) -> list[str]:

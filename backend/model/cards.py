@@ -1,8 +1,8 @@
 """Model cards as data: ``<folder>/model_card.json`` read with its defaults, free of torch.
 
-The QGIS plugin lists the models from these readings at start-up (no torch import); :mod:`backend.registry`
+The QGIS plugin lists the models from these readings at start-up (no torch import); :mod:`backend.model.registry`
 builds the network from the same reading. A card's defaults (bands, tile, stride, nodata) are defined here
-only; mean and std are the card's ``architecture`` (``backend.model.ModelConfig``).
+only; mean and std are the card's ``architecture`` (``backend.model.network.ModelConfig``).
 """
 
 from __future__ import annotations

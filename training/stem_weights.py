@@ -47,7 +47,7 @@ def imagenet_lite0(path: Path | None = None) -> nn.Module:
 
 
 def load_stem_weights(stem: nn.Sequential, path: Path | None = None) -> None:
-    """Copy the ImageNet weights into a stem built by ``backend.model.build_stem`` (conv_stem, bn1, blocks...)."""
+    """Copy the ImageNet weights into a stem built by ``backend.model.network.build_stem`` (conv_stem, bn1, ...)."""
     network = imagenet_lite0(path)
     parts = [network.conv_stem, network.bn1, *network.blocks[: len(stem) - 2]]
     if len(parts) != len(stem):
