@@ -8,7 +8,7 @@ It runs inside QGIS, in a subprocess, on a server or in a notebook alike. From t
   plugin (torch-free), the one-line user error, the progress and cancel callables
 - :mod:`backend.segmentation`: whole rasters through a model, by sliding window, engine and executor
 - :mod:`backend.adaptation`: adapting a model to a scene, the Fisher gate and the self-check
-- :mod:`backend.analysis`: what comes after a class raster (scores, polygons, areas, accuracy, change)
+- :mod:`backend.analysis`: scores, and what comes after a class raster (polygons, areas, accuracy, change)
 - :mod:`backend.model`: the network, its toolbox, model cards, the registry, adapter checkpoints
 - :mod:`backend.rasters`: reading scenes, regions of interest, writing class rasters, atomic outputs
 """

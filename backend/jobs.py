@@ -19,12 +19,12 @@ import torch
 from rasterio.windows import Window
 
 from backend.adaptation.adapt import AdaptConfig, AdaptResult, adapt, prepare_trainable
-from backend.adaptation.augment import IGNORE_INDEX, Sample
+from backend.adaptation.augment import Sample
 from backend.adaptation.labels import LabelShapes, is_vector, read_label_shapes
 from backend.adaptation.selection_report import plot_selection, write_selection_json
 from backend.adaptation.self_check import Verdict, decide, held_out_estimate, judge_by_estimate, measure
 from backend.adaptation.source_samples import load_source_samples
-from backend.analysis.metrics import confusion_matrix, scores
+from backend.analysis.metrics import IGNORE_INDEX, confusion_matrix, scores
 from backend.contract import (
     DEFAULT_MODEL,
     AdaptOptions,

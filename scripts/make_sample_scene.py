@@ -21,7 +21,7 @@ from rasterio.enums import ColorInterp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.adaptation.augment import IGNORE_INDEX
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.rasters.atomic import atomic_output
 from training.dubai import CLASSES, data_dir, read_part
 

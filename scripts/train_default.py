@@ -23,8 +23,8 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.adaptation.augment import IGNORE_INDEX, Sample, photometric_jitter, sample_batch
-from backend.analysis.metrics import confusion_matrix, scores
+from backend.adaptation.augment import Sample, photometric_jitter, sample_batch
+from backend.analysis.metrics import IGNORE_INDEX, confusion_matrix, scores
 from backend.model.network import ModelConfig, SegmentationModel, create_model, save_model
 from backend.model.registry import BUILTIN_MODELS_DIR, CARD_FILE, DEFAULT_MODEL, WEIGHTS_FILE, ModelCard
 from backend.rasters.atomic import atomic_output

@@ -9,7 +9,7 @@ import pytest
 import rasterio
 import torch
 
-from backend.adaptation.augment import IGNORE_INDEX
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.model.registry import DEFAULT_MODEL, load_model, resolve_model
 from training.dubai import CARD_CLASSES, CLASSES
 from training.stem_weights import STEM_NAME, map_to_timm, packaged_weights_file

@@ -17,8 +17,8 @@ from backend.adaptation.adapt import (
     unview,
     view,
 )
-from backend.adaptation.augment import IGNORE_INDEX
 from backend.adaptation.self_check import Signals, decide, measure
+from backend.analysis.metrics import IGNORE_INDEX
 from tests.test_adapt import fresh_model, small_config, striped_samples
 
 

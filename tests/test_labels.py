@@ -8,8 +8,8 @@ import rasterio
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from backend.adaptation.augment import IGNORE_INDEX
 from backend.adaptation.labels import is_vector, read_label_shapes
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.errors import BadInput
 from tests import conftest_rasters as rasters
 from tests.conftest_rasters import write_labelled_vector

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.adaptation.augment import IGNORE_INDEX
 from backend.adaptation.source_samples import load_source_samples, save_source_samples, source_provenance
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.errors import BadInput
 from backend.model.checkpoint import read_adapter_metadata
 from backend.model.registry import SOURCE_SAMPLES_FILE, ModelCard

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.adaptation.augment import IGNORE_INDEX, Sample
+from backend.adaptation.augment import Sample
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.errors import BadInput
 
 DATA_ENV = "CROSSEARTH_DUBAI_DATA"

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from backend.adaptation.augment import IGNORE_INDEX, Sample, class_mix_masks, photometric_jitter, sample_batch
+from backend.adaptation.augment import Sample, class_mix_masks, photometric_jitter, sample_batch
 from backend.adaptation.fisher_gate import FisherGate, GateConfig
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.contract import ADAPT_DEFAULTS, DEFAULT_RESELECT_EVERY
 from backend.model.network import SegmentationModel
 from backend.model.toolbox import ToolboxConfig

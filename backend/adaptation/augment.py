@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from backend.analysis.metrics import IGNORE_INDEX
+
 Sample = dict[str, torch.Tensor]
 
 

@@ -19,7 +19,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from backend.adaptation.augment import IGNORE_INDEX
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.analysis.vectors import open_vector
 from backend.contract import DEFAULT_LABEL_BUFFER_M, DEFAULT_LABEL_FIELD
 from backend.errors import BadInput

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backend.adaptation.augment import IGNORE_INDEX
+IGNORE_INDEX = 255  # the label of pixels that no score counts, and that adaptation's losses ignore
 
 
 def confusion_matrix(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:

@@ -28,8 +28,8 @@ import numpy as np
 import typer
 from rasterio.windows import Window
 
-from backend.adaptation.augment import IGNORE_INDEX
 from backend.adaptation.self_check import Signals, decide, judge_by_estimate
+from backend.analysis.metrics import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
