@@ -17,7 +17,7 @@ from backend.errors import BadInput
 from backend.model.cards import CARD_DEFAULTS, CARD_FILE, read_card
 from backend.model.network import ModelConfig, SegmentationModel, create_model
 
-BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
+BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 WEIGHTS_FILE = "model.safetensors"
 SOURCE_SAMPLES_FILE = "source_samples.safetensors"  # see backend.adaptation.source_samples
 
