@@ -16,6 +16,7 @@ from conftest_rasters import (
 )
 from rasterio.windows import Window
 
+from backend.contract import parse_ints as parse_band_mapping
 from backend.errors import BadInput
 from backend.rasters.raster_io import (
     NoCrsWarning,
@@ -24,7 +25,6 @@ from backend.rasters.raster_io import (
     check_band_mapping,
     default_band_mapping,
     inspect_raster,
-    parse_band_mapping,
 )
 
 

@@ -23,7 +23,6 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from backend.contract import parse_ints as parse_band_mapping  # noqa: F401 (re-exported)
 from backend.errors import BadInput
 
 PERCENTILES = (2.0, 98.0)

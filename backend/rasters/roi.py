@@ -24,7 +24,6 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
-from backend.contract import parse_bbox  # noqa: F401 (re-exported)
 from backend.errors import BadInput
 
 BBox = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
