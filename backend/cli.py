@@ -199,14 +199,14 @@ def execute_job(
         from backend.analysis.commands import execute
 
         return execute(job, progress, is_cancelled, log)
-    from backend import pipeline
+    from backend import jobs
 
     if isinstance(job, SegmentJob):
         if not job.more_inputs:
-            return pipeline.segment(job.scene, job.options, progress, is_cancelled, cluster=job.cluster), None
+            return jobs.segment(job.scene, job.options, progress, is_cancelled, cluster=job.cluster), None
         scenes = [job.scene, *(replace(job.scene, input=path) for path in job.more_inputs)]
-        each = pipeline.options_per_raster([scene.input for scene in scenes], job.options)
-        results = pipeline.segment_rasters(scenes, each, progress, is_cancelled, job.cluster)
+        each = jobs.options_per_raster([scene.input for scene in scenes], job.options)
+        results = jobs.segment_rasters(scenes, each, progress, is_cancelled, job.cluster)
         folders = {
             "OUTPUT": job.options.output,
             "CONFIDENCE": job.options.confidence,
@@ -215,11 +215,11 @@ def execute_job(
         }
         return {key: folder for key, folder in folders.items() if folder}, {"rasters": results}
     if isinstance(job, AdaptJob):
-        outputs, _, result = pipeline.adapt_scene(job.scene, job.options, progress, is_cancelled)
+        outputs, _, result = jobs.adapt_scene(job.scene, job.options, progress, is_cancelled)
         return outputs, _adapt_metrics(log, result)
     if isinstance(job, AdaptSegmentJob):
         adapt_options = replace(job.adapt)  # adapt_and_segment fills in the adapter's paths
-        outputs, result = pipeline.adapt_and_segment(
+        outputs, result = jobs.adapt_and_segment(
             job.scene, adapt_options, job.segment, progress, is_cancelled, cluster=job.cluster
         )
         return outputs, _adapt_metrics(log, result)
@@ -231,10 +231,10 @@ def execute_job(
         )
         return {"OUTPUT": job.output}, {"spots": len(spots)}
     if isinstance(job, EvaluateJob):
-        from backend.atomic import atomic_output
+        from backend.rasters.atomic import atomic_output
 
         progress(0.0, "scoring")
-        result = pipeline.evaluate(job.prediction, job.labels, job.model, job.models_dir, job.skip)
+        result = jobs.evaluate(job.prediction, job.labels, job.model, job.models_dir, job.skip)
         progress(1.0, "scored")
         outputs = {}
         if job.json_out:
@@ -494,7 +494,7 @@ def _adapt_metrics(log: Callable[[str, str], None], result) -> dict:
     """The adaptation's result event metrics; the self-check's verdict is also a log line the user reads."""
     metrics = {"active_modules": result.active_modules, "trainable_parameters": result.trainable_parameters}
     if result.self_check:
-        from backend.self_check import estimate_line, verdict_message
+        from backend.adaptation.self_check import estimate_line, verdict_message
 
         if "estimate" in result.self_check:
             log(estimate_line(result.self_check["estimate"]), "info")
@@ -644,7 +644,7 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print the model cards as JSON.")] = False,
 ) -> None:
     """List the models of the registry."""
-    from backend.registry import list_models
+    from backend.model.registry import list_models
 
     cards = list_models(models_dir)
     if as_json:
@@ -667,8 +667,8 @@ def inspect_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Describe a raster (bands, dtype, CRS, nodata, size) and whether the model can take it."""
-    from backend.raster_io import default_band_mapping, inspect_raster
-    from backend.registry import resolve_model
+    from backend.model.registry import resolve_model
+    from backend.rasters.raster_io import default_band_mapping, inspect_raster
 
     try:
         info = inspect_raster(input)

@@ -248,9 +248,9 @@ class AdaptOptions:
     def outputs(self) -> list[str]:
         return [p for p in (self.adapter_out, self.report_out) if p]
 
-    def config(self):  # -> backend.adapt.AdaptConfig (imports torch)
-        from backend.adapt import AdaptConfig
-        from backend.fisher_gate import GateConfig
+    def config(self):  # -> backend.adaptation.adapt.AdaptConfig (imports torch)
+        from backend.adaptation.adapt import AdaptConfig
+        from backend.adaptation.fisher_gate import GateConfig
 
         settings = dict(
             mode=self.mode,

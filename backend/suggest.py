@@ -17,10 +17,10 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from backend.atomic import atomic_output, check_writable
 from backend.contract import DEFAULT_SPOT_PIXELS, DEFAULT_SUGGESTED_SPOTS, Scene, SegmentOptions
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, never_cancelled, no_progress, sub_progress
+from backend.rasters.atomic import atomic_output, check_writable
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def suggest_labels(
     is_cancelled: CancelFn = never_cancelled,
 ) -> list[Spot]:
     """Segment the scene, pick ``count`` boxes of ``box`` pixels to label, and write them as a GeoPackage."""
-    from backend.pipeline import open_model, segment
+    from backend.jobs import open_model, segment
 
     check_writable(output, overwrite)
     card, model = open_model(scene, adapter)

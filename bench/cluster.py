@@ -28,12 +28,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.cluster import connect  # noqa: E402
-from backend.dubai import CLASSES  # noqa: E402
 from backend.errors import BadInput  # noqa: E402
-from backend.model import ModelConfig, create_model, save_model  # noqa: E402
-from backend.pipeline import Scene, SegmentOptions, segment  # noqa: E402
-from backend.registry import DEFAULT_MODEL, WEIGHTS_FILE, ModelCard, resolve_model  # noqa: E402
+from backend.jobs import Scene, SegmentOptions, segment  # noqa: E402
+from backend.model.network import ModelConfig, create_model, save_model  # noqa: E402
+from backend.model.registry import DEFAULT_MODEL, WEIGHTS_FILE, ModelCard, resolve_model  # noqa: E402
+from backend.segmentation.cluster import connect  # noqa: E402
+from training.dubai import CLASSES  # noqa: E402
 
 SIZE = 3000
 # (name, --cluster, inference threads per process; None: every core)
@@ -88,8 +88,6 @@ def write_raster(path: Path, size: int) -> None:
 
 def import_backend() -> None:
     """Runs on each worker before the timing: the imports every later run finds done."""
-    import backend.cluster
-    import backend.pipeline  # noqa: F401
 
 
 def timed_run(raster: Path, output: Path, folder: str | None, engine: str, cluster: str | None, threads) -> dict:

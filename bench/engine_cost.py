@@ -32,9 +32,9 @@ METHODS = {
 
 def measure(method: str, steps: int, batch_size: int, crop: int, threads: int) -> dict:
     """Runs inside the child process."""
-    from backend.adapt import AdaptConfig, make_optimizer, prepare_trainable
-    from backend.augment import sample_batch
-    from backend.registry import load_model, resolve_model
+    from backend.adaptation.adapt import AdaptConfig, make_optimizer, prepare_trainable
+    from backend.adaptation.augment import sample_batch
+    from backend.model.registry import load_model, resolve_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -36,10 +36,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.dubai import CLASSES  # noqa: E402
 from backend.errors import BadInput  # noqa: E402
-from backend.model import ModelConfig, SegmentationModel, create_model, save_model  # noqa: E402
-from backend.predictor import (  # noqa: E402
+from backend.model.network import ModelConfig, SegmentationModel, create_model, save_model  # noqa: E402
+from backend.model.registry import DEFAULT_MODEL, WEIGHTS_FILE, ModelCard, load_model, resolve_model  # noqa: E402
+from backend.segmentation.predictor import (  # noqa: E402
     AUTO_ONNX_MIN_TILES,
     Predict,
     Probabilities,
@@ -47,8 +47,8 @@ from backend.predictor import (  # noqa: E402
     onnx_session,
     torch_predictor,
 )
-from backend.registry import DEFAULT_MODEL, WEIGHTS_FILE, ModelCard, load_model, resolve_model  # noqa: E402
-from backend.stem_weights import load_stem_weights  # noqa: E402
+from training.dubai import CLASSES  # noqa: E402
+from training.stem_weights import load_stem_weights  # noqa: E402
 
 TILE, BATCH, THREADS = 512, 4, 2
 SAMPLE_SCENE = REPO / "resources" / "samples" / "dubai_tile6.tif"
@@ -106,7 +106,7 @@ def real_batch() -> np.ndarray:
     """The four 512 px tiles in the top-left corner of the Dubai tile-6 sample scene, model-ready."""
     from rasterio.windows import Window
 
-    from backend.raster_io import SceneReader
+    from backend.rasters.raster_io import SceneReader
 
     with SceneReader(SAMPLE_SCENE) as reader:
         tiles = [reader.read(Window(col, row, TILE, TILE))[0] for row in (0, TILE) for col in (0, TILE)]
@@ -208,7 +208,7 @@ def export_softmax_node(model: SegmentationModel, path: Path) -> Path:
 
 def with_toolbox(model: SegmentationModel, kinds: tuple[str, ...]) -> SegmentationModel:
     """A copy carrying an adapted-looking toolbox: every module of ``kinds`` active with random non-zero weights."""
-    from backend.toolbox import ToolboxConfig
+    from backend.model.toolbox import ToolboxConfig
 
     adapted = copy.deepcopy(model)
     toolbox = adapted.add_toolbox(ToolboxConfig(kinds=kinds))
@@ -288,7 +288,7 @@ def fft_low_pass(grid: torch.Tensor, cutoff: float) -> torch.Tensor:
 
 
 def export_with_fft_low_pass(model: SegmentationModel, path: Path) -> Path:
-    with mock.patch("backend.toolbox.earth_adapter.low_pass", fft_low_pass):
+    with mock.patch("backend.model.toolbox.earth_adapter.low_pass", fft_low_pass):
         return export_onnx(model, path, TILE, BATCH)
 
 
@@ -431,8 +431,8 @@ def peak_rss_mib() -> int:
 
 
 def segment_child(raster: str, engine: str, models_dir: str | None, output: str) -> dict:
-    """Runs in the subprocess: one pipeline.segment call, timed, with its peak RSS."""
-    from backend.pipeline import Scene, SegmentOptions, segment
+    """Runs in the subprocess: one jobs.segment call, timed, with its peak RSS."""
+    from backend.jobs import Scene, SegmentOptions, segment
 
     torch.set_num_threads(THREADS)
     marks: dict[str, object] = {}
@@ -506,7 +506,7 @@ def print_table(report: dict) -> None:
         )  # fmt: skip
     console = Console(width=170)
     console.print(table)
-    segmentation = Table(title="Segmentation (pipeline.segment, synthetic uint8 RGB GeoTIFF)")
+    segmentation = Table(title="Segmentation (jobs.segment, synthetic uint8 RGB GeoTIFF)")
     columns = ("side px", "engine", "ONNX export", "tiles", "setup s", "total s", "Mpx/s", "Mpx/s after setup")
     for column in (*columns, "peak RSS MiB"):
         segmentation.add_column(column, justify="right")

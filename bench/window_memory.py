@@ -25,7 +25,7 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.sliding_window import PANEL_COLUMNS  # noqa: E402
+from backend.segmentation.sliding_window import PANEL_COLUMNS  # noqa: E402
 
 SIZES = (1000, 4000, 10000)
 ONE_PASS = 1_000_000  # panel width wider than any raster here: the whole width at once
@@ -50,8 +50,8 @@ def pixel_probabilities(batch: np.ndarray) -> np.ndarray:
 
 def child(raster: str, columns: int, folder: str) -> dict:
     """Runs in the subprocess: one segment_scene call with a confidence output."""
-    import backend.sliding_window as sliding_window
-    from backend.raster_io import SceneReader
+    import backend.segmentation.sliding_window as sliding_window
+    from backend.rasters.raster_io import SceneReader
 
     sliding_window.PANEL_COLUMNS = columns
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """The models the plugin offers, read from ``<model folder>/<name>/model_card.json``.
 
-The cards are read by the backend's own torch-free reader (:func:`backend.cards.read_card`, with the
+The cards are read by the backend's own torch-free reader (:func:`backend.model.cards.read_card`, with the
 card defaults), not by running ``crossearth models --json``: QGIS start-up imports no torch. The backend
 is then given the model's folder (``--model DIR``), so both always agree on which model runs.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.cards import CARD_FILE, read_card
 from backend.errors import BadInput
+from backend.model.cards import CARD_FILE, read_card
 
 
 @dataclass(frozen=True)

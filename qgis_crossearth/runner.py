@@ -220,7 +220,7 @@ def stop_process(process: subprocess.Popen[str]) -> None:
 
 def remove_partial_outputs(outputs: Sequence[str]) -> None:
     """Delete the temporary ``.<stem>.<id>.partial<suffix>`` files a killed backend leaves beside its
-    outputs (the naming of backend/atomic.py); a backend stopped by SIGTERM has already done so."""
+    outputs (the naming of backend/rasters/atomic.py); a backend stopped by SIGTERM has already done so."""
     for output in outputs:
         target = Path(output)
         if target.parent.is_dir():

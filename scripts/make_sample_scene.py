@@ -21,9 +21,9 @@ from rasterio.enums import ColorInterp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.atomic import atomic_output
-from backend.augment import IGNORE_INDEX
-from backend.dubai import CLASSES, data_dir, read_part
+from backend.analysis.metrics import IGNORE_INDEX
+from backend.rasters.atomic import atomic_output
+from training.dubai import CLASSES, data_dir, read_part
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "resources" / "samples"
 TILE = 6

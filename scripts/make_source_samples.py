@@ -19,10 +19,11 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.adaptation.source_samples import save_source_samples
 from backend.contract import DEFAULT_MODEL
-from backend.dubai import CLASSES, load_tile
-from backend.registry import BUILTIN_MODELS_DIR, SOURCE_SAMPLES_FILE, ModelCard
-from backend.source_samples import most_mixed_corner, save_source_samples
+from backend.model.registry import BUILTIN_MODELS_DIR, SOURCE_SAMPLES_FILE, ModelCard
+from training.dubai import CLASSES, load_tile
+from training.source_crops import most_mixed_corner
 
 
 def best_crop(sample: dict, size: int) -> tuple[float, dict]:

@@ -23,13 +23,13 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.atomic import atomic_output
-from backend.augment import IGNORE_INDEX, Sample, photometric_jitter, sample_batch
-from backend.dubai import CARD_CLASSES, CLASSES, load_tiles
-from backend.metrics import confusion_matrix, scores
-from backend.model import ModelConfig, SegmentationModel, create_model, save_model
-from backend.registry import BUILTIN_MODELS_DIR, CARD_FILE, DEFAULT_MODEL, WEIGHTS_FILE, ModelCard
-from backend.stem_weights import SOURCE, STEM_MEAN, STEM_NAME, STEM_STD, load_stem_weights
+from backend.adaptation.augment import Sample, photometric_jitter, sample_batch
+from backend.analysis.metrics import IGNORE_INDEX, confusion_matrix, scores
+from backend.model.network import ModelConfig, SegmentationModel, create_model, save_model
+from backend.model.registry import BUILTIN_MODELS_DIR, CARD_FILE, DEFAULT_MODEL, WEIGHTS_FILE, ModelCard
+from backend.rasters.atomic import atomic_output
+from training.dubai import CARD_CLASSES, CLASSES, load_tiles
+from training.stem_weights import SOURCE, STEM_MEAN, STEM_NAME, STEM_STD, load_stem_weights
 
 TILE_SIZE = 512
 STRIDE = 341

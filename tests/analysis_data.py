@@ -10,7 +10,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from backend.class_raster import SegClass, SegmentationWriter
+from backend.rasters.class_raster import SegClass, SegmentationWriter
 
 UTM = CRS.from_epsg(32640)
 ORIGIN = (300_000.0, 2_800_000.0)

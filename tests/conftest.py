@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.dubai import CLASSES as DUBAI_CLASSES
-from backend.model import ModelConfig, SegmentationModel, create_model
+from backend.model.network import ModelConfig, SegmentationModel, create_model
+from training.dubai import CLASSES as DUBAI_CLASSES
 
 DUBAI_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dubai-aerial"
 
@@ -43,8 +43,8 @@ def tiny_model() -> SegmentationModel:
 
 def write_tiny_model_folder(folder: Path, name: str = "tiny-test-model") -> Path:
     """A registry folder (card + weights) with a random toy ViT: fast enough for CLI and plugin tests."""
-    from backend.model import save_model
-    from backend.registry import ModelCard
+    from backend.model.network import save_model
+    from backend.model.registry import ModelCard
 
     torch.manual_seed(0)
     config = tiny_config(num_classes=len(DUBAI_CLASSES), img_size=64)

@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from backend.adapt import AdaptConfig, adapt, pseudo_label_thresholds
-from backend.augment import sample_batch
-from backend.model import create_model
+from backend.adaptation.adapt import AdaptConfig, adapt, pseudo_label_thresholds
+from backend.adaptation.augment import sample_batch
+from backend.model.network import create_model
 from backend.progress import Cancelled
 from tests.conftest import tiny_config
 
@@ -111,7 +111,7 @@ def test_same_seed_same_run_other_seed_other_run():
 @pytest.mark.parametrize("other", ["random", "lookahead"])
 def test_other_gates_train_on_fisher_gatings_crops_and_differ_only_by_their_choice(monkeypatch, other):
     """Common random numbers: DA's scoring draws augmentations, and every gate draws them too."""
-    import backend.adapt
+    import backend.adaptation.adapt
 
     def crops_seen(selection: str) -> tuple[list[float], list[list[str]]]:
         seen = []
@@ -121,7 +121,7 @@ def test_other_gates_train_on_fisher_gatings_crops_and_differ_only_by_their_choi
             seen.append(float(batch["image"].sum()))
             return batch
 
-        monkeypatch.setattr(backend.adapt, "sample_batch", recording)
+        monkeypatch.setattr(backend.adaptation.adapt, "sample_batch", recording)
         target = [{"image": s["image"].flip(0)} for s in striped_samples()]
         config = small_config(mode="da", confidence=0.3, gate=dict(selection=selection, top_k=2, reselect_every=4))
         result = adapt(fresh_model(), target, config)
@@ -201,7 +201,7 @@ def test_class_quantile_lowers_the_threshold_of_a_class_the_teacher_is_unsure_of
 
 
 def test_product_adapt_options_pass_their_learning_rate_teacher_momentum_and_thresholds_and_extra_overrides_them():
-    from backend.pipeline import AdaptOptions
+    from backend.jobs import AdaptOptions
 
     config = AdaptOptions(lr=2e-3, ema_momentum=0.95, class_quantile=0.3).config()
     assert (config.lr, config.ema_momentum, config.class_quantile) == (2e-3, 0.95, 0.3)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.adapt import AdaptConfig, adapt
-from backend.dubai import load_tile
-from backend.model import create_model
+from backend.adaptation.adapt import AdaptConfig, adapt
+from backend.model.network import create_model
 from tests.conftest import DUBAI_DATA, tiny_config
+from training.dubai import load_tile
 
 pytestmark = [
     pytest.mark.slow,

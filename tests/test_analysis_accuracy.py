@@ -13,8 +13,8 @@ from rasterio.warp import transform as transform_xy
 
 from backend.analysis.accuracy import STRATA_KEY
 from backend.analysis.estimators import confusion_scores, stratified_estimates
-from backend.class_raster import SegClass
 from backend.cli import run_in_process
+from backend.rasters.class_raster import SegClass
 
 # rows: map class, columns: reference class
 HAND = np.array([[50, 3, 2], [5, 40, 5], [0, 5, 40]])

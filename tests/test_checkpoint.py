@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from backend.adapt import AdaptConfig, adapt
-from backend.checkpoint import load_adapter, read_adapter_metadata, save_adapter
+from backend.adaptation.adapt import AdaptConfig, adapt
+from backend.adaptation.fisher_gate import SELECTIONS
+from backend.adaptation.selection_report import SCORE_LABELS, plot_selection, write_selection_json
 from backend.errors import BadInput
-from backend.fisher_gate import SELECTIONS
-from backend.model import create_model
-from backend.selection_report import SCORE_LABELS, plot_selection, write_selection_json
+from backend.model.checkpoint import load_adapter, read_adapter_metadata, save_adapter
+from backend.model.network import create_model
 from tests.conftest import tiny_config
 from tests.test_adapt import striped_samples
 

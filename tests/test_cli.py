@@ -223,7 +223,7 @@ def test_inspect_says_whether_the_model_can_take_the_raster(tmp_path, tiny_model
 
 
 def test_adapt_segment_reports_the_self_check_as_a_log_line_and_in_the_result(tmp_path, scene, tiny_model_folder):
-    from backend.self_check import verdict_message
+    from backend.adaptation.self_check import verdict_message
 
     out = tmp_path / "classes.tif"
     code, events = run(
@@ -254,10 +254,10 @@ def test_adapt_segment_reports_the_self_check_as_a_log_line_and_in_the_result(tm
 def test_a_rejected_adaptation_segments_and_saves_exactly_the_unadapted_model(
     tmp_path, scene, tiny_model_folder, monkeypatch
 ):
-    from backend import pipeline
-    from backend.self_check import Verdict
+    from backend import jobs
+    from backend.adaptation.self_check import Verdict
 
-    monkeypatch.setattr(pipeline, "decide", lambda signals: Verdict(False, "forced by the test", signals))
+    monkeypatch.setattr(jobs, "decide", lambda signals: Verdict(False, "forced by the test", signals))
     plain, adapted = tmp_path / "plain.tif", tmp_path / "adapted.tif"
     assert run(["segment", scene, "-o", plain, *model_args(tiny_model_folder)])[0] == 0
     code, events = run(

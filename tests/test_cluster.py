@@ -17,12 +17,12 @@ import pytest
 import rasterio
 from distributed import Client
 
-from backend import cluster as cluster_module
 from backend.cli import run_in_process
-from backend.cluster import connect, parse_cluster
 from backend.errors import BadInput
-from backend.pipeline import Scene, SegmentOptions, options_per_raster, segment, segment_rasters
+from backend.jobs import Scene, SegmentOptions, options_per_raster, segment, segment_rasters
 from backend.progress import Cancelled, no_progress
+from backend.segmentation import cluster as cluster_module
+from backend.segmentation.cluster import connect, parse_cluster
 from tests.conftest_rasters import write_raster
 
 
@@ -89,7 +89,7 @@ def test_bad_cluster_specs_are_bad_input(spec):
 
 def count_model_loads() -> None:
     """Runs on each worker: count calls of the registry's model loader from now on."""
-    import backend.registry as registry
+    import backend.model.registry as registry
 
     original = getattr(registry.load_model, "original", registry.load_model)
 
@@ -102,7 +102,7 @@ def count_model_loads() -> None:
 
 
 def model_loads() -> int:
-    import backend.registry as registry
+    import backend.model.registry as registry
 
     return registry.load_model.calls
 
@@ -125,7 +125,7 @@ def test_two_workers_write_exactly_the_single_process_output_loading_the_model_o
 def test_several_rasters_flow_through_one_run_each_as_in_a_single_process(
     tmp_path, tiny_model_folder, scheduler, monkeypatch
 ):
-    monkeypatch.setattr("backend.sliding_window.PANEL_COLUMNS", 512)  # b.tif goes in three panels
+    monkeypatch.setattr("backend.segmentation.sliding_window.PANEL_COLUMNS", 512)  # b.tif goes in three panels
     paths = [scene_raster(tmp_path, 150, 120, "a.tif"), scene_raster(tmp_path, 90, 1100, "b.tif")]
     (tmp_path / "out").mkdir()
     folder = str(tmp_path / "out")

@@ -1,4 +1,4 @@
-"""backend.contract: the jobs the CLI, the pipeline and the plugin share, their checks, defaults and argv."""
+"""backend.contract: the jobs the CLI, backend.jobs and the plugin share, their checks, defaults and argv."""
 
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def test_threads_zero_means_all_cores_and_paths_become_strings():
 
 
 def test_one_table_of_adaptation_defaults():
-    from backend.adapt import AdaptConfig
+    from backend.adaptation.adapt import AdaptConfig
 
     options, config = AdaptOptions(), AdaptConfig()
     for name, value in ADAPT_DEFAULTS.items():
@@ -212,8 +212,8 @@ def test_the_plugin_and_the_registry_read_a_card_alike_defaults_included(tmp_pat
     """One reader, one set of card defaults: a card that leaves out bands, tile, stride and nodata."""
     import json
 
-    from backend.cards import CARD_DEFAULTS, CARD_FILE
-    from backend.registry import ModelCard as BackendCard
+    from backend.model.cards import CARD_DEFAULTS, CARD_FILE
+    from backend.model.registry import ModelCard as BackendCard
     from qgis_crossearth.model_cards import ModelCard as PluginCard
     from qgis_crossearth.model_cards import list_model_cards
 
@@ -243,7 +243,7 @@ def test_contract_imports_neither_torch_nor_qgis_nor_the_cli_toolkit():
         "import sys\n"
         "for name in ('torch', 'rasterio', 'numpy', 'typer', 'click', 'rich', 'qgis', 'PyQt5'):\n"
         "    sys.modules[name] = None\n"
-        "import backend.contract, backend.cards, qgis_crossearth.model_cards\n"
+        "import backend.contract, backend.model.cards, qgis_crossearth.model_cards\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)

@@ -9,10 +9,10 @@ import pytest
 import rasterio
 import torch
 
-from backend.augment import IGNORE_INDEX
-from backend.dubai import CARD_CLASSES, CLASSES
-from backend.registry import DEFAULT_MODEL, load_model, resolve_model
-from backend.stem_weights import STEM_NAME, map_to_timm, packaged_weights_file
+from backend.analysis.metrics import IGNORE_INDEX
+from backend.model.registry import DEFAULT_MODEL, load_model, resolve_model
+from training.dubai import CARD_CLASSES, CLASSES
+from training.stem_weights import STEM_NAME, map_to_timm, packaged_weights_file
 
 SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples"
 TILE = 512
@@ -81,8 +81,8 @@ def test_stem_weight_mapping_refuses_a_shape_mismatch():
 def test_imagenet_stem_weights_fit_together_on_a_real_scene():
     """Each BatchNorm's stored ImageNet running mean should track the mean of what its (mapped) conv
     now feeds it on a real image; a mis-mapped or unloaded stem breaks that agreement."""
-    from backend.model import build_stem
-    from backend.stem_weights import STEM_MEAN, STEM_STD, load_stem_weights
+    from backend.model.network import build_stem
+    from training.stem_weights import STEM_MEAN, STEM_STD, load_stem_weights
 
     stem = build_stem(STEM_NAME, 5, 3).eval()
     load_stem_weights(stem)

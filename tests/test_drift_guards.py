@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from backend.adapt import (
+from backend.adaptation.adapt import (
     DIHEDRAL_VIEWS,
     AdaptConfig,
     adapt,
@@ -17,8 +17,8 @@ from backend.adapt import (
     unview,
     view,
 )
-from backend.augment import IGNORE_INDEX
-from backend.self_check import Signals, decide, measure
+from backend.adaptation.self_check import Signals, decide, measure
+from backend.analysis.metrics import IGNORE_INDEX
 from tests.test_adapt import fresh_model, small_config, striped_samples
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.augment import IGNORE_INDEX
-from backend.dubai import CLASSES, DATA_ENV, data_dir, load_tile, mask_to_classes, read_part
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.errors import BadInput
+from training.dubai import CLASSES, DATA_ENV, data_dir, load_tile, mask_to_classes, read_part
 
 
 def _rgb(color: str) -> list[int]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from backend.fisher_gate import (
+from backend.adaptation.fisher_gate import (
     FisherGate,
     GateConfig,
     fisher_scores,
@@ -14,7 +14,7 @@ from backend.fisher_gate import (
     normalize_scores,
     select_modules,
 )
-from backend.toolbox import AdapterConfig, ToolboxConfig, inject_toolbox
+from backend.model.toolbox import AdapterConfig, ToolboxConfig, inject_toolbox
 
 
 class TinyBlock(nn.Module):

@@ -1,5 +1,5 @@
 """onnxruntime segments like PyTorch: the default model with an adapter in it (LoRA merged into qkv,
-Adapters, Earth-Adapters with their FFT), on a crop of a real Dubai scene, through ``pipeline.segment``."""
+Adapters, Earth-Adapters with their FFT), on a crop of a real Dubai scene, through ``jobs.segment``."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ from conftest_rasters import rgb_uint8
 from rasterio.transform import from_origin
 from rasterio.windows import Window, bounds
 
-import backend.predictor as predictor
+import backend.segmentation.predictor as predictor
 from backend.errors import BadInput
-from backend.pipeline import Scene, SegmentOptions, segment
-from backend.predictor import AUTO_ONNX_MIN_TILES, auto_engine, make_predictor, onnx_cache_dir, resolve_device
-from backend.registry import DEFAULT_MODEL, load_model, resolve_model
-from backend.toolbox import MODULE_KINDS, ToolboxConfig
-from backend.toolbox.earth_adapter import low_pass
+from backend.jobs import Scene, SegmentOptions, segment
+from backend.model.registry import DEFAULT_MODEL, load_model, resolve_model
+from backend.model.toolbox import MODULE_KINDS, ToolboxConfig
+from backend.model.toolbox.earth_adapter import low_pass
+from backend.segmentation.predictor import (
+    AUTO_ONNX_MIN_TILES,
+    auto_engine,
+    make_predictor,
+    onnx_cache_dir,
+    resolve_device,
+)
 from tests.conftest import DUBAI_DATA
 
 SAMPLE_SCENE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "dubai_tile6.tif"

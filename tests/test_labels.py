@@ -8,12 +8,12 @@ import rasterio
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from backend.augment import IGNORE_INDEX
-from backend.dubai import CLASSES
+from backend.adaptation.labels import is_vector, read_label_shapes
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.errors import BadInput
-from backend.labels import is_vector, read_label_shapes
 from tests import conftest_rasters as rasters
 from tests.conftest_rasters import write_labelled_vector
+from training.dubai import CLASSES
 
 # the 48 x 40 test raster: UTM 40N, upper left (300000, 2800000), 2 m pixels
 WHOLE = Window(0, 0, 48, 40)

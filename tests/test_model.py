@@ -7,7 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from backend.model import ModelConfig, create_model, default_feature_blocks, save_model
+from backend.model.network import ModelConfig, create_model, default_feature_blocks, save_model
 from tests.conftest import tiny_config
 
 

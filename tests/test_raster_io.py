@@ -16,15 +16,15 @@ from conftest_rasters import (
 )
 from rasterio.windows import Window
 
+from backend.contract import parse_ints as parse_band_mapping
 from backend.errors import BadInput
-from backend.raster_io import (
+from backend.rasters.raster_io import (
     NoCrsWarning,
     SceneReader,
     Stretch,
     check_band_mapping,
     default_band_mapping,
     inspect_raster,
-    parse_band_mapping,
 )
 
 

@@ -7,9 +7,10 @@ from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from backend.contract import parse_bbox
 from backend.errors import BadInput
-from backend.raster_io import inspect_raster
-from backend.roi import parse_bbox, resolve_roi
+from backend.rasters.raster_io import inspect_raster
+from backend.rasters.roi import resolve_roi
 
 # The test raster: 48 x 40 pixels of 2 m from (300000, 2800000): x 300000..300096, y 2799920..2800000.
 

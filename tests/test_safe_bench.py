@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"
 from analyst import draw_disks
 from safe import check_accuracy, summarize, target_lines
 
-from backend.augment import IGNORE_INDEX
+from backend.analysis.metrics import IGNORE_INDEX
 
 
 def two_classes_and_a_strip() -> np.ndarray:

@@ -7,12 +7,12 @@ from conftest_rasters import TRIANGLE_WKT, position_rgb, rgb_uint8, write_raster
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from backend.class_raster import CLASS_NODATA, overview_factors
 from backend.errors import BadInput
 from backend.progress import Cancelled
-from backend.raster_io import SceneReader
-from backend.roi import resolve_roi
-from backend.sliding_window import TileGrid, blend_weights, segment_scene, tile_starts, tile_windows
+from backend.rasters.class_raster import CLASS_NODATA, overview_factors
+from backend.rasters.raster_io import SceneReader
+from backend.rasters.roi import resolve_roi
+from backend.segmentation.sliding_window import TileGrid, blend_weights, segment_scene, tile_starts, tile_windows
 
 CLASSES = [
     {"value": 1, "name": "water", "color": "#0000ff"},
@@ -135,7 +135,7 @@ def test_panels_write_the_same_bits_as_one_pass_over_the_full_width(tmp_path, mo
     path = write_raster(tmp_path / "wide.tif", data)
     outs = {}
     for name, columns in [("panels", 512), ("one pass", 100_000)]:
-        monkeypatch.setattr("backend.sliding_window.PANEL_COLUMNS", columns)
+        monkeypatch.setattr("backend.segmentation.sliding_window.PANEL_COLUMNS", columns)
         folder = tmp_path / name
         folder.mkdir()
         with SceneReader(path) as reader:

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from backend.augment import IGNORE_INDEX
-from backend.checkpoint import read_adapter_metadata
+from backend.adaptation.source_samples import load_source_samples, save_source_samples, source_provenance
+from backend.analysis.metrics import IGNORE_INDEX
 from backend.errors import BadInput
-from backend.registry import SOURCE_SAMPLES_FILE, ModelCard
-from backend.source_samples import label_entropy, load_source_samples, save_source_samples, source_provenance
+from backend.model.checkpoint import read_adapter_metadata
+from backend.model.registry import SOURCE_SAMPLES_FILE, ModelCard
 from tests import conftest_rasters as rasters
 from tests.test_cli import run
+from training.source_crops import label_entropy
 
 
 def random_samples(count: int, size: int, classes: int = 5) -> list[dict]:

@@ -7,9 +7,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from backend.model import create_model
-from backend.toolbox import LoRA, LoRAConfig, ToolboxConfig
-from backend.toolbox.earth_adapter import low_pass
+from backend.model.network import create_model
+from backend.model.toolbox import LoRA, LoRAConfig, ToolboxConfig
+from backend.model.toolbox.earth_adapter import low_pass
 from tests.conftest import tiny_config
 
 KIND_CASES = [("lora",), ("adapter",), ("earth_adapter",), ("lora", "adapter", "earth_adapter")]
@@ -43,7 +43,7 @@ def test_modules_are_named_after_their_block_and_everything_but_them_is_frozen(t
 
 
 def test_injecting_into_a_model_without_blocks_raises():
-    from backend.toolbox import inject_toolbox
+    from backend.model.toolbox import inject_toolbox
 
     with pytest.raises(ValueError, match="no transformer blocks"):
         inject_toolbox(nn.Sequential(nn.Linear(4, 4)))

@@ -1,5 +1,6 @@
 """From a class raster to answers, block by block (bounded memory), every output written atomically.
 
+- :mod:`~backend.analysis.metrics`: per-class IoU, mIoU and overall accuracy of a prediction (``crossearth evaluate``)
 - :mod:`~backend.analysis.classes`: the classes (values, names, colours) of a class raster, pixel areas, strips
 - :mod:`~backend.analysis.vectorize`: polygons per connected region (``crossearth vectorize``)
 - :mod:`~backend.analysis.areas`: class areas per zone (``crossearth areas``)

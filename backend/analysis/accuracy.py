@@ -26,9 +26,9 @@ from rasterio.windows import transform as window_transform
 from backend.analysis.classes import ClassRaster, ValueIndex, read_class_raster, strips
 from backend.analysis.estimators import confusion_scores, stratified_estimates
 from backend.analysis.vectors import VectorLayer, read_features, shape_bounds
-from backend.atomic import atomic_output, check_writable
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
+from backend.rasters.atomic import atomic_output, check_writable
 
 STRATA_KEY = "CROSSEARTH_STRATA"  # layer metadata written by sample-points --stratified
 

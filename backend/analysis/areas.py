@@ -17,9 +17,9 @@ from rasterio.windows import transform as window_transform
 
 from backend.analysis.classes import ClassRaster, ValueIndex, add_counts, read_class_raster, strips
 from backend.analysis.vectors import read_features, shape_bounds
-from backend.atomic import atomic_output
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
+from backend.rasters.atomic import atomic_output
 
 WHOLE = "all"
 NODATA = "nodata"
@@ -164,7 +164,7 @@ def plot_areas(table: dict, path: str | os.PathLike, overwrite: bool) -> None:
 
 def write_areas(table: dict, output: str, json_out: str, chart: str | None, overwrite: bool) -> dict:
     from backend.analysis.accuracy import write_csv, write_json
-    from backend.atomic import check_writable
+    from backend.rasters.atomic import check_writable
 
     for target in (output, json_out, chart):
         if target:

@@ -19,11 +19,11 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
 from backend.analysis.classes import ClassRaster, ValueIndex, add_counts, read_class_raster, strips
-from backend.atomic import check_writable
-from backend.class_raster import CLASS_NODATA, SegClass, SegmentationWriter
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
-from backend.roi import raster_bounds
+from backend.rasters.atomic import check_writable
+from backend.rasters.class_raster import CLASS_NODATA, SegClass, SegmentationWriter
+from backend.rasters.roi import raster_bounds
 
 
 def _washed(color: str) -> str:

@@ -20,8 +20,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from backend.class_raster import SegClass
 from backend.errors import BadInput
+from backend.rasters.class_raster import SegClass
 
 BLOCK_PIXELS = 1 << 22  # pixels read at once (a strip of whole rows); tests lower it to exercise streaming
 DEFAULT_COLORS = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F"]

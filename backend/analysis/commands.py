@@ -121,7 +121,7 @@ def register(app: typer.Typer, run: Callable) -> None:
 
 def execute(job, progress, is_cancelled, log: Callable[[str, str], None]) -> tuple[dict[str, str], dict]:
     """Run an analysis job: the outputs it wrote (Processing's names) and its metrics."""
-    from backend.atomic import check_writable
+    from backend.rasters.atomic import check_writable
 
     if isinstance(job, VectorizeJob):
         from backend.analysis.vectorize import vectorize as polygons

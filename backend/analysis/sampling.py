@@ -18,9 +18,9 @@ import rasterio
 
 from backend.analysis.accuracy import STRATA_KEY
 from backend.analysis.classes import ClassRaster, read_class_raster, strips
-from backend.atomic import atomic_output
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
+from backend.rasters.atomic import atomic_output
 
 REFERENCE_FIELD = "class"  # left empty for the interpreter; `crossearth accuracy --field class` reads it
 

@@ -20,9 +20,9 @@ import numpy as np
 import rasterio
 
 from backend.analysis.classes import ClassRaster, read_class_raster, strips
-from backend.atomic import atomic_output
 from backend.errors import BadInput
 from backend.progress import CancelFn, Cancelled, ProgressFn, never_cancelled, no_progress, sub_progress
+from backend.rasters.atomic import atomic_output
 
 LAYER = "polygons"
 EQUAL_AREA = "EPSG:6933"  # areas of polygons in a geographic CRS

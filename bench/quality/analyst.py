@@ -15,7 +15,7 @@ import numpy as np
 from affine import Affine
 from scipy.ndimage import distance_transform_edt
 
-from backend.augment import IGNORE_INDEX
+from backend.analysis.metrics import IGNORE_INDEX
 
 COVER = 0.008  # share of the image the K polygons cover together
 MIN_RADIUS = 4  # pixels: a class with no room for a disk this size gets none

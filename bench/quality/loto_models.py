@@ -18,7 +18,7 @@ import typer
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-from backend.dubai import TILES  # noqa: E402
+from training.dubai import TILES  # noqa: E402
 
 DEFAULT_CACHE = Path.home() / ".cache" / "crossearth" / "loto"
 SHIPPED_HELD_OUT = 6

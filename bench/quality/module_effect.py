@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from make_sample_scene import write_scene
 from run import DEFAULT_CACHE, HELD_OUT_OPTIONS, PROMISE_SCENES, X3, X10
 
-from backend.dubai import read_part
-from backend.pipeline import AdaptOptions, Scene, adapt_scene, open_model
+from backend.jobs import AdaptOptions, Scene, adapt_scene, open_model
+from training.dubai import read_part
 
 METHODS = ["fisher_gate", "fisher_gate" + X3, "fisher_gate, k=2" + X10]
 TILE = 512

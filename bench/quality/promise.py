@@ -3,7 +3,7 @@
 One Dubai image of a held-out tile becomes a GeoTIFF scene with an assigned CRS (as the sample scene is
 made), optionally seen through the benchmark's sensor shift (``protocol.sensor_shift``); it is segmented
 by the unadapted model and by adapt-and-segment (DA on the scene itself, its labels unused), and both class
-rasters are scored with ``pipeline.evaluate`` against the label raster.
+rasters are scored with ``jobs.evaluate`` against the label raster.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 from make_sample_scene import write_labels, write_scene  # noqa: E402
 from protocol import sensor_shift  # noqa: E402
 
-from backend.dubai import read_part  # noqa: E402
-from backend.pipeline import AdaptOptions, Scene, SegmentOptions, adapt_and_segment, evaluate, segment  # noqa: E402
+from backend.jobs import AdaptOptions, Scene, SegmentOptions, adapt_and_segment, evaluate, segment  # noqa: E402
+from training.dubai import read_part  # noqa: E402
 
 
 def run_promise(spec: dict) -> dict:

@@ -23,13 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from backend.adapt import AdaptConfig, adapt  # noqa: E402
-from backend.augment import Sample  # noqa: E402
-from backend.dubai import CLASSES, load_tile  # noqa: E402
-from backend.metrics import confusion_matrix, scores  # noqa: E402
-from backend.model import SegmentationModel, create_model  # noqa: E402
-from backend.registry import ModelCard  # noqa: E402
-from backend.source_samples import label_entropy, most_mixed_corner  # noqa: E402
+from backend.adaptation.adapt import AdaptConfig, adapt  # noqa: E402
+from backend.adaptation.augment import Sample  # noqa: E402
+from backend.analysis.metrics import confusion_matrix, scores  # noqa: E402
+from backend.model.network import SegmentationModel, create_model  # noqa: E402
+from backend.model.registry import ModelCard  # noqa: E402
+from training.dubai import CLASSES, load_tile  # noqa: E402
+from training.source_crops import label_entropy, most_mixed_corner  # noqa: E402
 
 CLASS_NAMES = [c["name"] for c in CLASSES]
 NUM_CLASSES = len(CLASSES)

@@ -25,7 +25,7 @@ from protocol import (
     tile_samples,
 )
 
-from backend.dubai import CLASSES
+from training.dubai import CLASSES
 
 NOTES = Path(__file__).with_name("notes.md")
 SETTING_NAMES = {

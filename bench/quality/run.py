@@ -44,7 +44,7 @@ from protocol import (
     summarize,
 )
 
-from backend.registry import SOURCE_SAMPLES_FILE
+from backend.model.registry import SOURCE_SAMPLES_FILE
 
 DEFAULT_CACHE = Path.home() / ".cache" / "crossearth" / "quality"
 # (held-out tile, image part): the defaults are measured on all; the other variants, which only explain
@@ -245,7 +245,7 @@ def promise_spec(model: Path, tile: int, part: int, options: dict, domain: str =
     """Every AdaptOptions field and the model's files (by hash) are in the spec, so a change of the defaults or
     a retrained model is a new run, not a stale cache. ``domain`` "shift" sees the scene through the sensor
     shift; "clean" adds no key, so the runs on the images as they are keep their cache keys."""
-    from backend.pipeline import AdaptOptions
+    from backend.jobs import AdaptOptions
 
     adapt_options = AdaptOptions(**options)
     spec = {

@@ -5,8 +5,8 @@
 A scene is one Dubai image of a tile its model never saw: the shipped model on the nine images of tile 6
 (it trained on tiles 1-5), and, where they have been trained and cached (``--loto-models``), the
 leave-one-tile-out models on the images of their held-out tile. Each run segments the scene with the
-unadapted model and with the adapted one (the product's path, ``pipeline``), scores both against the
-scene's labels, and records the label-free self-check signals (backend.self_check) so that the check can
+unadapted model and with the adapted one (the product's path, ``backend.jobs``), scores both against the
+scene's labels, and records the label-free self-check signals (backend.adaptation.self_check) so that the check can
 be judged on the same runs. Runs are cached as JSON by a hash of their settings; two worker processes,
 one torch thread each.
 """
@@ -28,8 +28,8 @@ import numpy as np
 import typer
 from rasterio.windows import Window
 
-from backend.augment import IGNORE_INDEX
-from backend.self_check import Signals, decide, judge_by_estimate
+from backend.adaptation.self_check import Signals, decide, judge_by_estimate
+from backend.analysis.metrics import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
@@ -71,10 +71,10 @@ def run_scene(spec: dict) -> dict:
     import torch
     from make_sample_scene import write_labels, write_scene
 
-    from backend import pipeline
-    from backend.adapt import adapt
-    from backend.dubai import read_part
-    from backend.self_check import measure
+    from backend import jobs
+    from backend.adaptation.adapt import adapt
+    from backend.adaptation.self_check import measure
+    from training.dubai import read_part
 
     torch.set_num_threads(1)
     image, mask = read_part(spec["tile"], spec["part"])
@@ -82,27 +82,27 @@ def run_scene(spec: dict) -> dict:
         scene_path, labels_path = Path(tmp) / "scene.tif", Path(tmp) / "labels.tif"
         write_scene((image * 255.0).round().byte().numpy(), scene_path)
         truth = mask.numpy().astype(np.uint8)
-        options = pipeline.AdaptOptions(**spec["options"])
-        scene = pipeline.Scene(input=str(scene_path), model=spec["model"], threads=1)
-        card, model = pipeline.open_model(scene)
+        options = jobs.AdaptOptions(**spec["options"])
+        scene = jobs.Scene(input=str(scene_path), model=spec["model"], threads=1)
+        card, model = jobs.open_model(scene)
         if "analyst" in spec:  # the analyst's polygons train; only the pixels they do not cover are scored
             options.labels, covered = analyst_polygons(spec["analyst"], truth, scene_path, card.classes, Path(tmp))
             truth = np.where(covered, IGNORE_INDEX, truth).astype(np.uint8)
         write_labels(truth, labels_path)
         plain = str(Path(tmp) / "segment.tif")
-        pipeline.segment(scene, pipeline.SegmentOptions(output=plain, engine="torch"), model=(card, model))
-        tiles = pipeline.scene_samples(scene, card, options)
+        jobs.segment(scene, jobs.SegmentOptions(output=plain, engine="torch"), model=(card, model))
+        tiles = jobs.scene_samples(scene, card, options)
         samples = tiles.train
         original = copy.deepcopy(model)
         started = time.perf_counter()
         result = adapt(model, samples, options.config())
         seconds = time.perf_counter() - started
         adapted = str(Path(tmp) / "adapted.tif")
-        pipeline.segment(scene, pipeline.SegmentOptions(output=adapted, engine="torch"), model=(card, result.model))
+        jobs.segment(scene, jobs.SegmentOptions(output=adapted, engine="torch"), model=(card, result.model))
         signals = measure(original, result.model, samples)
-        verdict = pipeline.check_adaptation(original, result.model, tiles, card)
-        before = pipeline.evaluate(plain, str(labels_path), model=spec["model"])
-        after = pipeline.evaluate(adapted, str(labels_path), model=spec["model"])
+        verdict = jobs.check_adaptation(original, result.model, tiles, card)
+        before = jobs.evaluate(plain, str(labels_path), model=spec["model"])
+        after = jobs.evaluate(adapted, str(labels_path), model=spec["model"])
     keep = ("miou", "iou")
     return {
         "spec": spec,
@@ -120,7 +120,7 @@ def analyst_polygons(analyst: dict, truth: np.ndarray, scene_path: Path, classes
     import rasterio
     from analyst import draw_disks, write_disks
 
-    from backend.labels import read_label_shapes
+    from backend.adaptation.labels import read_label_shapes
 
     disks = draw_disks(truth, analyst["polygons"], analyst["placement"], analyst["seed"])
     with rasterio.open(scene_path) as raster:

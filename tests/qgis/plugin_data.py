@@ -15,8 +15,8 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
-from backend.model import ModelConfig, create_model, save_model
-from backend.registry import WEIGHTS_FILE, ModelCard
+from backend.model.network import ModelConfig, create_model, save_model
+from backend.model.registry import WEIGHTS_FILE, ModelCard
 
 TINY_MODEL = "tiny-test"
 TINY_CLASSES = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,21 @@ def test_bundled_backend_is_the_one_the_plugin_runs(extracted):
         check=True,
     )
     assert Path(probe.stdout.strip()).is_relative_to(lib)
+
+
+def test_zip_ships_the_product_and_no_training_code(extracted):
+    """lib/ holds backend/ and nothing of training/ (data sets, stem weights, crop choice), which it never imports."""
+    lib = extracted / "qgis_crossearth" / "lib"
+    shipped = sorted(path.relative_to(lib).as_posix() for path in lib.rglob("*.py"))
+    assert shipped and all(name.startswith("backend/") for name in shipped)
+    assert {f"backend/{package}/__init__.py" for package in ("rasters", "model", "adaptation", "segmentation")} <= set(
+        shipped
+    )
+    training = {path.name for path in (Path(__file__).resolve().parents[2] / "training").glob("*.py")}
+    assert {"dubai.py", "stem_weights.py", "source_crops.py"} <= training
+    assert not {Path(name).name for name in shipped} & (training - {"__init__.py"})
+    for name in shipped:
+        assert not re.search(r"^\s*(from|import) training\b", (lib / name).read_text(encoding="utf-8"), re.M), name
 
 
 def test_bundled_requirements_are_the_runtime_ones(extracted):

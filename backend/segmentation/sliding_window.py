@@ -1,0 +1,454 @@
+"""Segment a whole scene with overlapping tiles, in panels and strips, so memory does not grow with its size.
+
+Overlapping tile predictions are averaged as probabilities under a smooth (Hann) weight, which
+hides tile seams. A scene wider than ``PANEL_COLUMNS`` is done one band of columns (a panel) at a time,
+each with the tiles that touch it; within a panel only ``tile`` rows of probabilities are held at
+once: after each strip of tiles the rows no later tile can touch are turned into classes, written
+and dropped. Every pixel sums the same tiles in the same order as without panels, so the outputs are
+identical; the tiles that straddle a panel edge are predicted once per panel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from backend.errors import BadInput
+from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
+from backend.rasters.class_raster import CLASS_NODATA, SegClass, SegmentationWriter, parse_classes
+from backend.rasters.raster_io import SceneReader
+from backend.rasters.roi import Roi, whole_raster
+
+Predict = Callable[[np.ndarray], np.ndarray]  # float32 [B, C, T, T] in [0, 1] -> probabilities [B, K, T, T]
+WEIGHT_FLOOR = 1e-3  # keeps the outermost pixels of the raster, seen by one tile only, weighted
+# GDAL's block cache defaults to 5 % of RAM and fills with blocks never read again (written output
+# blocks too); two block rows of a panel's input are all a strip needs: 64 MB holds them for 16-bit
+# 4-band input up to 8000 px wide per block row (a wider striped input is decoded again, not wrong).
+GDAL_CACHE_MB = 64
+# Output columns per panel: a multiple of the class raster's 512-px blocks, so no block is written twice.
+# Memory then stops growing past this width; the tiles straddling an edge are predicted twice (about
+# 10 % more tiles at 4096 for 512-px tiles at stride 341; docs/performance.md measures both).
+PANEL_COLUMNS = 4096
+
+
+def tile_starts(offset: int, length: int, tile: int, stride: int) -> list[int]:
+    """Tile origins along one axis: every ``stride``, the last one flush with the far edge."""
+    size = min(tile, length)
+    last = offset + length - size
+    starts = list(range(offset, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def tile_windows(roi_window: Window, tile: int, stride: int) -> Iterator[Window]:
+    """Row-major tile windows covering ``roi_window`` exactly; a side shorter than ``tile`` gives one
+    tile that side long (the segmenter pads it by reflection)."""
+    col, row = int(roi_window.col_off), int(roi_window.row_off)
+    width, height = int(roi_window.width), int(roi_window.height)
+    for top in tile_starts(row, height, tile, stride):
+        for left in tile_starts(col, width, tile, stride):
+            yield Window(left, top, min(tile, width), min(tile, height))
+
+
+def blend_weights(height: int, width: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
+    """2-D Hann window, highest in the middle of the tile, never below ``floor``."""
+
+    def hann(n: int) -> np.ndarray:
+        return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
+
+    return np.maximum(np.outer(hann(height), hann(width)), floor).astype(np.float32)
+
+
+def check_tiling(tile: int, stride: int, batch_size: int) -> None:
+    if tile < 1:
+        raise BadInput(f"tile size {tile}: must be at least 1 pixel")
+    if not 1 <= stride <= tile:
+        raise BadInput(f"stride {stride}: must lie in 1..{tile} (the tile size) or tiles would leave gaps")
+    if batch_size < 1:
+        raise BadInput(f"batch size {batch_size}: must be at least 1")
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What was written, for the caller to report and load."""
+
+    class_path: Path
+    confidence_path: Path | None
+    entropy_path: Path | None
+    window: Window  # the ROI in the input raster's pixels; the outputs cover exactly this
+    tiles: int  # tiles predicted (tiles with no valid pixel are skipped)
+    class_pixels: dict[int, int]  # pixels per class value
+    nodata_pixels: int
+
+
+def _pad(image: np.ndarray, tile: int) -> np.ndarray:
+    """Reflect-pad [C, h, w] to [C, tile, tile]."""
+    pad_h, pad_w = tile - image.shape[1], tile - image.shape[2]
+    if not (pad_h or pad_w):
+        return image
+    return np.pad(image, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the tiles of a ROI lie: strips of tiles sharing a top row, each tile ``tile_h`` x ``tile_w``."""
+
+    window: Window  # the ROI's pixel window in the raster
+    tile: int
+    stride: int
+    tops: tuple[int, ...]
+    lefts: tuple[int, ...]
+
+    @classmethod
+    def over(cls, window: Window, tile: int, stride: int) -> TileGrid:
+        col, row = int(window.col_off), int(window.row_off)
+        return cls(
+            window,
+            tile,
+            stride,
+            tuple(tile_starts(row, int(window.height), tile, stride)),
+            tuple(tile_starts(col, int(window.width), tile, stride)),
+        )
+
+    @property
+    def tile_h(self) -> int:
+        return min(self.tile, int(self.window.height))
+
+    @property
+    def tile_w(self) -> int:
+        return min(self.tile, int(self.window.width))
+
+    @property
+    def strips(self) -> int:
+        return len(self.tops)
+
+    @property
+    def tiles(self) -> int:
+        return len(self.tops) * len(self.lefts)
+
+    def strip(self, index: int) -> list[Window]:
+        return [Window(left, self.tops[index], self.tile_w, self.tile_h) for left in self.lefts]
+
+    def finished_rows(self, index: int) -> int:
+        """Rows no later strip touches once strip ``index`` is added: up to the next strip's top."""
+        end = self.tops[index + 1] if index + 1 < len(self.tops) else int(self.window.row_off + self.window.height)
+        return end - self.tops[index]
+
+    def panels(self, columns: int | None = None) -> list[Panel]:
+        """The ROI's columns in bands of ``columns`` (default ``PANEL_COLUMNS``), each with the grid of this
+        grid's tiles that touch it."""
+        columns = columns or PANEL_COLUMNS
+        col0, width = int(self.window.col_off), int(self.window.width)
+        panels = []
+        for start in range(0, width, columns):
+            stop = min(width, start + columns)
+            lefts = tuple(left for left in self.lefts if left - col0 < stop and left - col0 + self.tile_w > start)
+            span = Window(lefts[0], self.window.row_off, lefts[-1] + self.tile_w - lefts[0], self.window.height)
+            grid = TileGrid(span, self.tile, self.stride, self.tops, lefts)
+            panels.append(Panel(start, stop, col0 + start - lefts[0], grid))
+        return panels
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Output columns ``start:stop`` of the ROI and the tiles that cover them (``grid``, whose window is
+    the columns those tiles span, a little wider)."""
+
+    start: int  # ROI-relative
+    stop: int
+    offset: int  # where column ``start`` lies in the grid's window
+    grid: TileGrid
+
+
+@dataclass
+class StripSums:
+    """One strip of tiles predicted: Hann-weighted probability sums over ``tile_h`` rows x the ROI width.
+
+    Strips are summed on their own and then added to the running sums, on one machine as on a cluster,
+    so that the floating-point additions, hence the outputs, are the same wherever a strip was predicted.
+    """
+
+    index: int
+    probs: np.ndarray  # float32 [K, tile_h, W]
+    weight: np.ndarray  # float32 [tile_h, W]
+    valid: np.ndarray  # bool [tile_h, W]
+    tiles: int  # tiles predicted (those with a valid pixel)
+
+
+def predict_strip(
+    reader: SceneReader,
+    predict: Predict,
+    grid: TileGrid,
+    index: int,
+    *,
+    roi: Roi,
+    n_classes: int,
+    batch_size: int,
+    is_cancelled: CancelFn = never_cancelled,
+    on_batch: Callable[[int], None] = lambda tiles: None,
+) -> StripSums:
+    """Predict the tiles of strip ``index`` in batches; ``on_batch(n)`` after each batch of ``n`` tiles."""
+    col0 = int(grid.window.col_off)
+    weights = blend_weights(grid.tile_h, grid.tile_w)
+    sums = StripSums(
+        index,
+        np.zeros((n_classes, grid.tile_h, int(grid.window.width)), np.float32),
+        np.zeros((grid.tile_h, int(grid.window.width)), np.float32),
+        np.zeros((grid.tile_h, int(grid.window.width)), bool),
+        0,
+    )
+    strip = grid.strip(index)
+    for first in range(0, len(strip), batch_size):
+        check_cancelled(is_cancelled)
+        batch_windows = strip[first : first + batch_size]
+        kept = []
+        for window in batch_windows:
+            image, valid = reader.read(window)
+            valid &= roi.mask(window)
+            if valid.any():
+                kept.append((window, image, valid))
+        if kept:
+            batch = np.stack([_pad(image, grid.tile) for _, image, _ in kept])
+            probs = _predict_batch(predict, batch, n_classes)
+            for (window, _, valid), tile_probs in zip(kept, probs, strict=True):
+                col = int(window.col_off) - col0
+                sums.probs[:, :, col : col + grid.tile_w] += tile_probs[:, : grid.tile_h, : grid.tile_w] * weights
+                sums.weight[:, col : col + grid.tile_w] += weights
+                sums.valid[:, col : col + grid.tile_w] |= valid
+            sums.tiles += len(kept)
+        on_batch(len(batch_windows))
+    return sums
+
+
+class _StripAccumulator:
+    """Running probability sums for ``tile`` rows x ROI width, shifted down as rows are finished."""
+
+    def __init__(self, n_classes: int, rows: int, width: int) -> None:
+        self.probs = np.zeros((n_classes, rows, width), np.float32)
+        self.weight = np.zeros((rows, width), np.float32)
+        self.valid = np.zeros((rows, width), bool)
+
+    def add(self, strip: StripSums) -> None:
+        self.probs += strip.probs
+        self.weight += strip.weight
+        self.valid |= strip.valid
+
+    def take(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Remove the top ``rows`` rows: (blended probabilities [K, rows, W], valid [rows, W])."""
+        weight = self.weight[:rows]
+        probs = self.probs[:, :rows] / np.where(weight > 0, weight, 1.0)
+        valid = self.valid[:rows].copy()
+        for buffer in (self.probs, self.weight, self.valid):
+            buffer[..., : buffer.shape[-2] - rows, :] = buffer[..., rows:, :]
+            buffer[..., buffer.shape[-2] - rows :, :] = 0
+        return probs, valid
+
+
+def _predict_batch(predict: Predict, batch: np.ndarray, n_classes: int) -> np.ndarray:
+    probs = np.asarray(predict(batch), dtype=np.float32)
+    expected = (batch.shape[0], n_classes, batch.shape[2], batch.shape[3])
+    if probs.shape != expected:
+        raise ValueError(f"predict returned shape {probs.shape}, expected {expected} ({n_classes} classes)")
+    return probs
+
+
+class StripAssembler:
+    """The one writer of a scene: panel after panel (:attr:`panels`, each opened with :meth:`begin`), strips
+    added in order become finished rows of the panel's columns of the output rasters.
+
+    A context manager like the :class:`SegmentationWriter` it drives: the outputs appear complete on a
+    clean exit and not at all otherwise.
+    """
+
+    def __init__(
+        self,
+        reader: SceneReader,
+        output: str | os.PathLike,
+        *,
+        classes: Sequence[Mapping[str, Any] | SegClass],
+        grid: TileGrid,
+        confidence: str | os.PathLike | None = None,
+        entropy: str | os.PathLike | None = None,
+        overwrite: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        for path in (output, confidence, entropy):
+            if path is not None and Path(path).resolve() == Path(reader.path).resolve():
+                raise BadInput(f"{path}: an output would replace the input raster")
+        self.classes = parse_classes(classes)
+        self.grid = grid
+        self.panels = grid.panels()
+        self.paths = (Path(output), _path(confidence), _path(entropy))
+        self._values = np.array([c.value for c in self.classes], np.uint8)
+        self._panel: Panel | None = None
+        self._accumulator: _StripAccumulator | None = None
+        self._counts = np.zeros(256, np.int64)
+        self._next = 0
+        self._tiles = 0
+        col0, row0 = int(grid.window.col_off), int(grid.window.row_off)
+        tags = {
+            "SOURCE": str(reader.path),
+            "BAND_MAPPING": ",".join(str(b) for b in reader.bands),
+            "STRETCH": reader.stretch.to_dict(),
+            "ROI_WINDOW": [col0, row0, int(grid.window.width), int(grid.window.height)],
+            "TILE": grid.tile,
+            "STRIDE": grid.stride,
+            **(metadata or {}),
+        }
+        self._writer = SegmentationWriter(
+            output,
+            width=int(grid.window.width),
+            height=int(grid.window.height),
+            crs=reader.crs,
+            transform=window_transform(grid.window, reader.transform),
+            classes=self.classes,
+            confidence=confidence,
+            entropy=entropy,
+            overwrite=overwrite,
+            metadata=tags,
+        )
+
+    def __enter__(self) -> StripAssembler:
+        self._writer.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._writer.__exit__(exc_type, exc, tb)
+
+    @property
+    def tiles_to_predict(self) -> int:
+        """Tiles over all panels: the grid's, plus those straddling a panel edge once more."""
+        return sum(panel.grid.tiles for panel in self.panels)
+
+    def begin(self, panel: Panel) -> None:
+        """Start the next panel; the previous one must have had all its strips."""
+        previous = self._panel
+        if previous is not None and self._next != previous.grid.strips:
+            raise ValueError(f"panel at column {previous.start} got {self._next} of {previous.grid.strips} strips")
+        self._panel, self._next = panel, 0
+        self._accumulator = _StripAccumulator(len(self.classes), panel.grid.tile_h, int(panel.grid.window.width))
+        self._writer.begin_columns(panel.start, panel.stop - panel.start)
+
+    def add(self, strip: StripSums) -> None:
+        """Add the panel's next strip and write the rows it finishes."""
+        if self._panel is None or self._accumulator is None:
+            raise ValueError("begin a panel before adding strips")
+        if strip.index != self._next:
+            raise ValueError(f"strip {strip.index} came before strip {self._next}")
+        self._next += 1
+        self._tiles += strip.tiles
+        self._accumulator.add(strip)
+        probs, valid = self._accumulator.take(self._panel.grid.finished_rows(strip.index))
+        own = slice(self._panel.offset, self._panel.offset + self._panel.stop - self._panel.start)
+        probs, valid = probs[:, :, own], valid[:, own]
+        labels = np.where(valid, self._values[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
+        self._counts += np.bincount(labels.ravel(), minlength=256)
+        _, confidence, entropy = self.paths
+        self._writer.write_rows(
+            labels,
+            np.where(valid, probs.max(axis=0), np.nan).astype(np.float32) if confidence is not None else None,
+            _entropy(probs, valid) if entropy is not None else None,
+        )
+
+    def result(self) -> SegmentResult:
+        class_path, confidence, entropy = self.paths
+        return SegmentResult(
+            class_path=class_path,
+            confidence_path=confidence,
+            entropy_path=entropy,
+            window=self.grid.window,
+            tiles=self._tiles,
+            class_pixels={int(c.value): int(self._counts[c.value]) for c in self.classes},
+            nodata_pixels=int(self._counts[CLASS_NODATA]),
+        )
+
+
+def _path(path: str | os.PathLike | None) -> Path | None:
+    return Path(path) if path is not None else None
+
+
+def segment_scene(
+    reader: SceneReader,
+    predict: Predict,
+    output: str | os.PathLike,
+    *,
+    classes: Sequence[Mapping[str, Any] | SegClass],
+    tile: int = 512,
+    stride: int = 341,
+    batch_size: int = 4,
+    roi: Roi | None = None,
+    confidence: str | os.PathLike | None = None,
+    entropy: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+    metadata: Mapping[str, Any] | None = None,
+) -> SegmentResult:
+    """Segment ``roi`` (default: the whole raster) of ``reader`` and write the class raster to ``output``.
+
+    ``predict`` maps float32 [B, C, tile, tile] in [0, 1] to class probabilities [B, K, tile, tile],
+    K = len(classes), channel k meaning ``classes[k]``. Nodata pixels are fed as zeros, pixels
+    outside the ROI polygons keep their data as context; both are written as 255 (NaN in the
+    confidence and entropy rasters). Tiles with no valid pixel are not predicted.
+    """
+    check_tiling(tile, stride, batch_size)
+    roi = roi if roi is not None else whole_raster(reader)
+    grid = TileGrid.over(roi.window, tile, stride)
+    assembler = StripAssembler(
+        reader,
+        output,
+        classes=classes,
+        grid=grid,
+        confidence=confidence,
+        entropy=entropy,
+        overwrite=overwrite,
+        metadata=metadata,
+    )
+    done, total = 0, assembler.tiles_to_predict
+
+    def batch_done(tiles: int) -> None:
+        nonlocal done
+        done += tiles
+        progress(0.95 * done / total, f"tile {done}/{total}")
+
+    progress(0.0, f"segmenting {total} tiles")
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), assembler:
+        for panel in assembler.panels:
+            assembler.begin(panel)
+            for index in range(panel.grid.strips):
+                assembler.add(
+                    predict_strip(
+                        reader,
+                        predict,
+                        panel.grid,
+                        index,
+                        roi=roi,
+                        n_classes=len(assembler.classes),
+                        batch_size=batch_size,
+                        is_cancelled=is_cancelled,
+                        on_batch=batch_done,
+                    )
+                )
+        progress(0.95, "writing overviews and class names")
+    progress(1.0, "done")
+    return assembler.result()
+
+
+def _entropy(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Shannon entropy of [K, H, W] probabilities divided by log K: 0 = certain, 1 = uniform."""
+    n_classes = probs.shape[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(probs > 0, probs * np.log(probs), 0.0)
+    scale = math.log(n_classes) if n_classes > 1 else 1.0
+    entropy = -terms.sum(axis=0) / scale
+    return np.where(valid, entropy, np.nan).astype(np.float32)
