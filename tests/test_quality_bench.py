@@ -8,7 +8,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
-from backend.options import AdaptOptions
 from module_effect import changed, whole_tiles
 from run import (
     EVERY_MODULE,
@@ -26,6 +25,8 @@ from run import (
     scene_headline,
     scene_methods_summary,
 )
+
+from backend.contract import AdaptOptions
 
 CLASSES = ["Building", "Land", "Road", "Vegetation", "Water"]
 SEGMENT = {(5, 1): 0.40, (6, 1): 0.60}  # plain segment's mIoU per scene (tile, part)
