@@ -290,42 +290,43 @@ def tiled_vrt(path, tile, tiles: int, size: int) -> None:
     )
 
 
+def peak_mib(*args) -> float:
+    """Run the CLI in a fresh process that prints its own peak memory (KiB) last, in MiB: VmHWM, since ru_maxrss
+    would carry over this test process's peak through fork and exec. GDAL's block cache (5 % of the RAM by
+    default) is bounded too, but is not what the memory tests measure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    probe = (
+        "import sys; from backend.cli import app; "
+        "app(sys.argv[1:], standalone_mode=False, prog_name='crossearth'); "
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
+    )
+    env = {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "GDAL_CACHEMAX": "64"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *map(str, args), "--json-progress"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo,
+    )
+    return int(done.stdout.splitlines()[-1]) / 1024
+
+
 @pytest.mark.slow
 def test_a_raster_of_625_million_pixels_is_measured_in_bounded_memory(tmp_path):
     """25,000 x 25,000 px (625 MB as bytes, 2.5 GB as the int32 a whole read would take): class areas, the
     accuracy against a copy of itself and a stratified sample, each in a process whose peak memory stays a
     fraction of the raster (about 280 MiB, 110 of them the imports)."""
-    import subprocess
-    import sys
-    from pathlib import Path
 
     tile = class_raster(tmp_path / "tile.tif", np.tile(blocks(), (25, 20)))  # 1000 x 1000
     big = tmp_path / "big.vrt"
     tiled_vrt(big, tile, 25, 1000)
     copy = tmp_path / "copy.vrt"
     copy.write_text(big.read_text())
-    repo = Path(__file__).resolve().parents[1]
-    # the CLI in a fresh process that prints its own peak memory (KiB) last: VmHWM, since ru_maxrss would
-    # carry over this test process's peak through fork and exec
-    probe = (
-        "import sys; from backend.cli import app; "
-        "app(sys.argv[1:], standalone_mode=False, prog_name='crossearth'); "
-        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
-    )
-    # GDAL's block cache (5 % of the RAM by default) is bounded too, but is not what this test measures
-    env = {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "GDAL_CACHEMAX": "64"}
-
-    def peak_mib(*args) -> float:
-        done = subprocess.run(
-            [sys.executable, "-c", probe, *map(str, args), "--json-progress"],
-            check=True,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=repo,
-        )
-        return int(done.stdout.splitlines()[-1]) / 1024
-
     peaks = [peak_mib("areas", big, "-o", tmp_path / "a.csv", "--no-chart")]
     rows = {r["name"]: r for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
     assert rows["nodata"]["pixels"] == 625 * 500 * 25 and rows["Building"]["pixels"] == 625 * 500 * 154
@@ -343,9 +344,6 @@ def test_polygons_and_change_of_a_raster_of_400_million_pixels_stay_in_bounded_m
     """20,000 x 20,000 px of Land with one Vegetation square per 1000-px tile: vectorize (400 squares in one Land
     polygon with 400 holes) and change against a copy whose squares turned Building, each in a process whose
     peak memory stays a fraction of the raster (a whole read would take 1.6 GB as int32)."""
-    import subprocess
-    import sys
-    from pathlib import Path
 
     land = np.ones((1000, 1000), np.uint8)
     land[100:200, 300:400] = VEGETATION
@@ -354,25 +352,6 @@ def test_polygons_and_change_of_a_raster_of_400_million_pixels_stay_in_bounded_m
     before, after = tmp_path / "before.vrt", tmp_path / "after.vrt"
     tiled_vrt(before, class_raster(tmp_path / "land.tif", land), 20, 1000)
     tiled_vrt(after, class_raster(tmp_path / "built.tif", built), 20, 1000)
-    repo = Path(__file__).resolve().parents[1]
-    probe = (
-        "import sys; from backend.cli import app; "
-        "app(sys.argv[1:], standalone_mode=False, prog_name='crossearth'); "
-        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
-    )
-    env = {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "GDAL_CACHEMAX": "64"}
-
-    def peak_mib(*args) -> float:
-        done = subprocess.run(
-            [sys.executable, "-c", probe, *map(str, args), "--json-progress"],
-            check=True,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=repo,
-        )
-        return int(done.stdout.splitlines()[-1]) / 1024
-
     peaks = [peak_mib("vectorize", before, "-o", tmp_path / "p.gpkg")]
     polygons = features(tmp_path / "p.gpkg")
     assert sorted(f["name"] for f in polygons) == ["Land"] + ["Vegetation"] * 400
