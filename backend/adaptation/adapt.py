@@ -6,7 +6,7 @@ the confident fraction), and labelled source samples, when given, are trained on
 target images with ClassMix (DACS). In both, only the gated-on toolbox modules and the head train.
 
 Self-training can drift: a class the teacher is unsure of loses its pseudo-labels, the student unlearns
-it, and the teacher follows. Three guards, each off by default here and measured in docs/quality.md: an
+it, and the teacher follows. Three guards, each off by default and measured in docs/safe-adaptation.md: an
 anchor (the student's predictions pulled towards the unadapted model's), class-balanced pseudo-label
 weights, and a teacher that averages its predictions over flips and quarter turns.
 """
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from backend.adaptation.augment import Sample, class_mix_masks, photometric_jitter, sample_batch
+from backend.adaptation.augment import Sample, class_mix_masks, orient, photometric_jitter, sample_batch
 from backend.adaptation.fisher_gate import FisherGate, GateConfig
 from backend.analysis.metrics import IGNORE_INDEX
 from backend.contract import ADAPT_DEFAULTS, DEFAULT_RESELECT_EVERY
@@ -110,9 +110,7 @@ class AdaptResult:
     trainable_parameters: int
     seconds: float
     pseudo_label_fraction: list[float] = field(default_factory=list)
-    self_check: dict | None = (
-        None  # the verdict of backend.jobs (backend.adaptation.self_check.Verdict.to_dict), if it ran
-    )
+    self_check: dict | None = None  # the self-check's Verdict.to_dict(), when backend.jobs ran it
 
     @property
     def active_modules(self) -> list[str]:
@@ -260,12 +258,11 @@ def _make_anchor(model: SegmentationModel) -> SegmentationModel:
 
 
 def view(images: torch.Tensor, index: int) -> torch.Tensor:
-    turns, flip = DIHEDRAL_VIEWS[index]
-    images = torch.rot90(images, turns, dims=(-2, -1))
-    return torch.flip(images, dims=(-1,)) if flip else images
+    return orient(images, *DIHEDRAL_VIEWS[index])
 
 
 def unview(images: torch.Tensor, index: int) -> torch.Tensor:
+    """The inverse of :func:`view`: maps a prediction on the view back onto the image."""
     turns, flip = DIHEDRAL_VIEWS[index]
     images = torch.flip(images, dims=(-1,)) if flip else images
     return torch.rot90(images, -turns, dims=(-2, -1))

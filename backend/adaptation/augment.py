@@ -37,7 +37,7 @@ def sample_batch(samples: list[Sample], batch_size: int, crop: int, generator: t
         image, mask, valid = image[(slice(None), *window)], mask[window], valid[window]
         turns = int(torch.randint(4, (1,), generator=generator))
         flip = bool(torch.randint(2, (1,), generator=generator))
-        image, mask, valid = (_orient(t, turns, flip) for t in (image, mask, valid))
+        image, mask, valid = (orient(t, turns, flip) for t in (image, mask, valid))
         images.append(image)
         masks.append(torch.where(valid, mask, IGNORE_INDEX))
         valids.append(valid)
@@ -56,7 +56,8 @@ def _pad_to(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, size: 
     return image, mask, valid
 
 
-def _orient(tensor: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+def orient(tensor: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    """``turns`` quarter turns, then a left-right flip if ``flip``, of the last two dimensions."""
     tensor = torch.rot90(tensor, turns, dims=(-2, -1))
     return torch.flip(tensor, dims=(-1,)) if flip else tensor
 
