@@ -302,7 +302,6 @@ class AdaptationTiles:
 
     train: list[Sample]
     held_out: list[Sample] = field(default_factory=list)
-    held_out_shapes: int = 0
 
 
 def scene_samples(scene: Scene, card: ModelCard, options: AdaptOptions) -> AdaptationTiles:
@@ -319,7 +318,7 @@ def scene_samples(scene: Scene, card: ModelCard, options: AdaptOptions) -> Adapt
             labels, kept_aside = shapes.split()
             held_out = held_out_samples(reader, roi, kept_aside, options.sample_size)
         train = adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
-    return AdaptationTiles(train, held_out, len(held_out))
+    return AdaptationTiles(train, held_out)
 
 
 def check_adaptation(
@@ -328,7 +327,7 @@ def check_adaptation(
     """Did adaptation help? Judged on the held-out labelled shapes when there are some, else without labels."""
     if tiles.held_out:
         names = [c["name"] for c in card.classes]
-        return judge_by_estimate(held_out_estimate(original, adapted, tiles.held_out, names, tiles.held_out_shapes))
+        return judge_by_estimate(held_out_estimate(original, adapted, tiles.held_out, names))
     return decide(measure(original, adapted, tiles.train))
 
 

@@ -171,9 +171,9 @@ def _percent(value: float | None) -> str:
 
 @torch.no_grad()
 def held_out_estimate(
-    original: SegmentationModel, adapted: SegmentationModel, tiles: list[Sample], class_names: list[str], polygons: int
+    original: SegmentationModel, adapted: SegmentationModel, tiles: list[Sample], class_names: list[str]
 ) -> dict:
-    """IoU per class and mIoU of both models on the pixels of the held-out shapes (each tile's ``mask``)."""
+    """IoU per class and mIoU of both models on the pixels of the held-out shapes (one tile each, its ``mask``)."""
     num_classes = len(class_names)
     confusion = {"before": np.zeros((num_classes, num_classes + 1), np.int64)}
     confusion["after"] = confusion["before"].copy()
@@ -185,7 +185,7 @@ def held_out_estimate(
             predicted = model(image).argmax(dim=1)[0, :height, :width].numpy()
             confusion[name] += confusion_matrix(predicted, mask, num_classes)
     result = {name: scores(matrix, class_names) for name, matrix in confusion.items()}
-    return {"polygons": polygons, "pixels": result["before"]["pixels"], **result}
+    return {"polygons": len(tiles), "pixels": result["before"]["pixels"], **result}
 
 
 def judge_by_estimate(estimate: dict) -> Verdict:
