@@ -289,6 +289,10 @@ Entropy = Annotated[Path | None, typer.Option("--entropy", help="Also write pred
 Quicklook = Annotated[Path | None, typer.Option("--quicklook", help="Also write a PNG quicklook.")]
 TileSize = Annotated[int | None, typer.Option("--tile-size", min=16, help="Tile size (default: model card).")]
 Stride = Annotated[int | None, typer.Option("--stride", min=1, help="Tile stride (default: model card).")]
+Blend = Annotated[
+    str | None,
+    typer.Option("--blend", help="hann: overlapping tiles averaged; centre: each tile's centre kept (default: card)."),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")]
 Engine = Annotated[str, typer.Option("--engine", help="auto | onnx | torch (auto: onnx, torch below 64 tiles).")]
 Device = Annotated[str, typer.Option("--device", help="auto (GPU if any), cpu, cuda or cuda:N: where torch segments.")]
@@ -405,6 +409,7 @@ def segment(
     quicklook: Quicklook = None,
     tile_size: TileSize = None,
     stride: Stride = None,
+    blend: Blend = None,
     batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
     engine: Engine = SEGMENT_DEFAULTS.engine,
     device: Device = SEGMENT_DEFAULTS.device,
@@ -425,6 +430,7 @@ def segment(
                 quicklook=quicklook,
                 tile_size=tile_size,
                 stride=stride,
+                blend=blend,
                 batch_size=batch_size,
                 engine=engine,
                 device=device,
@@ -532,6 +538,7 @@ def adapt_segment(
     quicklook: Quicklook = None,
     tile_size: TileSize = None,
     stride: Stride = None,
+    blend: Blend = None,
     batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
     engine: Engine = SEGMENT_DEFAULTS.engine,
     device: Device = SEGMENT_DEFAULTS.device,
@@ -568,6 +575,7 @@ def adapt_segment(
                 quicklook=quicklook,
                 tile_size=tile_size,
                 stride=stride,
+                blend=blend,
                 batch_size=batch_size,
                 engine=engine,
                 device=device,

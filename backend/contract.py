@@ -166,6 +166,7 @@ class SegmentOptions:
     quicklook: str | None = option("--quicklook", None)
     tile_size: int | None = option("--tile-size", None, "int")  # None: the model card's
     stride: int | None = option("--stride", None, "int")
+    blend: str | None = option("--blend", None)  # hann or centre (backend.segmentation.tiling); None: the card's
     batch_size: int = option("--batch-size", 4)
     engine: str = option("--engine", "auto")
     device: str = option("--device", "auto")  # a GPU when the machine running the model has one; or cpu, cuda:N

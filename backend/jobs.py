@@ -42,7 +42,8 @@ from backend.rasters.atomic import check_writable
 from backend.rasters.raster_io import SceneReader, inspect_raster
 from backend.rasters.roi import Roi, resolve_roi
 from backend.segmentation.predictor import auto_engine, make_predictor
-from backend.segmentation.sliding_window import segment_scene, tile_windows
+from backend.segmentation.sliding_window import LocalStrips, RasterJob, segment_jobs
+from backend.segmentation.tiling import Tiling
 
 # output file name endings when several rasters are segmented into folders
 PER_RASTER_NAMES = {
@@ -72,12 +73,6 @@ def _open(scene: Scene, card: ModelCard) -> tuple[SceneReader, Roi]:
     return reader, roi
 
 
-def _tiling(card: ModelCard, options: SegmentOptions) -> tuple[int, int]:
-    tile = options.tile_size or card.tile_size
-    stride = options.stride or (card.stride if tile == card.tile_size else max(1, round(tile * 2 / 3)))
-    return tile, stride
-
-
 def segment(
     scene: Scene,
     options: SegmentOptions,
@@ -91,37 +86,106 @@ def segment(
     With ``cluster`` (``local[:N]`` or a Dask scheduler address) the strips are predicted on Dask
     workers, which load the model and ``options.adapter`` from their paths (docs/cluster.md).
     """
+    return segment_rasters([scene], [options], progress, is_cancelled, cluster, model)[0]
+
+
+def segment_rasters(
+    scenes: Sequence[Scene],
+    options: Sequence[SegmentOptions],
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+    cluster: str | None = None,
+    model: tuple[ModelCard, SegmentationModel] | None = None,
+) -> list[dict[str, str]]:
+    """Segment several rasters with one model, adapter and tiling (the first scene's and options').
+
+    The tiling is resolved once, from the model card and the options; each raster is planned (a
+    :class:`RasterJob`) and every output path checked before any model is loaded. The strips of all rasters
+    then flow as one stream through one executor: this process's, or a Dask cluster's.
+    """
+    if len({(s.model, s.models_dir) for s in scenes}) > 1 or len({_shared(o) for o in options}) > 1:
+        raise ValueError("the rasters of one run share the model, adapter, engine, device and tiling")
+    if cluster and model is not None:
+        raise ValueError("cluster workers load the model from its folder: give the adapter as options.adapter")
+    for opts in options:
+        _check_outputs(opts.output, opts.confidence, opts.entropy, opts.quicklook, overwrite=opts.overwrite)
+    first, settings = scenes[0], options[0]
+    card = model[0] if model else resolve_model(first.model, first.models_dir)
+    tiling = segment_tiling(card, settings)
+    jobs = [_plan(scene, opts, card, tiling, settings.batch_size) for scene, opts in zip(scenes, options, strict=True)]
+    quicklooks = any(o.quicklook for o in options)
+    segment_progress = sub_progress(progress, 0.02, 0.98 if quicklooks else 1.0)
     if cluster:
-        if model is not None:
-            raise ValueError("cluster workers load the model from its folder: give the adapter as options.adapter")
-        return segment_rasters([scene], [options], progress, is_cancelled, cluster)[0]
-    _check_outputs(options.output, options.confidence, options.entropy, options.quicklook, overwrite=options.overwrite)
-    card, network = model or open_model(scene, options.adapter)
-    tile, stride = _tiling(card, options)
-    reader, roi = _open(scene, card)  # bad input is reported before the model is exported
-    with reader:
-        tiles = sum(1 for _ in tile_windows(roi.window, tile, stride))
+        _segment_on_cluster(cluster, card, settings, first.threads, jobs, segment_progress, is_cancelled)
+    else:
+        network = model[1] if model else open_model(first, settings.adapter)[1]
+        tiles = sum(job.source.grid.tiles for job in jobs)
         predict, engine = make_predictor(
-            network, options.engine, tile, options.batch_size, scene.threads, tiles, options.device
+            network, settings.engine, tiling.tile, settings.batch_size, first.threads, tiles, settings.device
         )
         progress(0.02, f"segmenting with {card.name} on {engine}")
-        segment_scene(
+        jobs = [replace(job, metadata=_tags(card, engine, settings)) for job in jobs]
+        segment_jobs(jobs, LocalStrips(predict), card.classes, segment_progress, is_cancelled)
+    return [_finish_outputs(scene, opts, card, progress) for scene, opts in zip(scenes, options, strict=True)]
+
+
+def segment_tiling(card: ModelCard, options: SegmentOptions) -> Tiling:
+    """The run's one tiling: the model card's, with the options' tile size, stride and blend over it."""
+    return card.tiling.adjusted(options.tile_size, options.stride, options.blend)
+
+
+def _plan(scene: Scene, options: SegmentOptions, card: ModelCard, tiling: Tiling, batch_size: int) -> RasterJob:
+    """The raster's job; its bad input (bands, ROI) is reported here, before the model is loaded or exported."""
+    reader, roi = _open(scene, card)
+    with reader:
+        return RasterJob.plan(
             reader,
-            predict,
-            options.output,
-            classes=card.classes,
-            tile=tile,
-            stride=stride,
-            batch_size=options.batch_size,
-            roi=roi,
+            roi,
+            tiling,
+            n_classes=len(card.classes),
+            batch_size=batch_size,
+            output=options.output,
             confidence=options.confidence,
             entropy=options.entropy,
             overwrite=options.overwrite,
-            progress=sub_progress(progress, 0.02, 0.98 if options.quicklook else 1.0),
-            is_cancelled=is_cancelled,
-            metadata={"model": card.name, "engine": engine, "adapter": options.adapter or ""},
         )
-    return _finish_outputs(scene, options, card, progress)
+
+
+def _tags(card: ModelCard, engine: str, options: SegmentOptions) -> dict[str, str]:
+    return {"model": card.name, "engine": engine, "adapter": options.adapter or ""}
+
+
+def _segment_on_cluster(
+    cluster: str,
+    card: ModelCard,
+    settings: SegmentOptions,
+    threads: int | None,
+    jobs: list[RasterJob],
+    progress: ProgressFn,
+    is_cancelled: CancelFn,
+) -> None:
+    """The jobs on Dask workers, which load the model (and ``settings.adapter``) from their paths."""
+    from backend.segmentation.cluster import DaskStrips, PredictorSpec, connect, local_threads, parse_cluster
+
+    target = parse_cluster(cluster)
+    engine = settings.engine
+    if engine == "auto":  # decided here, alike for all workers, by the tiles a local worker (or the cluster) gets
+        tiles = sum(job.source.grid.tiles for job in jobs)
+        engine = auto_engine(math.ceil(tiles / target) if isinstance(target, int) else tiles, settings.device)
+    jobs = [replace(job, metadata=_tags(card, engine, settings)) for job in jobs]
+    predictor = PredictorSpec(
+        model_folder=str(Path(card.folder).resolve()),
+        adapter=os.path.abspath(settings.adapter) if settings.adapter else None,
+        engine=engine,
+        device=settings.device,
+        tile=jobs[0].source.grid.tiling.tile,
+        batch_size=settings.batch_size,
+        threads=threads or (local_threads(target) if isinstance(target, int) else None),
+    )
+    where = f"{target} local Dask workers" if isinstance(target, int) else f"the Dask scheduler at {target}"
+    progress(0.0, f"connecting to {where}")
+    with connect(cluster) as client:
+        segment_jobs(jobs, DaskStrips(client, predictor), card.classes, progress, is_cancelled)
 
 
 def _finish_outputs(scene: Scene, options: SegmentOptions, card: ModelCard, progress: ProgressFn) -> dict[str, str]:
@@ -138,90 +202,6 @@ def _finish_outputs(scene: Scene, options: SegmentOptions, card: ModelCard, prog
         outputs["QUICKLOOK"] = options.quicklook
         progress(1.0, "quicklook written")
     return outputs
-
-
-def segment_rasters(
-    scenes: Sequence[Scene],
-    options: Sequence[SegmentOptions],
-    progress: ProgressFn = no_progress,
-    is_cancelled: CancelFn = never_cancelled,
-    cluster: str | None = None,
-) -> list[dict[str, str]]:
-    """Segment several rasters with one model, adapter and tiling (the first scene's and options').
-
-    On a cluster the strips of all rasters flow through it as one stream; without one, the rasters are
-    segmented one after another here. Every output path is checked before any work starts.
-    """
-    if len({(s.model, s.models_dir) for s in scenes}) > 1 or len({_shared(o) for o in options}) > 1:
-        raise ValueError("the rasters of one run share the model, adapter, engine, device and tiling")
-    for opts in options:
-        _check_outputs(opts.output, opts.confidence, opts.entropy, opts.quicklook, overwrite=opts.overwrite)
-    first, settings = scenes[0], options[0]
-    card, network = open_model(first, settings.adapter)  # a bad model or adapter is reported before any work
-    if not cluster:
-        count = len(scenes)
-        return [
-            segment(scene, opts, sub_progress(progress, i / count, (i + 1) / count), is_cancelled, (card, network))
-            for i, (scene, opts) in enumerate(zip(scenes, options, strict=True))
-        ]
-    from backend.segmentation.cluster import (
-        PredictorSpec,
-        RasterJob,
-        connect,
-        local_threads,
-        parse_cluster,
-        segment_on_cluster,
-    )
-
-    del network  # the workers load their own
-    target = parse_cluster(cluster)
-    tile, stride = _tiling(card, settings)
-    jobs = []
-    for scene, opts in zip(scenes, options, strict=True):
-        reader, roi = _open(scene, card)
-        with reader:
-            jobs.append(
-                RasterJob.plan(
-                    reader,
-                    roi,
-                    n_classes=len(card.classes),
-                    tile=tile,
-                    stride=stride,
-                    batch_size=settings.batch_size,
-                    output=opts.output,
-                    confidence=opts.confidence,
-                    entropy=opts.entropy,
-                    overwrite=opts.overwrite,
-                )
-            )
-    engine = settings.engine
-    if engine == "auto":  # decided here, alike for all workers, by the tiles a local worker (or the cluster) gets
-        tiles = sum(job.source.grid.tiles for job in jobs)
-        engine = auto_engine(math.ceil(tiles / target) if isinstance(target, int) else tiles, settings.device)
-    metadata = {"model": card.name, "engine": engine, "adapter": settings.adapter or ""}
-    jobs = [replace(job, metadata=metadata) for job in jobs]
-    predictor = PredictorSpec(
-        model_folder=str(Path(card.folder).resolve()),
-        adapter=os.path.abspath(settings.adapter) if settings.adapter else None,
-        engine=engine,
-        device=settings.device,
-        tile=tile,
-        batch_size=settings.batch_size,
-        threads=first.threads or (local_threads(target) if isinstance(target, int) else None),
-    )
-    quicklooks = any(o.quicklook for o in options)
-    where = f"{target} local Dask workers" if isinstance(target, int) else f"the Dask scheduler at {target}"
-    progress(0.0, f"connecting to {where}")
-    with connect(cluster) as client:
-        segment_on_cluster(
-            client,
-            predictor,
-            jobs,
-            card.classes,
-            sub_progress(progress, 0.0, 0.98 if quicklooks else 1.0),
-            is_cancelled,
-        )
-    return [_finish_outputs(scene, opts, card, progress) for scene, opts in zip(scenes, options, strict=True)]
 
 
 def options_per_raster(inputs: Sequence[str], folders: SegmentOptions) -> list[SegmentOptions]:
@@ -248,7 +228,15 @@ def options_per_raster(inputs: Sequence[str], folders: SegmentOptions) -> list[S
 
 
 def _shared(options: SegmentOptions) -> tuple:
-    return options.adapter, options.engine, options.device, options.tile_size, options.stride, options.batch_size
+    return (
+        options.adapter,
+        options.engine,
+        options.device,
+        options.tile_size,
+        options.stride,
+        options.blend,
+        options.batch_size,
+    )
 
 
 def sample_windows(roi: Roi, count: int, size: int) -> list[Window]:
@@ -450,6 +438,7 @@ def adapt_and_segment(
     _check_outputs(
         segment_options.output, segment_options.confidence, segment_options.entropy, overwrite=segment_options.overwrite
     )
+    segment_tiling(resolve_model(scene.model, scene.models_dir), segment_options)  # a bad tiling before adapting
     outputs, card, result = adapt_scene(scene, adapt_options, sub_progress(progress, 0.0, 0.7), is_cancelled)
     segment_progress = sub_progress(progress, 0.7, 1.0)
     try:

@@ -25,10 +25,15 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from backend.contract import DEFAULT_MODEL  # noqa: E402
+from backend.model.cards import read_card  # noqa: E402
 from backend.segmentation.sliding_window import PANEL_COLUMNS  # noqa: E402
+from backend.segmentation.tiling import Tiling  # noqa: E402
 
 SIZES = (1000, 4000, 10000)
 ONE_PASS = 1_000_000  # panel width wider than any raster here: the whole width at once
+CARD = read_card(ROOT / "resources" / "models" / DEFAULT_MODEL)  # no torch: this measures the window alone
+TILING = Tiling(CARD["tile_size"], CARD["stride"], CARD["blend"])  # the shipped model's tiling
 CLASSES = [{"value": i, "name": f"class {i}", "color": "#808080"} for i in range(5)]
 
 
@@ -61,6 +66,7 @@ def child(raster: str, columns: int, folder: str) -> dict:
             pixel_probabilities,
             Path(folder) / "classes.tif",
             classes=CLASSES,
+            tiling=TILING,
             confidence=Path(folder) / "confidence.tif",
         )
     status = Path("/proc/self/status").read_text().splitlines()
@@ -88,7 +94,7 @@ def main(
                 measured = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
                 rows.append({"size": size, "mode": label, "panel_columns": columns, **measured})
                 print(f"{size:>6} px  {label:<8}  {measured['peak_rss_mib']:>5} MiB  {measured['seconds']:>6} s")
-    out.write_text(json.dumps({"stand_in_predictor": True, "runs": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"stand_in_predictor": True, "tiling": TILING.to_dict(), "runs": rows}, indent=1) + "\n")
     print(f"wrote {out}")
 
 

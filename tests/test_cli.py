@@ -129,6 +129,12 @@ def bad_input_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list, str]]:
         "all nodata": (["segment", empty, "-o", tmp_path / "o.tif"], "empty.tif"),
         "unwritable": (["segment", scene, "-o", tmp_path / "no" / "dir" / "o.tif"], "o.tif"),
         "output exists": (["segment", scene, "-o", existing], "exists"),
+        "stride wider than the tile": (["segment", scene, "-o", tmp_path / "o.tif", "--stride", "100"], "stride 100"),
+        "stride wider than the tile (adapt-segment)": (
+            ["adapt-segment", scene, "-o", tmp_path / "o.tif", "--tile-size", "32", "--stride", "40"],
+            "stride 40: must lie in 1..32",
+        ),
+        "unknown blend": (["segment", scene, "-o", tmp_path / "o.tif", "--blend", "middle"], "blend 'middle'"),
         "device this machine lacks": (["segment", scene, "-o", tmp_path / "o.tif", "--device", "cuda:7"], "cuda:7"),
         "labels other size (evaluate)": (["evaluate", scene, other_size], "small_labels.tif"),
         "labels other size (dg)": (

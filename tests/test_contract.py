@@ -248,3 +248,25 @@ def test_contract_imports_neither_torch_nor_qgis_nor_the_cli_toolkit():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_tiling_is_resolved_once_from_the_card_and_a_bad_one_makes_a_bad_card(tmp_path):
+    import json
+
+    from backend.jobs import segment_tiling
+    from backend.model.cards import CARD_FILE
+    from backend.model.registry import ModelCard
+    from backend.segmentation.tiling import Tiling
+
+    architecture = {"backbone": "vit_tiny_patch16_224", "num_classes": 2, "in_chans": 3, "img_size": 32}
+    classes = [{"value": 0, "name": "Water", "color": "#1F78B4"}, {"value": 1, "name": "Land", "color": "#D2B48C"}]
+    card = {"name": "m", "description": "d", "architecture": architecture, "classes": classes}
+    (tmp_path / CARD_FILE).write_text(json.dumps({**card, "tile_size": 256, "stride": 224, "blend": "centre"}))
+    read = ModelCard.read(tmp_path)
+    assert read.tiling == Tiling(256, 224, "centre")
+    assert segment_tiling(read, SegmentOptions("o.tif")) == Tiling(256, 224, "centre")
+    assert segment_tiling(read, SegmentOptions("o.tif", tile_size=128)) == Tiling(128, 112, "centre")
+    assert segment_tiling(read, SegmentOptions("o.tif", stride=128, blend="hann")) == Tiling(256, 128, "hann")
+    (tmp_path / CARD_FILE).write_text(json.dumps({**card, "tile_size": 256, "stride": 300}))
+    with pytest.raises(BadInput, match=r"model_card.json: not a valid model card \(stride 300: must lie in 1..256"):
+        ModelCard.read(tmp_path)

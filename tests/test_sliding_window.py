@@ -12,7 +12,8 @@ from backend.progress import Cancelled
 from backend.rasters.class_raster import CLASS_NODATA, overview_factors
 from backend.rasters.raster_io import SceneReader
 from backend.rasters.roi import resolve_roi
-from backend.segmentation.sliding_window import TileGrid, blend_weights, segment_scene, tile_starts, tile_windows
+from backend.segmentation.sliding_window import TileGrid, blend_weights, kept_spans, segment_scene, tile_starts
+from backend.segmentation.tiling import Tiling
 
 CLASSES = [
     {"value": 1, "name": "water", "color": "#0000ff"},
@@ -20,6 +21,7 @@ CLASSES = [
     {"value": 7, "name": "tree", "color": "#00aa00"},
 ]
 VALUES = np.array([c["value"] for c in CLASSES], np.uint8)
+TILING = Tiling(16, 8, "hann")
 
 
 def column_predict(batch):
@@ -52,7 +54,8 @@ def outputs_in(folder):
 def test_tile_windows_cover_the_roi_exactly(window, tile, stride):
     roi = Window(*window)
     cover = np.zeros((60, 60), int)
-    windows = list(tile_windows(roi, tile, stride))
+    grid = TileGrid.over(roi, Tiling(tile, stride, "hann"))
+    windows = [w for index in range(grid.strips) for w in grid.strip(index)]
     for w in windows:
         assert w.width == min(tile, roi.width) and w.height == min(tile, roi.height)
         cover[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
@@ -61,6 +64,51 @@ def test_tile_windows_cover_the_roi_exactly(window, tile, stride):
     inside[row : row + height, col : col + width] = True
     assert (cover[inside] >= 1).all() and not cover[~inside].any()
     assert max(w.col_off + w.width for w in windows) == col + width  # last tile flush with the edge
+
+
+@pytest.mark.parametrize(
+    ("window", "tile", "stride"),
+    [((0, 0, 48, 40), 16, 12), ((0, 0, 48, 40), 16, 7), ((3, 5, 37, 29), 10, 4), ((2, 2, 9, 5), 16, 8)],
+)
+def test_centre_kept_spans_partition_the_roi_nearest_centre_first(window, tile, stride):
+    grid = TileGrid.over(Window(*window), Tiling(tile, stride, "centre"))
+    col, row, width, height = window
+    cover = np.zeros((60, 60), int)
+    for (top, bottom), in_tile_row in zip(grid.rows, grid.tops, strict=True):
+        for (left, right), in_tile_col in zip(grid.cols, grid.lefts, strict=True):
+            assert in_tile_row <= top < bottom <= in_tile_row + grid.tile_h  # kept inside the tile
+            assert in_tile_col <= left < right <= in_tile_col + grid.tile_w
+            cover[top:bottom, left:right] += 1
+    assert (cover[row : row + height, col : col + width] == 1).all() and cover.sum() == width * height
+    centres = np.array(grid.lefts) + grid.tile_w / 2
+    for index, (left, right) in enumerate(grid.cols):  # each kept column is nearest its own tile's centre
+        distances = np.abs(np.arange(left, right)[:, None] + 0.5 - centres[None, :])
+        assert (distances[:, index] <= distances.min(axis=1) + 0.5).all()
+
+
+def test_kept_spans_are_whole_tiles_under_hann_and_midpoints_under_centre():
+    assert kept_spans([0, 10, 20, 24], 0, 40, 16, "hann") == ((0, 16), (10, 26), (20, 36), (24, 40))
+    assert kept_spans([0, 10, 20, 24], 0, 40, 16, "centre") == ((0, 13), (13, 23), (23, 30), (30, 40))
+
+
+def tile_origin_predict(batch):
+    """One-hot of class (x0 // 3) % 3 over the whole tile, x0 the column of the tile's first pixel."""
+    x0 = np.rint(batch[:, 0, 0, 0] * 255).astype(int)
+    k = ((x0 // 3) % 3)[:, None, None]
+    shape = (batch.shape[0], batch.shape[2], batch.shape[3])
+    return np.stack([np.broadcast_to(k == i, shape) for i in range(3)], axis=1).astype(np.float32)
+
+
+def test_centre_blend_takes_each_pixel_from_the_tile_whose_centre_is_nearest(tmp_path):
+    with SceneReader(rgb_uint8(tmp_path)) as reader:
+        segment_scene(
+            reader, tile_origin_predict, tmp_path / "out.tif", classes=CLASSES, tiling=Tiling(16, 10, "centre")
+        )
+    lefts = np.array(tile_starts(0, 48, 16, 10))  # 0, 10, 20, 30, 32: centres 8, 18, 28, 38, 40
+    nearest = lefts[np.abs(np.arange(48)[:, None] + 0.5 - (lefts[None, :] + 8)).argmin(axis=1)]
+    assert list(nearest[[12, 13, 22, 23, 32, 33, 38, 39]]) == [0, 10, 10, 20, 20, 30, 30, 32]
+    expected = VALUES[(nearest // 3) % 3]
+    assert np.array_equal(read(tmp_path / "out.tif"), np.broadcast_to(expected, (40, 48)))
 
 
 def test_tile_starts_step_by_stride_and_end_at_the_edge():
@@ -74,10 +122,13 @@ def test_blend_weights_peak_in_the_middle_and_keep_a_floor():
     assert w[7:9, 5:7].min() > 0.9 and w[0, 0] < 0.01
 
 
+@pytest.mark.parametrize("blend", ["hann", "centre"])
 @pytest.mark.parametrize(("tile", "stride"), [(16, 16), (16, 7), (32, 21), (64, 64), (9, 1)])
-def test_blending_reproduces_a_position_function_exactly(tmp_path, tile, stride):
+def test_blending_reproduces_a_position_function_exactly(tmp_path, tile, stride, blend):
     with SceneReader(rgb_uint8(tmp_path)) as reader:
-        result = segment_scene(reader, column_predict, tmp_path / "out.tif", classes=CLASSES, tile=tile, stride=stride)
+        result = segment_scene(
+            reader, column_predict, tmp_path / "out.tif", classes=CLASSES, tiling=Tiling(tile, stride, blend)
+        )
     cols = np.arange(48)[None, :].repeat(40, axis=0)
     assert np.array_equal(read(result.class_path), VALUES[(cols // 5) % 3])
     assert result.nodata_pixels == 0
@@ -95,8 +146,7 @@ def test_strips_give_the_same_result_as_one_tile(tmp_path):
                 pixel_softmax,
                 tmp_path / f"{name}.tif",
                 classes=CLASSES,
-                tile=tile,
-                stride=stride,
+                tiling=Tiling(tile, stride, "hann"),
                 batch_size=3,
                 confidence=tmp_path / f"{name}_conf.tif",
                 entropy=tmp_path / f"{name}_ent.tif",
@@ -120,7 +170,7 @@ def tile_context_softmax(batch):
 
 @pytest.mark.parametrize(("width", "tile", "stride", "columns"), [(1300, 96, 64, 512), (1100, 600, 400, 512)])
 def test_panels_cover_each_column_once_with_every_tile_that_touches_it(width, tile, stride, columns):
-    grid = TileGrid.over(Window(7, 3, width, 200), tile, stride)
+    grid = TileGrid.over(Window(7, 3, width, 200), Tiling(tile, stride, "hann"))
     panels = grid.panels(columns)
     assert [(p.start, p.stop) for p in panels] == [(s, min(width, s + columns)) for s in range(0, width, columns)]
     for panel in panels:
@@ -130,7 +180,8 @@ def test_panels_cover_each_column_once_with_every_tile_that_touches_it(width, ti
         assert int(panel.grid.window.col_off) + panel.offset == own.start
 
 
-def test_panels_write_the_same_bits_as_one_pass_over_the_full_width(tmp_path, monkeypatch):
+@pytest.mark.parametrize("blend", ["hann", "centre"])
+def test_panels_write_the_same_bits_as_one_pass_over_the_full_width(tmp_path, monkeypatch, blend):
     data = np.random.default_rng(3).integers(0, 256, (3, 150, 1400)).astype(np.uint8)
     path = write_raster(tmp_path / "wide.tif", data)
     outs = {}
@@ -145,8 +196,7 @@ def test_panels_write_the_same_bits_as_one_pass_over_the_full_width(tmp_path, mo
                 tile_context_softmax,
                 folder / "c.tif",
                 classes=CLASSES,
-                tile=96,
-                stride=64,
+                tiling=Tiling(96, 64, blend),
                 roi=roi,
                 confidence=folder / "p.tif",
                 entropy=folder / "e.tif",
@@ -157,6 +207,7 @@ def test_panels_write_the_same_bits_as_one_pass_over_the_full_width(tmp_path, mo
     for ours, theirs in zip(panelled, whole, strict=True):
         np.testing.assert_array_equal(ours, theirs)
     assert len(np.unique(panelled[0])) == 3 and tiles > whole_tiles  # edge tiles twice, result unchanged
+    assert (whole_tiles, tiles) == (44, 48)  # 22 x 2 tiles, and again the column of tiles across each panel edge
 
 
 def test_roi_output_carries_crs_and_window_transform(tmp_path):
@@ -168,8 +219,7 @@ def test_roi_output_carries_crs_and_window_transform(tmp_path):
             column_predict,
             tmp_path / "out.tif",
             classes=CLASSES,
-            tile=8,
-            stride=5,
+            tiling=Tiling(8, 5, "hann"),
             roi=roi,
             confidence=tmp_path / "conf.tif",
         )
@@ -196,8 +246,7 @@ def test_polygon_roi_and_nodata_are_written_255(tmp_path):
             column_predict,
             tmp_path / "out.tif",
             classes=CLASSES,
-            tile=16,
-            stride=9,
+            tiling=Tiling(16, 9, "hann"),
             roi=roi,
             confidence=tmp_path / "conf.tif",
             entropy=tmp_path / "ent.tif",
@@ -223,7 +272,7 @@ def test_tiles_without_valid_pixels_are_not_predicted(tmp_path):
         return column_predict(batch)
 
     with SceneReader(path) as reader:
-        result = segment_scene(reader, predict, tmp_path / "out.tif", classes=CLASSES, tile=16, stride=16)
+        result = segment_scene(reader, predict, tmp_path / "out.tif", classes=CLASSES, tiling=Tiling(16, 16, "hann"))
     assert result.tiles == sum(seen) == 1
 
 
@@ -237,8 +286,7 @@ def test_class_raster_has_colours_names_metadata_and_overviews(tmp_path):
             column_predict,
             tmp_path / "out.tif",
             classes=CLASSES,
-            tile=64,
-            stride=48,
+            tiling=Tiling(64, 48, "hann"),
             metadata={"MODEL": "tiny-vit", "ADAPTER": {"kind": "lora", "rank": 4}},
         )
         stretch = reader.stretch.to_dict()
@@ -289,8 +337,7 @@ def test_cancel_mid_run_leaves_no_file(tmp_path):
             column_predict,
             out / "classes.tif",
             classes=CLASSES,
-            tile=16,
-            stride=8,
+            tiling=Tiling(16, 8, "hann"),
             batch_size=2,
             confidence=out / "conf.tif",
             entropy=out / "ent.tif",
@@ -308,7 +355,9 @@ def test_failing_predict_leaves_no_file_and_keeps_an_existing_output(tmp_path):
         return np.zeros((len(batch), 2, 16, 16), np.float32)  # two channels for three classes
 
     with SceneReader(rgb_uint8(tmp_path)) as reader, pytest.raises(ValueError, match="expected"):
-        segment_scene(reader, broken, out / "classes.tif", classes=CLASSES, tile=16, stride=16, overwrite=True)
+        segment_scene(
+            reader, broken, out / "classes.tif", classes=CLASSES, tiling=Tiling(16, 16, "hann"), overwrite=True
+        )
     assert outputs_in(out) == ["classes.tif"] and (out / "classes.tif").read_bytes() == b"previous"
 
 
@@ -320,8 +369,10 @@ def test_existing_output_needs_overwrite_and_is_checked_before_any_prediction(tm
 
     with SceneReader(rgb_uint8(tmp_path)) as reader:
         with pytest.raises(BadInput, match="output exists"):
-            segment_scene(reader, never, tmp_path / "out.tif", classes=CLASSES, tile=16, stride=16)
-        segment_scene(reader, column_predict, tmp_path / "out.tif", classes=CLASSES, tile=16, stride=16, overwrite=True)
+            segment_scene(reader, never, tmp_path / "out.tif", classes=CLASSES, tiling=Tiling(16, 16, "hann"))
+        segment_scene(
+            reader, column_predict, tmp_path / "out.tif", classes=CLASSES, tiling=Tiling(16, 16, "hann"), overwrite=True
+        )
     assert read(tmp_path / "out.tif").shape == (40, 48)
 
 
@@ -333,8 +384,7 @@ def test_progress_is_monotone_and_ends_at_one(tmp_path):
             column_predict,
             tmp_path / "out.tif",
             classes=CLASSES,
-            tile=16,
-            stride=8,
+            tiling=Tiling(16, 8, "hann"),
             progress=lambda f, m: reports.append(f),
         )
     assert reports == sorted(reports) and reports[0] == 0.0 and reports[-1] == 1.0
@@ -344,8 +394,6 @@ def test_progress_is_monotone_and_ends_at_one(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "problem"),
     [
-        ({"tile": 16, "stride": 20}, "stride 20"),
-        ({"tile": 0, "stride": 1}, "tile size"),
         ({"batch_size": 0}, "batch size"),
         ({"classes": [{"value": 255, "name": "x", "color": "#000000"}]}, "0..254"),
         ({"classes": [{"value": 1, "name": "x", "color": "red"}]}, "#RRGGBB"),
@@ -354,11 +402,37 @@ def test_progress_is_monotone_and_ends_at_one(tmp_path):
 )
 def test_bad_parameters_are_bad_input(tmp_path, kwargs, problem):
     with SceneReader(rgb_uint8(tmp_path)) as reader, pytest.raises(BadInput, match=problem):
-        segment_scene(reader, column_predict, tmp_path / "out.tif", **{"classes": CLASSES, **kwargs})
+        segment_scene(reader, column_predict, tmp_path / "out.tif", **{"classes": CLASSES, "tiling": TILING, **kwargs})
     assert outputs_in(tmp_path) == ["rgb.tif"]
 
 
 def test_output_may_not_replace_the_input(tmp_path):
     path = rgb_uint8(tmp_path)
     with SceneReader(path) as reader, pytest.raises(BadInput, match="replace the input"):
-        segment_scene(reader, column_predict, path, classes=CLASSES, overwrite=True)
+        segment_scene(reader, column_predict, path, classes=CLASSES, tiling=TILING, overwrite=True)
+
+
+@pytest.mark.parametrize(
+    ("tile", "stride", "blend", "problem"),
+    [
+        (16, 20, "hann", "stride 20: must lie in 1..16"),
+        (0, 1, "hann", "tile size 0"),
+        (16, 0, "centre", "stride 0"),
+        (16, 8, "middle", "blend 'middle': expected one of hann, centre"),
+        (16.5, 8, "hann", "tile size 16.5"),
+    ],
+)
+def test_a_bad_tiling_is_one_line_of_bad_input(tile, stride, blend, problem):
+    with pytest.raises(BadInput, match=problem) as error:
+        Tiling(tile, stride, blend)
+    assert "\n" not in str(error.value)
+
+
+def test_a_tiling_adjusted_by_the_user_keeps_the_cards_stride_to_tile_ratio():
+    card = Tiling(512, 448, "centre")
+    assert card.adjusted() == card
+    assert card.adjusted(stride=256) == Tiling(512, 256, "centre")
+    assert card.adjusted(tile=256) == Tiling(256, 224, "centre")
+    assert card.adjusted(tile=256, stride=100, blend="hann") == Tiling(256, 100, "hann")
+    with pytest.raises(BadInput, match="stride 600"):
+        card.adjusted(stride=600)

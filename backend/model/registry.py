@@ -16,6 +16,7 @@ from backend.contract import DEFAULT_MODEL
 from backend.errors import BadInput
 from backend.model.cards import CARD_DEFAULTS, CARD_FILE, read_card
 from backend.model.network import ModelConfig, SegmentationModel, create_model
+from backend.segmentation.tiling import Tiling
 
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 WEIGHTS_FILE = "model.safetensors"
@@ -31,6 +32,7 @@ class ModelCard:
     bands: list[str] = field(default_factory=lambda: list(CARD_DEFAULTS["bands"]))
     tile_size: int = CARD_DEFAULTS["tile_size"]
     stride: int = CARD_DEFAULTS["stride"]
+    blend: str = CARD_DEFAULTS["blend"]
     nodata: int = CARD_DEFAULTS["nodata"]
     provenance: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -46,6 +48,12 @@ class ModelCard:
             )
         if len(self.bands) != self.architecture.in_chans:
             raise ValueError(f"model card {self.name}: {len(self.bands)} bands for {self.architecture.in_chans} inputs")
+        Tiling(self.tile_size, self.stride, self.blend)  # checks them: a bad card says so when it is read
+
+    @property
+    def tiling(self) -> Tiling:
+        """The card's own tiling; :meth:`Tiling.adjusted` puts a user's choices over it."""
+        return Tiling(self.tile_size, self.stride, self.blend)
 
     @property
     def weights(self) -> Path:

@@ -1,10 +1,11 @@
 """Segment on a Dask distributed cluster: strips of tiles are the tasks, one writer assembles them in order.
 
 Each worker builds the predictor once (a worker plugin; the model folder and adapter checkpoint are
-paths every worker must reach) and opens the raster by path for each strip it is given. The client
-adds the strips' weighted probability sums in order with the same :class:`StripAssembler` as a
-single process, so the outputs are the same bits. Only a few strips per worker are in flight at a
-time, so memory stays bounded however large the raster or long the list of rasters.
+paths every worker must reach) and opens the raster by path for each strip it is given. :class:`DaskStrips`
+is a strip executor like the single process's ``LocalStrips``: the client's ``segment_jobs`` adds the
+strips' weighted probability sums in the same order either way, so the outputs are the same bits. Only a
+few strips per worker are in flight at a time, so memory stays bounded however large the raster or long
+the list of rasters.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import os
 import sys
 import threading
 import uuid
-import warnings
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +27,8 @@ import rasterio
 from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker, wait
 
 from backend.errors import BadInput
-from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
-from backend.rasters.raster_io import NoCrsWarning, SceneReader, Stretch
-from backend.rasters.roi import Roi
-from backend.segmentation.sliding_window import (
-    GDAL_CACHE_MB,
-    Predict,
-    SegmentResult,
-    StripAssembler,
-    StripSums,
-    TileGrid,
-    check_tiling,
-    predict_strip,
-)
+from backend.progress import CancelFn, check_cancelled, never_cancelled
+from backend.segmentation.sliding_window import GDAL_CACHE_MB, Predict, Strip, StripSource, StripSums
 
 LOCAL = "local"
 RETRIES = 2  # a strip whose task raises (a network filesystem hiccup) runs again; a dead worker's are re-run anyway
@@ -156,65 +145,6 @@ class PredictorPlugin(WorkerPlugin):
             return self._predict
 
 
-@dataclass(frozen=True)
-class StripSource:
-    """One raster's strips as a worker sees them: a path, the client's band mapping and stretch, no open file."""
-
-    path: str
-    bands: tuple[int, ...]
-    n_inputs: int
-    stretch: Stretch
-    roi: Roi
-    grid: TileGrid
-    n_classes: int
-    batch_size: int
-
-    def open_reader(self) -> SceneReader:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NoCrsWarning)  # the client has warned about it once already
-            return SceneReader(self.path, self.bands, self.n_inputs, stretch=self.stretch)
-
-
-@dataclass(frozen=True)
-class RasterJob:
-    """One raster to segment and the files to write for it."""
-
-    source: StripSource
-    output: str
-    confidence: str | None = None
-    entropy: str | None = None
-    overwrite: bool = False
-    metadata: Mapping[str, Any] = field(default_factory=dict)  # tags of the outputs (model, engine, ...)
-
-    @classmethod
-    def plan(
-        cls,
-        reader: SceneReader,
-        roi: Roi,
-        *,
-        n_classes: int,
-        tile: int,
-        stride: int,
-        batch_size: int,
-        output: str,
-        confidence: str | None = None,
-        entropy: str | None = None,
-        overwrite: bool = False,
-    ) -> RasterJob:
-        check_tiling(tile, stride, batch_size)
-        source = StripSource(
-            path=os.path.abspath(reader.path),
-            bands=tuple(reader.bands),
-            n_inputs=len(reader.bands),
-            stretch=reader.stretch,
-            roi=roi,
-            grid=TileGrid.over(roi.window, tile, stride),
-            n_classes=n_classes,
-            batch_size=batch_size,
-        )
-        return cls(source, output, confidence, entropy, overwrite)
-
-
 def _plugin_name(run: str) -> str:
     return f"crossearth-predictor-{run}"
 
@@ -223,109 +153,53 @@ def _predict_strip_task(source: StripSource, index: int, plugin_name: str) -> St
     """Runs on a worker: read and predict one strip of tiles."""
     predict = get_worker().plugins[plugin_name].predictor()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), source.open_reader() as reader:
-        return predict_strip(
-            reader,
-            predict,
-            source.grid,
-            index,
-            roi=source.roi,
-            n_classes=source.n_classes,
-            batch_size=source.batch_size,
-        )
+        return source.predict(reader, predict, index, never_cancelled)
 
 
-class _StripStream:
-    """Submits strips in order, never more than ``in_flight`` ahead of the one the client waits for."""
+class DaskStrips:
+    """The strip executor of a Dask cluster: submits strips in order, never more than a few per worker ahead of
+    the one the client waits for, so memory stays bounded however long the list of rasters.
 
-    def __init__(self, client: Client, strips: Sequence[tuple[StripSource, int]], run: str) -> None:
-        self.client = client
-        self.strips = strips
-        self.run = run
-        self.in_flight = STRIPS_IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"]))
-        self.pending: deque[Future] = deque()
-        self.submitted = 0
-
-    def next(self, is_cancelled: CancelFn) -> StripSums:
-        while len(self.pending) < self.in_flight and self.submitted < len(self.strips):
-            source, index = self.strips[self.submitted]
-            future = self.client.submit(
-                _predict_strip_task,
-                source,
-                index,
-                _plugin_name(self.run),
-                key=f"crossearth-strip-{self.run}-{self.submitted}",
-                retries=RETRIES,
-                pure=False,
-            )
-            self.pending.append(future)
-            self.submitted += 1
-        future = self.pending.popleft()
-        while not future.done():
-            check_cancelled(is_cancelled)
-            with suppress(TimeoutError):
-                wait(future, timeout=POLL_SECONDS)
-        check_cancelled(is_cancelled)
-        # no timeout here: a result(timeout) that expires drops the transfer, and a strip of a wide raster
-        # (tens of MB) slower to fetch than the timeout would be fetched again and again
-        return future.result()  # raises the task's error, if it failed
-
-    def cancel(self) -> None:
-        self.client.cancel(list(self.pending))
-
-
-def segment_on_cluster(
-    client: Client,
-    predictor: PredictorSpec,
-    jobs: Sequence[RasterJob],
-    classes: Sequence[Mapping[str, Any]],
-    progress: ProgressFn = no_progress,
-    is_cancelled: CancelFn = never_cancelled,
-) -> list[SegmentResult]:
-    """Segment every job's raster on the cluster; each output appears complete, or (error, cancel) not at all.
-
-    The strips of all rasters flow through the cluster in one ordered stream, so workers keep busy across
-    the boundary between two rasters, while the client writes one raster at a time.
+    Each worker builds the predictor of ``predictor`` once (a worker plugin registered for the run).
     """
-    run = uuid.uuid4().hex[:8]  # names this run's tasks and plugin: runs may share a cluster
-    panels = [job.source.grid.panels() for job in jobs]
-    strips = [
-        (replace(job.source, grid=panel.grid), index)
-        for job, job_panels in zip(jobs, panels, strict=True)
-        for panel in job_panels
-        for index in range(panel.grid.strips)
-    ]
-    stream = _StripStream(client, strips, run)
-    total = sum(panel.grid.tiles for job_panels in panels for panel in job_panels)
-    done = 0
-    results = []
-    workers = len(client.scheduler_info()["workers"])
-    progress(0.0, f"segmenting {len(jobs)} raster(s), {total} tiles, on {workers} worker(s)")
-    client.register_plugin(PredictorPlugin(predictor), name=_plugin_name(run))
-    try:
-        for number, job in enumerate(jobs, start=1):
-            with job.source.open_reader() as reader:
-                assembler = StripAssembler(
-                    reader,
-                    job.output,
-                    classes=classes,
-                    grid=job.source.grid,
-                    confidence=job.confidence,
-                    entropy=job.entropy,
-                    overwrite=job.overwrite,
-                    metadata=job.metadata,
-                )
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), assembler:
-                strip_count, strip = sum(panel.grid.strips for panel in assembler.panels), 0
-                for panel in assembler.panels:
-                    assembler.begin(panel)
-                    for _ in range(panel.grid.strips):
-                        assembler.add(stream.next(is_cancelled))
-                        done, strip = done + len(panel.grid.lefts), strip + 1
-                        progress(0.95 * done / total, f"raster {number}/{len(jobs)}: strip {strip}/{strip_count}")
-            results.append(assembler.result())
-    finally:
-        stream.cancel()
-        with suppress(OSError):  # a scheduler already gone has no plugin left to remove
-            client.unregister_worker_plugin(_plugin_name(run))
-    progress(1.0, "done")
-    return results
+
+    def __init__(self, client: Client, predictor: PredictorSpec) -> None:
+        self.client = client
+        self.predictor = predictor
+
+    def where(self) -> str:
+        return f"on {len(self.client.scheduler_info()['workers'])} worker(s)"
+
+    def run(self, strips: Sequence[Strip], is_cancelled: CancelFn) -> Generator[StripSums]:
+        run = uuid.uuid4().hex[:8]  # names this run's tasks and plugin: runs may share a cluster
+        in_flight = STRIPS_IN_FLIGHT_PER_WORKER * max(1, len(self.client.scheduler_info()["workers"]))
+        pending: deque[Future] = deque()
+        self.client.register_plugin(PredictorPlugin(self.predictor), name=_plugin_name(run))
+        try:
+            for number in range(len(strips)):
+                while len(pending) < in_flight and number + len(pending) < len(strips):
+                    source, index = strips[number + len(pending)]
+                    pending.append(
+                        self.client.submit(
+                            _predict_strip_task,
+                            source,
+                            index,
+                            _plugin_name(run),
+                            key=f"crossearth-strip-{run}-{number + len(pending)}",
+                            retries=RETRIES,
+                            pure=False,
+                        )
+                    )
+                future = pending.popleft()
+                while not future.done():
+                    check_cancelled(is_cancelled)
+                    with suppress(TimeoutError):
+                        wait(future, timeout=POLL_SECONDS)
+                check_cancelled(is_cancelled)
+                # no timeout here: a result(timeout) that expires drops the transfer, and a strip of a wide raster
+                # (tens of MB) slower to fetch than the timeout would be fetched again and again
+                yield future.result()  # raises the task's error, if it failed
+        finally:
+            self.client.cancel(list(pending))
+            with suppress(OSError):  # a scheduler already gone has no plugin left to remove
+                self.client.unregister_worker_plugin(_plugin_name(run))

@@ -1,21 +1,29 @@
-"""Segment a whole scene with overlapping tiles, in panels and strips, so memory does not grow with its size.
+"""Segment whole scenes with overlapping tiles, in panels and strips, so memory does not grow with their size.
 
-Overlapping tile predictions are averaged as probabilities under a smooth (Hann) weight, which
-hides tile seams. A scene wider than ``PANEL_COLUMNS`` is done one band of columns (a panel) at a time,
+Overlapping tile predictions are either averaged as probabilities under a smooth (Hann) weight, which
+hides tile seams, or each pixel keeps the prediction of the tile whose centre is nearest (``Tiling.blend``).
+A scene wider than ``PANEL_COLUMNS`` is done one band of columns (a panel) at a time,
 each with the tiles that touch it; within a panel only ``tile`` rows of probabilities are held at
 once: after each strip of tiles the rows no later tile can touch are turned into classes, written
 and dropped. Every pixel sums the same tiles in the same order as without panels, so the outputs are
 identical; the tiles that straddle a panel edge are predicted once per panel.
+
+One executor interface for every raster and every machine: :func:`segment_jobs` writes the rasters of a
+list of :class:`RasterJob` from the strips a :class:`StripExecutor` predicts, in order: :class:`LocalStrips`
+in this process, :class:`backend.segmentation.cluster.DaskStrips` on Dask workers.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -25,8 +33,9 @@ from rasterio.windows import transform as window_transform
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
 from backend.rasters.class_raster import CLASS_NODATA, SegClass, SegmentationWriter, parse_classes
-from backend.rasters.raster_io import SceneReader
+from backend.rasters.raster_io import NoCrsWarning, SceneReader, Stretch
 from backend.rasters.roi import Roi, whole_raster
+from backend.segmentation.tiling import Tiling
 
 Predict = Callable[[np.ndarray], np.ndarray]  # float32 [B, C, T, T] in [0, 1] -> probabilities [B, K, T, T]
 WEIGHT_FLOOR = 1e-3  # keeps the outermost pixels of the raster, seen by one tile only, weighted
@@ -50,14 +59,14 @@ def tile_starts(offset: int, length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-def tile_windows(roi_window: Window, tile: int, stride: int) -> Iterator[Window]:
-    """Row-major tile windows covering ``roi_window`` exactly; a side shorter than ``tile`` gives one
-    tile that side long (the segmenter pads it by reflection)."""
-    col, row = int(roi_window.col_off), int(roi_window.row_off)
-    width, height = int(roi_window.width), int(roi_window.height)
-    for top in tile_starts(row, height, tile, stride):
-        for left in tile_starts(col, width, tile, stride):
-            yield Window(left, top, min(tile, width), min(tile, height))
+def kept_spans(starts: Sequence[int], offset: int, length: int, size: int, blend: str) -> tuple[tuple[int, int], ...]:
+    """Along one axis, the pixels ``[lo, hi)`` each tile contributes: all of it under ``hann``; under ``centre``
+    those nearer its centre than any other tile's, the first and last tile reaching the ROI's edges, so the
+    spans partition the ROI."""
+    if blend == "hann":
+        return tuple((start, start + size) for start in starts)
+    bounds = [offset, *((a + b + size) // 2 for a, b in pairwise(starts)), offset + length]
+    return tuple(pairwise(bounds))
 
 
 def blend_weights(height: int, width: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
@@ -67,15 +76,6 @@ def blend_weights(height: int, width: int, floor: float = WEIGHT_FLOOR) -> np.nd
         return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
 
     return np.maximum(np.outer(hann(height), hann(width)), floor).astype(np.float32)
-
-
-def check_tiling(tile: int, stride: int, batch_size: int) -> None:
-    if tile < 1:
-        raise BadInput(f"tile size {tile}: must be at least 1 pixel")
-    if not 1 <= stride <= tile:
-        raise BadInput(f"stride {stride}: must lie in 1..{tile} (the tile size) or tiles would leave gaps")
-    if batch_size < 1:
-        raise BadInput(f"batch size {batch_size}: must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -101,32 +101,38 @@ def _pad(image: np.ndarray, tile: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Where the tiles of a ROI lie: strips of tiles sharing a top row, each tile ``tile_h`` x ``tile_w``."""
+    """Where the tiles of a ROI lie: strips of tiles sharing a top row, each tile ``tile_h`` x ``tile_w``, and the
+    rows and columns each strip and tile contributes (its kept spans, absolute pixels)."""
 
     window: Window  # the ROI's pixel window in the raster
-    tile: int
-    stride: int
+    tiling: Tiling
     tops: tuple[int, ...]
     lefts: tuple[int, ...]
+    rows: tuple[tuple[int, int], ...]  # kept rows of each strip
+    cols: tuple[tuple[int, int], ...]  # kept columns of each tile of a strip
 
     @classmethod
-    def over(cls, window: Window, tile: int, stride: int) -> TileGrid:
+    def over(cls, window: Window, tiling: Tiling) -> TileGrid:
         col, row = int(window.col_off), int(window.row_off)
+        width, height = int(window.width), int(window.height)
+        tops = tile_starts(row, height, tiling.tile, tiling.stride)
+        lefts = tile_starts(col, width, tiling.tile, tiling.stride)
         return cls(
             window,
-            tile,
-            stride,
-            tuple(tile_starts(row, int(window.height), tile, stride)),
-            tuple(tile_starts(col, int(window.width), tile, stride)),
+            tiling,
+            tuple(tops),
+            tuple(lefts),
+            kept_spans(tops, row, height, min(tiling.tile, height), tiling.blend),
+            kept_spans(lefts, col, width, min(tiling.tile, width), tiling.blend),
         )
 
     @property
     def tile_h(self) -> int:
-        return min(self.tile, int(self.window.height))
+        return min(self.tiling.tile, int(self.window.height))
 
     @property
     def tile_w(self) -> int:
-        return min(self.tile, int(self.window.width))
+        return min(self.tiling.tile, int(self.window.width))
 
     @property
     def strips(self) -> int:
@@ -139,6 +145,12 @@ class TileGrid:
     def strip(self, index: int) -> list[Window]:
         return [Window(left, self.tops[index], self.tile_w, self.tile_h) for left in self.lefts]
 
+    def weights(self) -> np.ndarray:
+        """Each tile's blending weight: a Hann window, or equal weights where only kept spans are added."""
+        if self.tiling.blend == "hann":
+            return blend_weights(self.tile_h, self.tile_w)
+        return np.ones((self.tile_h, self.tile_w), np.float32)
+
     def finished_rows(self, index: int) -> int:
         """Rows no later strip touches once strip ``index`` is added: up to the next strip's top."""
         end = self.tops[index + 1] if index + 1 < len(self.tops) else int(self.window.row_off + self.window.height)
@@ -146,15 +158,16 @@ class TileGrid:
 
     def panels(self, columns: int | None = None) -> list[Panel]:
         """The ROI's columns in bands of ``columns`` (default ``PANEL_COLUMNS``), each with the grid of this
-        grid's tiles that touch it."""
+        grid's tiles whose kept columns reach into it."""
         columns = columns or PANEL_COLUMNS
         col0, width = int(self.window.col_off), int(self.window.width)
         panels = []
         for start in range(0, width, columns):
             stop = min(width, start + columns)
-            lefts = tuple(left for left in self.lefts if left - col0 < stop and left - col0 + self.tile_w > start)
+            touching = [i for i, (lo, hi) in enumerate(self.cols) if lo - col0 < stop and hi - col0 > start]
+            lefts = tuple(self.lefts[i] for i in touching)
             span = Window(lefts[0], self.window.row_off, lefts[-1] + self.tile_w - lefts[0], self.window.height)
-            grid = TileGrid(span, self.tile, self.stride, self.tops, lefts)
+            grid = replace(self, window=span, lefts=lefts, cols=tuple(self.cols[i] for i in touching))
             panels.append(Panel(start, stop, col0 + start - lefts[0], grid))
         return panels
 
@@ -195,11 +208,11 @@ def predict_strip(
     n_classes: int,
     batch_size: int,
     is_cancelled: CancelFn = never_cancelled,
-    on_batch: Callable[[int], None] = lambda tiles: None,
 ) -> StripSums:
-    """Predict the tiles of strip ``index`` in batches; ``on_batch(n)`` after each batch of ``n`` tiles."""
-    col0 = int(grid.window.col_off)
-    weights = blend_weights(grid.tile_h, grid.tile_w)
+    """Predict the tiles of strip ``index`` in batches, skipping those with no valid pixel in their kept span."""
+    col0, top = int(grid.window.col_off), grid.tops[index]
+    weights = grid.weights()
+    r0, r1 = (row - top for row in grid.rows[index])
     sums = StripSums(
         index,
         np.zeros((n_classes, grid.tile_h, int(grid.window.width)), np.float32),
@@ -207,26 +220,26 @@ def predict_strip(
         np.zeros((grid.tile_h, int(grid.window.width)), bool),
         0,
     )
-    strip = grid.strip(index)
+    strip = list(zip(grid.strip(index), grid.cols, strict=True))
     for first in range(0, len(strip), batch_size):
         check_cancelled(is_cancelled)
-        batch_windows = strip[first : first + batch_size]
         kept = []
-        for window in batch_windows:
+        for window, (lo, hi) in strip[first : first + batch_size]:
             image, valid = reader.read(window)
-            valid &= roi.mask(window)
+            c0, c1 = lo - int(window.col_off), hi - int(window.col_off)
+            valid = valid[r0:r1, c0:c1] & roi.mask(window)[r0:r1, c0:c1]
             if valid.any():
-                kept.append((window, image, valid))
+                kept.append((window, c0, c1, image, valid))
         if kept:
-            batch = np.stack([_pad(image, grid.tile) for _, image, _ in kept])
+            batch = np.stack([_pad(image, grid.tiling.tile) for *_, image, _ in kept])
             probs = _predict_batch(predict, batch, n_classes)
-            for (window, _, valid), tile_probs in zip(kept, probs, strict=True):
-                col = int(window.col_off) - col0
-                sums.probs[:, :, col : col + grid.tile_w] += tile_probs[:, : grid.tile_h, : grid.tile_w] * weights
-                sums.weight[:, col : col + grid.tile_w] += weights
-                sums.valid[:, col : col + grid.tile_w] |= valid
+            for (window, c0, c1, _, valid), tile_probs in zip(kept, probs, strict=True):
+                cols = slice(int(window.col_off) - col0 + c0, int(window.col_off) - col0 + c1)
+                weight = weights[r0:r1, c0:c1]
+                sums.probs[:, r0:r1, cols] += tile_probs[:, r0:r1, c0:c1] * weight
+                sums.weight[r0:r1, cols] += weight
+                sums.valid[r0:r1, cols] |= valid
             sums.tiles += len(kept)
-        on_batch(len(batch_windows))
     return sums
 
 
@@ -301,8 +314,9 @@ class StripAssembler:
             "BAND_MAPPING": ",".join(str(b) for b in reader.bands),
             "STRETCH": reader.stretch.to_dict(),
             "ROI_WINDOW": [col0, row0, int(grid.window.width), int(grid.window.height)],
-            "TILE": grid.tile,
-            "STRIDE": grid.stride,
+            "TILE": grid.tiling.tile,
+            "STRIDE": grid.tiling.stride,
+            "BLEND": grid.tiling.blend,
             **(metadata or {}),
         }
         self._writer = SegmentationWriter(
@@ -377,14 +391,171 @@ def _path(path: str | os.PathLike | None) -> Path | None:
     return Path(path) if path is not None else None
 
 
+@dataclass(frozen=True)
+class StripSource:
+    """One raster's strips as an executor sees them: a path, the band mapping and stretch, no open file, so that
+    it travels to a Dask worker as well as it stays here."""
+
+    path: str
+    bands: tuple[int, ...]
+    n_inputs: int
+    stretch: Stretch
+    roi: Roi
+    grid: TileGrid
+    n_classes: int
+    batch_size: int
+
+    def open_reader(self) -> SceneReader:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoCrsWarning)  # the reader the job was planned with warned once already
+            return SceneReader(self.path, self.bands, self.n_inputs, stretch=self.stretch)
+
+    def predict(self, reader: SceneReader, predict: Predict, index: int, is_cancelled: CancelFn) -> StripSums:
+        return predict_strip(
+            reader,
+            predict,
+            self.grid,
+            index,
+            roi=self.roi,
+            n_classes=self.n_classes,
+            batch_size=self.batch_size,
+            is_cancelled=is_cancelled,
+        )
+
+
+@dataclass(frozen=True)
+class RasterJob:
+    """One raster to segment, planned once: its strips and the files to write for it."""
+
+    source: StripSource
+    output: str
+    confidence: str | None = None
+    entropy: str | None = None
+    overwrite: bool = False
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # tags of the outputs (model, engine, ...)
+
+    @classmethod
+    def plan(
+        cls,
+        reader: SceneReader,
+        roi: Roi,
+        tiling: Tiling,
+        *,
+        n_classes: int,
+        batch_size: int,
+        output: str | os.PathLike,
+        confidence: str | os.PathLike | None = None,
+        entropy: str | os.PathLike | None = None,
+        overwrite: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RasterJob:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise BadInput(f"batch size {batch_size!r}: must be a whole number of at least 1")
+        source = StripSource(
+            path=os.path.abspath(reader.path),
+            bands=tuple(reader.bands),
+            n_inputs=len(reader.bands),
+            stretch=reader.stretch,
+            roi=roi,
+            grid=TileGrid.over(roi.window, tiling),
+            n_classes=n_classes,
+            batch_size=batch_size,
+        )
+        return cls(source, str(output), _str(confidence), _str(entropy), overwrite, dict(metadata or {}))
+
+
+Strip = tuple[StripSource, int]  # a panel's source and the strip's index in it
+
+
+class StripExecutor(Protocol):
+    """Predicts strips wherever it runs them and yields their sums in the order given."""
+
+    def where(self) -> str:
+        """Where the strips are predicted, for the progress message."""
+
+    def run(self, strips: Sequence[Strip], is_cancelled: CancelFn) -> Generator[StripSums]: ...
+
+
+class LocalStrips:
+    """Predicts the strips in this process with ``predict``, each raster read through one open reader."""
+
+    def __init__(self, predict: Predict) -> None:
+        self.predict = predict
+
+    def where(self) -> str:
+        return "in this process"
+
+    def run(self, strips: Sequence[Strip], is_cancelled: CancelFn) -> Generator[StripSums]:
+        with ExitStack() as stack:
+            reader, path = None, None
+            for source, index in strips:
+                if source.path != path:
+                    stack.close()
+                    reader, path = stack.enter_context(source.open_reader()), source.path
+                yield source.predict(reader, self.predict, index, is_cancelled)
+
+
+def segment_jobs(
+    jobs: Sequence[RasterJob],
+    executor: StripExecutor,
+    classes: Sequence[Mapping[str, Any] | SegClass],
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+) -> list[SegmentResult]:
+    """Write every job's outputs from the strips ``executor`` predicts; each output appears complete, or (error,
+    cancel) not at all.
+
+    The strips of all rasters are asked of the executor as one ordered stream, so that a cluster's workers keep
+    busy across the boundary between two rasters, while the rasters are written here one at a time.
+    """
+    panels = [job.source.grid.panels() for job in jobs]
+    strips = [
+        (replace(job.source, grid=panel.grid), index)
+        for job, job_panels in zip(jobs, panels, strict=True)
+        for panel in job_panels
+        for index in range(panel.grid.strips)
+    ]
+    total = sum(panel.grid.tiles for job_panels in panels for panel in job_panels)
+    progress(0.0, f"segmenting {total} tiles of {len(jobs)} raster(s) {executor.where()}")
+    stream = executor.run(strips, is_cancelled)
+    results, done = [], 0
+    try:
+        for number, job in enumerate(jobs, start=1):
+            with job.source.open_reader() as reader:
+                assembler = StripAssembler(
+                    reader,
+                    job.output,
+                    classes=classes,
+                    grid=job.source.grid,
+                    confidence=job.confidence,
+                    entropy=job.entropy,
+                    overwrite=job.overwrite,
+                    metadata=job.metadata,
+                )
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), assembler:
+                strip_count, strip = sum(panel.grid.strips for panel in assembler.panels), 0
+                for panel in assembler.panels:
+                    assembler.begin(panel)
+                    for _ in range(panel.grid.strips):
+                        assembler.add(next(stream))
+                        check_cancelled(is_cancelled)
+                        done, strip = done + len(panel.grid.lefts), strip + 1
+                        progress(0.95 * done / total, f"raster {number}/{len(jobs)}: strip {strip}/{strip_count}")
+                progress(0.95 * done / total, f"raster {number}/{len(jobs)}: writing overviews and class names")
+            results.append(assembler.result())
+    finally:
+        stream.close()  # the executor's own clean-up: readers closed, strips still in flight cancelled
+    progress(1.0, "done")
+    return results
+
+
 def segment_scene(
     reader: SceneReader,
     predict: Predict,
     output: str | os.PathLike,
     *,
     classes: Sequence[Mapping[str, Any] | SegClass],
-    tile: int = 512,
-    stride: int = 341,
+    tiling: Tiling,
     batch_size: int = 4,
     roi: Roi | None = None,
     confidence: str | os.PathLike | None = None,
@@ -394,54 +565,32 @@ def segment_scene(
     is_cancelled: CancelFn = never_cancelled,
     metadata: Mapping[str, Any] | None = None,
 ) -> SegmentResult:
-    """Segment ``roi`` (default: the whole raster) of ``reader`` and write the class raster to ``output``.
+    """Segment ``roi`` (default: the whole raster) of ``reader`` in this process and write the class raster to
+    ``output``: one :class:`RasterJob` on :class:`LocalStrips`.
 
     ``predict`` maps float32 [B, C, tile, tile] in [0, 1] to class probabilities [B, K, tile, tile],
     K = len(classes), channel k meaning ``classes[k]``. Nodata pixels are fed as zeros, pixels
     outside the ROI polygons keep their data as context; both are written as 255 (NaN in the
     confidence and entropy rasters). Tiles with no valid pixel are not predicted.
     """
-    check_tiling(tile, stride, batch_size)
     roi = roi if roi is not None else whole_raster(reader)
-    grid = TileGrid.over(roi.window, tile, stride)
-    assembler = StripAssembler(
+    job = RasterJob.plan(
         reader,
-        output,
-        classes=classes,
-        grid=grid,
+        roi,
+        tiling,
+        n_classes=len(classes),
+        batch_size=batch_size,
+        output=output,
         confidence=confidence,
         entropy=entropy,
         overwrite=overwrite,
         metadata=metadata,
     )
-    done, total = 0, assembler.tiles_to_predict
+    return segment_jobs([job], LocalStrips(predict), classes, progress, is_cancelled)[0]
 
-    def batch_done(tiles: int) -> None:
-        nonlocal done
-        done += tiles
-        progress(0.95 * done / total, f"tile {done}/{total}")
 
-    progress(0.0, f"segmenting {total} tiles")
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), assembler:
-        for panel in assembler.panels:
-            assembler.begin(panel)
-            for index in range(panel.grid.strips):
-                assembler.add(
-                    predict_strip(
-                        reader,
-                        predict,
-                        panel.grid,
-                        index,
-                        roi=roi,
-                        n_classes=len(assembler.classes),
-                        batch_size=batch_size,
-                        is_cancelled=is_cancelled,
-                        on_batch=batch_done,
-                    )
-                )
-        progress(0.95, "writing overviews and class names")
-    progress(1.0, "done")
-    return assembler.result()
+def _str(path: str | os.PathLike | None) -> str | None:
+    return str(path) if path is not None else None
 
 
 def _entropy(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
