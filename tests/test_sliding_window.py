@@ -1,4 +1,5 @@
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -11,8 +12,17 @@ from backend.errors import BadInput
 from backend.progress import Cancelled
 from backend.rasters.class_raster import CLASS_NODATA, overview_factors
 from backend.rasters.raster_io import SceneReader
-from backend.rasters.roi import resolve_roi
-from backend.segmentation.sliding_window import TileGrid, blend_weights, kept_spans, segment_scene, tile_starts
+from backend.rasters.roi import resolve_roi, whole_raster
+from backend.segmentation.sliding_window import (
+    LocalStrips,
+    RasterJob,
+    TileGrid,
+    blend_weights,
+    kept_spans,
+    segment_jobs,
+    segment_scene,
+    tile_starts,
+)
 from backend.segmentation.tiling import Tiling
 
 CLASSES = [
@@ -343,7 +353,47 @@ def test_cancel_mid_run_leaves_no_file(tmp_path):
             entropy=out / "ent.tif",
             is_cancelled=cancel_on_third_batch,
         )
-    assert outputs_in(out) == []
+    assert outputs_in(out) == [] and not strip_threads()
+
+
+def strip_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name == "crossearth-strips"]
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 3])
+def test_the_local_executor_writes_the_same_bits_with_its_stages_in_threads_or_in_a_row(tmp_path, ahead):
+    data = np.random.default_rng(5).integers(0, 256, (3, 70, 90)).astype(np.uint8)
+    path = write_raster(tmp_path / "noise.tif", data)
+    with SceneReader(path) as reader:
+        roi = whole_raster(reader)
+        job = RasterJob.plan(
+            reader,
+            roi,
+            Tiling(24, 16, "hann"),
+            n_classes=3,
+            batch_size=2,
+            output=tmp_path / f"{ahead}.tif",
+            confidence=tmp_path / f"{ahead}_p.tif",
+        )
+        expected = tmp_path / "one_tile.tif"
+        segment_scene(reader, tile_context_softmax, expected, classes=CLASSES, tiling=Tiling(24, 16, "hann"))
+    reports = []
+    (result,) = segment_jobs(
+        [job], LocalStrips(tile_context_softmax, ahead), CLASSES, lambda fraction, message: reports.append(message)
+    )
+    assert result.tiles == 4 * 6 and reports[0] == "segmenting 24 tiles of 1 raster(s) in this process"
+    assert np.array_equal(read(result.class_path), read(expected))
+    assert not strip_threads()
+
+
+def test_a_reader_that_fails_in_its_thread_fails_the_run_and_stops_every_stage(tmp_path, monkeypatch):
+    def broken_read(self, window):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(SceneReader, "read", broken_read)
+    with SceneReader(rgb_uint8(tmp_path)) as reader, pytest.raises(OSError, match="disk gone"):
+        segment_scene(reader, column_predict, tmp_path / "out.tif", classes=CLASSES, tiling=TILING)
+    assert outputs_in(tmp_path) == ["rgb.tif"] and not strip_threads()
 
 
 def test_failing_predict_leaves_no_file_and_keeps_an_existing_output(tmp_path):

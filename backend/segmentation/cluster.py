@@ -27,7 +27,7 @@ import rasterio
 from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker, wait
 
 from backend.errors import BadInput
-from backend.progress import CancelFn, check_cancelled, never_cancelled
+from backend.progress import CancelFn, check_cancelled
 from backend.segmentation.sliding_window import GDAL_CACHE_MB, Predict, Strip, StripSource, StripSums
 
 LOCAL = "local"
@@ -153,7 +153,7 @@ def _predict_strip_task(source: StripSource, index: int, plugin_name: str) -> St
     """Runs on a worker: read and predict one strip of tiles."""
     predict = get_worker().plugins[plugin_name].predictor()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), source.open_reader() as reader:
-        return source.predict(reader, predict, index, never_cancelled)
+        return source.sum(source.read(reader, index), predict)
 
 
 class DaskStrips:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 import warnings
-from collections.abc import Callable, Generator, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
@@ -47,6 +49,10 @@ GDAL_CACHE_MB = 64
 # Memory then stops growing past this width; the tiles straddling an edge are predicted twice (about
 # 10 % more tiles at 4096 for 512-px tiles at stride 341; docs/performance.md measures both).
 PANEL_COLUMNS = 4096
+# Strips each stage of the local executor may be ahead of the next: reading ahead of the forward, the forward
+# ahead of the writer. One keeps all three busy; each strip held costs a strip of tiles or of sums (tens of MB).
+STRIPS_AHEAD = 1
+QUEUE_POLL_SECONDS = 0.1  # how often a waiting stage checks whether the run has stopped
 
 
 def tile_starts(offset: int, length: int, tile: int, stride: int) -> list[int]:
@@ -198,48 +204,67 @@ class StripSums:
     tiles: int  # tiles predicted (those with a valid pixel)
 
 
-def predict_strip(
+@dataclass
+class StripTiles:
+    """One strip's tiles read, checked and padded, in batches: all a forward needs, no file handle."""
+
+    index: int
+    batches: list[tuple[list[tuple[int, int, int, np.ndarray]], np.ndarray]]  # ([(left, c0, c1, valid)], images)
+
+
+def read_strip(
     reader: SceneReader,
-    predict: Predict,
     grid: TileGrid,
     index: int,
     *,
     roi: Roi,
-    n_classes: int,
     batch_size: int,
     is_cancelled: CancelFn = never_cancelled,
-) -> StripSums:
-    """Predict the tiles of strip ``index`` in batches, skipping those with no valid pixel in their kept span."""
-    col0, top = int(grid.window.col_off), grid.tops[index]
-    weights = grid.weights()
+) -> StripTiles:
+    """Read the tiles of strip ``index`` in batches, leaving out those with no valid pixel in their kept span."""
+    top = grid.tops[index]
     r0, r1 = (row - top for row in grid.rows[index])
-    sums = StripSums(
-        index,
-        np.zeros((n_classes, grid.tile_h, int(grid.window.width)), np.float32),
-        np.zeros((grid.tile_h, int(grid.window.width)), np.float32),
-        np.zeros((grid.tile_h, int(grid.window.width)), bool),
-        0,
-    )
     strip = list(zip(grid.strip(index), grid.cols, strict=True))
+    batches = []
     for first in range(0, len(strip), batch_size):
         check_cancelled(is_cancelled)
-        kept = []
+        kept, images = [], []
         for window, (lo, hi) in strip[first : first + batch_size]:
             image, valid = reader.read(window)
-            c0, c1 = lo - int(window.col_off), hi - int(window.col_off)
-            valid = valid[r0:r1, c0:c1] & roi.mask(window)[r0:r1, c0:c1]
+            left = int(window.col_off)
+            valid = valid[r0:r1, lo - left : hi - left] & roi.mask(window)[r0:r1, lo - left : hi - left]
             if valid.any():
-                kept.append((window, c0, c1, image, valid))
+                kept.append((left, lo - left, hi - left, valid))
+                images.append(_pad(image, grid.tiling.tile))
         if kept:
-            batch = np.stack([_pad(image, grid.tiling.tile) for *_, image, _ in kept])
-            probs = _predict_batch(predict, batch, n_classes)
-            for (window, c0, c1, _, valid), tile_probs in zip(kept, probs, strict=True):
-                cols = slice(int(window.col_off) - col0 + c0, int(window.col_off) - col0 + c1)
-                weight = weights[r0:r1, c0:c1]
-                sums.probs[:, r0:r1, cols] += tile_probs[:, r0:r1, c0:c1] * weight
-                sums.weight[r0:r1, cols] += weight
-                sums.valid[r0:r1, cols] |= valid
-            sums.tiles += len(kept)
+            batches.append((kept, np.stack(images)))
+    return StripTiles(index, batches)
+
+
+def sum_strip(
+    tiles: StripTiles, grid: TileGrid, predict: Predict, n_classes: int, is_cancelled: CancelFn = never_cancelled
+) -> StripSums:
+    """Predict a strip's batches and add each tile's kept span, weighted, into the strip's sums."""
+    col0, width = int(grid.window.col_off), int(grid.window.width)
+    weights = grid.weights()
+    r0, r1 = (row - grid.tops[tiles.index] for row in grid.rows[tiles.index])
+    sums = StripSums(
+        tiles.index,
+        np.zeros((n_classes, grid.tile_h, width), np.float32),
+        np.zeros((grid.tile_h, width), np.float32),
+        np.zeros((grid.tile_h, width), bool),
+        0,
+    )
+    for kept, batch in tiles.batches:
+        check_cancelled(is_cancelled)
+        probs = _predict_batch(predict, batch, n_classes)
+        for (left, c0, c1, valid), tile_probs in zip(kept, probs, strict=True):
+            cols = slice(left - col0 + c0, left - col0 + c1)
+            weight = weights[r0:r1, c0:c1]
+            sums.probs[:, r0:r1, cols] += tile_probs[:, r0:r1, c0:c1] * weight
+            sums.weight[r0:r1, cols] += weight
+            sums.valid[r0:r1, cols] |= valid
+        sums.tiles += len(kept)
     return sums
 
 
@@ -410,17 +435,11 @@ class StripSource:
             warnings.simplefilter("ignore", NoCrsWarning)  # the reader the job was planned with warned once already
             return SceneReader(self.path, self.bands, self.n_inputs, stretch=self.stretch)
 
-    def predict(self, reader: SceneReader, predict: Predict, index: int, is_cancelled: CancelFn) -> StripSums:
-        return predict_strip(
-            reader,
-            predict,
-            self.grid,
-            index,
-            roi=self.roi,
-            n_classes=self.n_classes,
-            batch_size=self.batch_size,
-            is_cancelled=is_cancelled,
-        )
+    def read(self, reader: SceneReader, index: int, is_cancelled: CancelFn = never_cancelled) -> StripTiles:
+        return read_strip(reader, self.grid, index, roi=self.roi, batch_size=self.batch_size, is_cancelled=is_cancelled)
+
+    def sum(self, tiles: StripTiles, predict: Predict, is_cancelled: CancelFn = never_cancelled) -> StripSums:
+        return sum_strip(tiles, self.grid, predict, self.n_classes, is_cancelled)
 
 
 @dataclass(frozen=True)
@@ -477,22 +496,108 @@ class StripExecutor(Protocol):
 
 
 class LocalStrips:
-    """Predicts the strips in this process with ``predict``, each raster read through one open reader."""
+    """Predicts the strips in this process, in three stages that overlap: a reader thread reads and pads the
+    tiles of the coming strips, a forward thread predicts and sums them, and the caller writes the strips it
+    is given. onnxruntime, GDAL and numpy's large operations release the GIL, so the forward keeps running
+    while the other two stages read and write; each stage is at most ``ahead`` strips ahead of the next,
+    so memory stays bounded (``ahead=0``: one stage after the other, in the caller's thread)."""
 
-    def __init__(self, predict: Predict) -> None:
+    def __init__(self, predict: Predict, ahead: int = STRIPS_AHEAD) -> None:
         self.predict = predict
+        self.ahead = ahead
 
     def where(self) -> str:
         return "in this process"
 
     def run(self, strips: Sequence[Strip], is_cancelled: CancelFn) -> Generator[StripSums]:
+        read = self._read(strips, is_cancelled)
+        if not self.ahead:
+            with closing(read):
+                yield from self._sum(read, is_cancelled)
+            return
+        stop = threading.Event()  # one for the run: a stage waiting on another stops when the run does
+        with (
+            _Stage(read, self.ahead, stop) as tiles,
+            _Stage(self._sum(tiles, is_cancelled), self.ahead, stop) as sums,
+        ):
+            yield from sums
+
+    def _read(self, strips: Sequence[Strip], is_cancelled: CancelFn) -> Iterator[tuple[StripSource, StripTiles]]:
+        """GDAL's configuration is the process's: the caller's ``rasterio.Env`` caps the cache in this thread too."""
         with ExitStack() as stack:
             reader, path = None, None
             for source, index in strips:
                 if source.path != path:
                     stack.close()
                     reader, path = stack.enter_context(source.open_reader()), source.path
-                yield source.predict(reader, self.predict, index, is_cancelled)
+                yield source, source.read(reader, index, is_cancelled)
+
+    def _sum(self, read: Iterator[tuple[StripSource, StripTiles]], is_cancelled: CancelFn) -> Iterator[StripSums]:
+        for source, tiles in read:
+            yield source.sum(tiles, self.predict, is_cancelled)
+
+
+class _Stage:
+    """Runs an iterator in a thread of its own, at most ``ahead`` items ahead of the thread iterating this.
+
+    An error in the thread is raised in the consumer; leaving the ``with`` block (done, an error, a cancel)
+    sets ``stop``, which every stage of the run watches, and waits for the thread, so no stage outlives the run.
+    """
+
+    _DONE = object()
+
+    def __init__(self, items: Iterator[Any], ahead: int, stop: threading.Event) -> None:
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+        self._stop = stop
+        self._thread = threading.Thread(target=self._work, name="crossearth-strips", daemon=True)
+
+    def __enter__(self) -> Iterator[Any]:
+        self._thread.start()
+        return self._results()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _work(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put(item):
+                    return
+            self._put(self._DONE)
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._put(_Failure(error))
+        finally:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()  # the stage upstream of this one, if any, stops too
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            with suppress(queue.Full):
+                self._queue.put(item, timeout=QUEUE_POLL_SECONDS)
+                return True
+        return False
+
+    def _results(self) -> Iterator[Any]:
+        while True:
+            try:
+                item = self._queue.get(timeout=QUEUE_POLL_SECONDS)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is self._DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
 
 
 def segment_jobs(
