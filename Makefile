@@ -60,6 +60,7 @@ demo: setup
 	@echo "outputs in $(DEMO_OUT)/: the three class rasters, confidence, adapter checkpoints, selection reports, quicklooks"
 
 bench: setup
+	$(PY) bench/end_to_end.py --out results/end_to_end.json
 	$(PY) bench/engine_cost.py --out results/engine_cost.json
 	$(PY) bench/inference.py --out results/inference.json
 	$(PY) bench/window_memory.py --out results/window_memory.json

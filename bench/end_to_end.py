@@ -1,0 +1,336 @@
+"""End-to-end segmentation speed against the bare onnxruntime forward of the same model, in the same run.
+
+The issue's yardstick: a whole scene through ``jobs.segment`` (model load, ONNX export, reading, tiling,
+blending, writing, overviews) in Mpx of scene per second, divided by the Mpx/s of tiles that a plain
+onnxruntime session on the same export computes, timed in the same run so that the machine's load hits
+both. Each timed lever is one end-to-end run in its own subprocess (its own export cache, so the export
+is part of every run; its own peak RSS) between rounds of the bare forward, and every lever's effect on
+quality is the mIoU on images the shipped model never saw: the nine parts of Dubai tile 6 (confusion
+summed over them, as the model card's metrics), the sample scene (resources/samples) and the nine parts
+as the one 3 x 3 scene they come from.
+
+    python bench/end_to_end.py --out results/end_to_end.json          # part of make bench
+    python bench/end_to_end.py --size 4096 --lever "centre 448" --skip-quality   # one quick lever
+    python bench/end_to_end.py --skip-speed --out /tmp/quality.json              # the mIoU of every lever
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import rasterio
+import typer
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backend.analysis.metrics import confusion_matrix, scores  # noqa: E402
+from backend.contract import DEFAULT_MODEL  # noqa: E402
+from backend.segmentation.sliding_window import STRIPS_AHEAD  # noqa: E402
+from backend.segmentation.tiling import Tiling  # noqa: E402
+
+THREADS = 2  # onnxruntime intra-op threads, for the bare forward and the engine alike
+BATCH = 4
+SAMPLE_SCENE = ROOT / "resources" / "samples" / "dubai_tile6.tif"
+SAMPLE_LABELS = ROOT / "resources" / "samples" / "dubai_tile6_labels.tif"
+HELD_OUT_TILE = 6
+SCENE_CACHE = Path(os.environ.get("CROSSEARTH_CACHE") or Path.home() / ".cache" / "crossearth") / "bench"
+FORWARD_ROUNDS = 3  # bare-forward rounds before and after each end-to-end run
+FORWARD_BATCHES = 6  # batches per round
+# name: (tile, stride, blend, strips each stage of the local executor may run ahead; 0: no threads);
+# "card" is the shipped model card's tiling, whatever it is, with the executor's default stages
+LEVERS: dict[str, tuple[int, int, str, int]] = {
+    "hann 341": (512, 341, "hann", 1),  # the tiling before issue #19
+    "hann 341, no threads": (512, 341, "hann", 0),  # and its executor: read, forward, write in turn
+    "hann 448": (512, 448, "hann", 1),
+    "hann 416": (512, 416, "hann", 1),
+    "hann 480": (512, 480, "hann", 1),
+    "centre 341": (512, 341, "centre", 1),
+    "centre 384": (512, 384, "centre", 1),
+    "centre 448": (512, 448, "centre", 1),
+    "centre 480": (512, 480, "centre", 1),
+    "centre 768": (768, 704, "centre", 1),  # a larger tile, the same 32 px margins as centre 448
+}
+TIMED = ("hann 341, no threads", "hann 341", "card", "centre 448")  # the levers make bench times end to end
+
+
+def real_scene(size: int) -> Path:
+    """A ``size`` px square uint8 RGB GeoTIFF (tiled 512, deflate) of real imagery: the sample scene repeated,
+    every other copy mirrored so that no seam cuts a building in two. Written once into the cache."""
+    path = SCENE_CACHE / f"dubai_mirrored_{size}.tif"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(SAMPLE_SCENE) as source:
+        image = source.read()
+    _, height, width = image.shape
+
+    def mirrored(n: int, period: int) -> np.ndarray:
+        index = np.arange(n) % (2 * period)
+        return np.where(index < period, index, 2 * period - 1 - index)
+
+    columns = mirrored(size, width)
+    profile = dict(
+        driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32640",
+        transform=from_origin(320000, 2790000, 1.5, 1.5), tiled=True, blockxsize=512, blockysize=512,
+        compress="deflate", photometric="RGB",
+    )  # fmt: skip
+    partial = path.with_suffix(".partial.tif")
+    with rasterio.open(partial, "w", **profile) as target:
+        for top in range(0, size, 512):
+            rows = mirrored(size, height)[top : top + 512]
+            target.write(image[:, rows][:, :, columns], window=Window(0, top, size, len(rows)))
+    partial.replace(path)
+    return path
+
+
+def peak_rss_mib() -> int:
+    """This process's own peak RSS (VmHWM; ``ru_maxrss`` would carry the parent's peak across the exec)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return round(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024)
+
+
+def segment_child(raster: str, output: str, tile: int, stride: int, blend: str, ahead: int) -> dict:
+    """Runs in the subprocess: one ``jobs.segment`` of the whole raster on the onnx engine, timed."""
+    from backend.jobs import Scene, SegmentOptions, segment
+    from backend.segmentation import sliding_window
+
+    sliding_window.STRIPS_AHEAD = ahead
+
+    marks: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("segmenting with"):
+            marks["setup"] = time.perf_counter() - started
+        if message.startswith("segmenting ") and "tiles" in message:
+            marks["tiles"] = int(message.split()[1])
+
+    segment(
+        Scene(raster, threads=THREADS),
+        SegmentOptions(output, tile_size=tile, stride=stride, blend=blend, engine="onnx", overwrite=True),
+        progress,
+    )
+    return {
+        "tiles": marks["tiles"],
+        "setup_seconds": round(marks["setup"], 1),  # model load and ONNX export
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def end_to_end(raster: Path, size: int, lever: tuple[int, int, str, int], scratch: Path) -> dict:
+    name = "_".join(map(str, lever))
+    command = [sys.executable, __file__, "--child", json.dumps([str(raster), str(scratch / f"{name}.tif"), *lever])]
+    env = {**os.environ, "CROSSEARTH_CACHE": str(scratch / f"cache_{name}")}  # its own export, timed in the run
+    child = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if child.returncode != 0:
+        raise RuntimeError(f"end-to-end run {lever} failed:\n{child.stderr[-2000:]}")
+    row = json.loads(child.stdout.strip().splitlines()[-1])
+    megapixels = size * size / 1e6
+    row["mpx_per_s"] = round(megapixels / row["total_seconds"], 3)
+    row["mpx_per_s_after_setup"] = round(megapixels / (row["total_seconds"] - row["setup_seconds"]), 3)
+    row["tile_pixels_per_scene_pixel"] = round(row["tiles"] * lever[0] ** 2 / (size * size), 3)
+    return row
+
+
+def forward_batches(raster: Path, tile: int) -> list[np.ndarray]:
+    """Batches of real tiles spread over the scene, as the engine gets them (float32 in [0, 1])."""
+    with rasterio.open(raster) as source:
+        spots = np.linspace(0, source.width - tile, BATCH * FORWARD_BATCHES).round().astype(int)
+        tiles = [source.read(window=Window(x, y, tile, tile)) for x, y in zip(spots, spots[::-1], strict=True)]
+    stacked = np.stack(tiles).astype(np.float32) / 255
+    return [stacked[i : i + BATCH] for i in range(0, len(stacked), BATCH)]
+
+
+def bare_forward_rounds(session, batches: list[np.ndarray]) -> list[float]:
+    """Mpx/s of tiles of each round: ``session.run`` on every batch, nothing else."""
+    name = session.get_inputs()[0].name
+    pixels = sum(batch.shape[0] * batch.shape[2] * batch.shape[3] for batch in batches)
+    rounds = []
+    for _ in range(FORWARD_ROUNDS):
+        started = time.perf_counter()
+        for batch in batches:
+            session.run(None, {name: batch})
+        rounds.append(round(pixels / 1e6 / (time.perf_counter() - started), 3))
+    return rounds
+
+
+def int8_matmul(export: Path, scratch: Path, bare, batches: list[np.ndarray], fp32) -> dict:
+    """onnxruntime's dynamic int8 quantisation of the MatMuls: its bare forward against fp32's, timed in
+    alternating rounds, and how many pixels keep fp32's class; ``predict`` for the held-out mIoU."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from backend.segmentation.predictor import onnx_session
+
+    target = scratch / "int8.onnx"
+    quantize_dynamic(str(export), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+    fp32_rounds, int8_rounds = [], []
+    for _ in range(2):
+        fp32_rounds += bare_forward_rounds(bare, batches)
+        int8_rounds += bare_forward_rounds(session, batches)
+    predict = onnx_session(target, THREADS)
+    agree = np.mean([(predict(b).argmax(axis=1) == fp32(b).argmax(axis=1)).mean() for b in batches])
+    return {
+        "fp32_mpx_per_s": float(np.median(fp32_rounds)),
+        "int8_mpx_per_s": float(np.median(int8_rounds)),
+        "speedup": round(float(np.median(int8_rounds) / np.median(fp32_rounds)), 3),
+        "pixels_equal_to_fp32": round(float(agree), 5),
+        "predict": predict,
+    }
+
+
+def held_out_rasters(scratch: Path) -> dict[str, list[tuple[Path, np.ndarray]]]:
+    """The held-out scenes as GeoTIFFs with their labels: tile 6's nine parts, the sample, the parts as one."""
+    from training.dubai import load_tile
+
+    parts = load_tile(HELD_OUT_TILE)
+    scenes: dict[str, list[tuple[Path, np.ndarray]]] = {"tile 6 parts": []}
+    for sample in parts:
+        image = (sample["image"].numpy() * 255).round().astype(np.uint8)
+        path = write_rgb(scratch / f"part_{sample['name']}.tif", image)
+        scenes["tile 6 parts"].append((path, sample["mask"].numpy()))
+    grid = [parts[row * 3 : row * 3 + 3] for row in range(3)]
+    image = np.concatenate([np.concatenate([p["image"].numpy() for p in row], axis=2) for row in grid], axis=1)
+    mask = np.concatenate([np.concatenate([p["mask"].numpy() for p in row], axis=1) for row in grid], axis=0)
+    whole = write_rgb(scratch / "tile6_whole.tif", (image * 255).round().astype(np.uint8))
+    scenes["tile 6 whole"] = [(whole, mask)]
+    with rasterio.open(SAMPLE_LABELS) as labels:
+        scenes["sample scene"] = [(SAMPLE_SCENE, labels.read(1).astype(np.int64))]
+    return scenes
+
+
+def write_rgb(path: Path, image: np.ndarray) -> Path:
+    _, height, width = image.shape
+    profile = dict(driver="GTiff", width=width, height=height, count=3, dtype="uint8", photometric="RGB",
+                   crs="EPSG:32640", transform=from_origin(320000, 2790000, 1.5, 1.5))  # fmt: skip
+    with rasterio.open(path, "w", **profile) as target:
+        target.write(image)
+    return path
+
+
+def quality(predict, tiling: Tiling, scenes: dict, classes: list[dict], scratch: Path) -> dict:
+    """mIoU of each held-out scene (confusion summed over its rasters) with ``predict`` at ``tiling``."""
+    from backend.rasters.raster_io import SceneReader
+    from backend.segmentation.sliding_window import segment_scene
+
+    names = [c["name"] for c in classes]
+    result = {}
+    for scene, rasters in scenes.items():
+        confusion = np.zeros((len(classes), len(classes) + 1), np.int64)
+        for path, labels in rasters:
+            output = scratch / "quality.tif"
+            with SceneReader(path) as reader:
+                segment_scene(reader, predict, output, classes=classes, tiling=tiling, overwrite=True)
+            with rasterio.open(output) as predicted:
+                confusion += confusion_matrix(predicted.read(1), labels, len(classes))
+        result[scene] = round(scores(confusion, names)["miou"] * 100, 3)
+    return result
+
+
+def main(
+    out: Annotated[Path, typer.Option(help="results JSON")] = ROOT / "results" / "end_to_end.json",
+    size: Annotated[int, typer.Option(help="side of the real-imagery scene, px")] = 10240,
+    lever: Annotated[list[str] | None, typer.Option(help=f"levers to time (default: {', '.join(TIMED)})")] = None,
+    skip_quality: Annotated[bool, typer.Option(help="leave out the held-out mIoU")] = False,
+    skip_speed: Annotated[bool, typer.Option(help="leave out the end-to-end runs (mIoU only)")] = False,
+    child: Annotated[str | None, typer.Option(hidden=True)] = None,
+) -> None:
+    if child:
+        raster, output, tile, stride, blend, ahead = json.loads(child)
+        print(json.dumps(segment_child(raster, output, tile, stride, blend, ahead)))
+        return
+    import onnxruntime as ort
+    import torch
+
+    from backend.model.registry import load_model, resolve_model
+    from backend.segmentation.predictor import export_onnx, onnx_session
+
+    torch.set_num_threads(THREADS)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    card = resolve_model(DEFAULT_MODEL)
+    levers = {**LEVERS, "card": (card.tile_size, card.stride, card.blend, STRIPS_AHEAD)}
+    timed = {} if skip_speed else {name: levers[name] for name in (lever or TIMED)}
+    raster = real_scene(size)
+    runs, forward, quality_rows, int8 = {}, [], {}, None
+    with tempfile.TemporaryDirectory(prefix="crossearth-e2e-") as folder:
+        scratch = Path(folder)
+        model = load_model(card)
+        export = export_onnx(model, scratch / "model.onnx", card.tile_size, BATCH)
+        options = ort.SessionOptions()  # bare: onnxruntime's defaults, only the thread count set
+        options.intra_op_num_threads = THREADS
+        bare = ort.InferenceSession(str(export), options, providers=["CPUExecutionProvider"])
+        batches = forward_batches(raster, card.tile_size)
+        forward = bare_forward_rounds(bare, batches)
+        for name, setting in timed.items():  # each run between bare-forward rounds: the load that hits it hits them
+            row = runs[name] = dict(zip(("tile", "stride", "blend", "strips_ahead"), setting, strict=True))
+            row.update(end_to_end(raster, size, setting, scratch))
+            after = bare_forward_rounds(bare, batches)
+            row["bare_forward_mpx_per_s"] = round(float(np.median(forward[-FORWARD_ROUNDS:] + after)), 3)
+            row["ratio_to_bare_forward"] = round(row["mpx_per_s"] / row["bare_forward_mpx_per_s"], 3)
+            forward += after
+            print(f"{name}: {row}", file=sys.stderr, flush=True)
+        if not skip_quality:
+            scenes = held_out_rasters(scratch)
+            sessions = {card.tile_size: onnx_session(export, THREADS)}
+            scored: dict[Tiling, dict] = {}  # levers that differ only in the executor's threads score alike
+            for name, (tile, stride, blend, _) in levers.items():
+                if tile not in sessions:
+                    path = export_onnx(model, scratch / f"model_{tile}.onnx", tile, BATCH)
+                    sessions[tile] = onnx_session(path, THREADS)
+                tiling = Tiling(tile, stride, blend)
+                if tiling not in scored:
+                    scored[tiling] = quality(sessions[tile], tiling, scenes, card.classes, scratch)
+                quality_rows[name] = {**tiling.to_dict(), "miou": scored[tiling]}
+                print(f"{name}: mIoU {scored[tiling]}", file=sys.stderr, flush=True)
+            int8 = int8_matmul(export, scratch, bare, batches, sessions[card.tile_size])
+            int8["miou"] = quality(int8.pop("predict"), card.tiling, scenes, card.classes, scratch)
+            print(f"int8 MatMul: {int8}", file=sys.stderr, flush=True)
+    report = {
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "threads": THREADS,
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+            "onnxruntime": ort.__version__,
+        },
+        "model": DEFAULT_MODEL,
+        "card_tiling": card.tiling.to_dict(),
+        "scene": {"size": size, "megapixels": round(size * size / 1e6, 1), "imagery": "sample scene, mirrored"},
+        "bare_forward": {"rounds_mpx_per_s": forward, "median_mpx_per_s": round(float(np.median(forward)), 3)},
+        "runs": runs,
+        "quality": quality_rows,
+        "int8_matmul": int8,
+        "seconds": round(time.perf_counter() - started),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    partial.replace(out)
+    for name, row in runs.items():
+        print(
+            f"{name:22s} {row['mpx_per_s']:6.3f} Mpx/s end to end, {row['ratio_to_bare_forward']:.2f}x the bare "
+            f"forward ({row['bare_forward_mpx_per_s']:.3f}), peak RSS {row['peak_rss_mib']} MiB"
+        )
+    for name, row in quality_rows.items():
+        print(f"{name:22s} mIoU {row['miou']}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
