@@ -29,7 +29,7 @@ def test_default_model_card_is_valid():
     assert card.name == DEFAULT_MODEL
     assert card.classes == CARD_CLASSES  # the analyst's palette: Water blue, Vegetation green, Building red ...
     assert card.bands == ["red", "green", "blue"]
-    assert (card.tile_size, card.stride, card.nodata) == (512, 341, 255)
+    assert (card.tile_size, card.stride, card.blend, card.nodata) == (512, 448, "hann", 255)
     assert card.architecture.stem == STEM_NAME and card.architecture.mean == (0.5, 0.5, 0.5)
     assert card.weights.is_file()
     assert 6 in card.provenance["held_out_tiles"] and 6 not in card.provenance["train_tiles"]

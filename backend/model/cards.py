@@ -17,7 +17,7 @@ CARD_FILE = "model_card.json"
 CARD_DEFAULTS: dict[str, Any] = {
     "bands": ["red", "green", "blue"],
     "tile_size": 512,
-    "stride": 341,
+    "stride": 448,  # 64 px of overlap: 0.6x the tiles of stride 341 for at most 0.3 mIoU (docs/performance.md)
     "blend": "hann",  # backend.segmentation.tiling.BLENDS
     "nodata": 255,  # the class rasters' nodata, and the labels' ignore value
 }

@@ -46,8 +46,8 @@ WEIGHT_FLOOR = 1e-3  # keeps the outermost pixels of the raster, seen by one til
 # 4-band input up to 8000 px wide per block row (a wider striped input is decoded again, not wrong).
 GDAL_CACHE_MB = 64
 # Output columns per panel: a multiple of the class raster's 512-px blocks, so no block is written twice.
-# Memory then stops growing past this width; the tiles straddling an edge are predicted twice (about
-# 10 % more tiles at 4096 for 512-px tiles at stride 341; docs/performance.md measures both).
+# Memory then stops growing past this width; the tiles straddling an edge are predicted twice (one column
+# of 512-px tiles per edge at stride 448: 25 columns instead of 23 at 10240 px; docs/performance.md).
 PANEL_COLUMNS = 4096
 # Strips each stage of the local executor may be ahead of the next: reading ahead of the forward, the forward
 # ahead of the writer. One keeps all three busy; each strip held costs a strip of tiles or of sums (tens of MB).
@@ -500,11 +500,12 @@ class LocalStrips:
     tiles of the coming strips, a forward thread predicts and sums them, and the caller writes the strips it
     is given. onnxruntime, GDAL and numpy's large operations release the GIL, so the forward keeps running
     while the other two stages read and write; each stage is at most ``ahead`` strips ahead of the next,
-    so memory stays bounded (``ahead=0``: one stage after the other, in the caller's thread)."""
+    so memory stays bounded (``ahead=0``: one stage after the other, in the caller's thread; default
+    ``STRIPS_AHEAD``)."""
 
-    def __init__(self, predict: Predict, ahead: int = STRIPS_AHEAD) -> None:
+    def __init__(self, predict: Predict, ahead: int | None = None) -> None:
         self.predict = predict
-        self.ahead = ahead
+        self.ahead = STRIPS_AHEAD if ahead is None else ahead
 
     def where(self) -> str:
         return "in this process"
