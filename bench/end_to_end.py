@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import describe, peak_rss_mib  # noqa: E402  (bench/, the script's own folder)
 
 from backend.analysis.metrics import confusion_matrix, scores  # noqa: E402
 from backend.contract import DEFAULT_MODEL  # noqa: E402
@@ -93,12 +94,6 @@ def real_scene(size: int) -> Path:
             target.write(image[:, rows][:, :, columns], window=Window(0, top, size, len(rows)))
     partial.replace(path)
     return path
-
-
-def peak_rss_mib() -> int:
-    """This process's own peak RSS (VmHWM; ``ru_maxrss`` would carry the parent's peak across the exec)."""
-    status = Path("/proc/self/status").read_text().splitlines()
-    return round(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024)
 
 
 def segment_child(raster: str, output: str, tile: int, stride: int, blend: str, ahead: int) -> dict:
@@ -302,14 +297,7 @@ def main(
             int8["miou"] = quality(int8.pop("predict"), card.tiling, scenes, card.classes, scratch)
             print(f"int8 MatMul: {int8}", file=sys.stderr, flush=True)
     report = {
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "threads": THREADS,
-            "load_average_before": [round(v, 2) for v in load_before],
-            "load_average_after": [round(v, 2) for v in os.getloadavg()],
-            "onnxruntime": ort.__version__,
-        },
+        "machine": describe(load_before, THREADS, onnxruntime=ort.__version__),
         "model": DEFAULT_MODEL,
         "card_tiling": card.tiling.to_dict(),
         "scene": {"size": size, "megapixels": round(size * size / 1e6, 1), "imagery": "sample scene, mirrored"},

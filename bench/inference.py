@@ -18,7 +18,6 @@ import copy
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from machine import describe, peak_rss_mib  # noqa: E402  (bench/, the script's own folder)
 
 from backend.errors import BadInput  # noqa: E402
 from backend.model.network import ModelConfig, SegmentationModel, create_model, save_model  # noqa: E402
@@ -422,14 +423,6 @@ def write_synthetic_raster(path: Path, size: int) -> None:
             dataset.write(data, window=Window(0, top, size, len(y)))
 
 
-def peak_rss_mib() -> int:
-    """This process's own peak RSS (VmHWM; ``ru_maxrss`` would carry the parent's peak over the exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024)
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def segment_child(raster: str, engine: str, models_dir: str | None, output: str) -> dict:
     """Runs in the subprocess: one jobs.segment call, timed, with its peak RSS."""
     from backend.jobs import Scene, SegmentOptions, segment
@@ -590,15 +583,7 @@ def main() -> None:
     import onnxruntime
 
     report = {
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "threads": THREADS,
-            "load_average_before": [round(v, 2) for v in load_before],
-            "load_average_after": [round(v, 2) for v in os.getloadavg()],
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-        },
+        "machine": describe(load_before, THREADS, torch=torch.__version__, onnxruntime=onnxruntime.__version__),
         "model": {
             "name": DEFAULT_MODEL,
             "weights": weights,
