@@ -76,13 +76,15 @@ def test_the_anchor_keeps_self_training_closer_to_the_unadapted_model():
 def test_the_self_check_sees_no_change_between_a_model_and_its_copy_and_a_collapse_after_a_biased_head():
     model = fresh_model().eval()
     samples = [{"image": s["image"]} for s in striped_samples()]
-    same = measure(model, copy.deepcopy(model), samples)
+    same = measure(model, copy.deepcopy(model), samples, views=4)
     assert same.changed == 0.0 and same.min_share_ratio == 1.0
     assert same.tta_agreement_adapted == same.tta_agreement_original
+    assert 0.0 < same.consistency_original <= 1.0
     collapsed = copy.deepcopy(model)
     with torch.no_grad():
         collapsed.head.classifier.bias += torch.tensor([50.0, 0.0, 0.0])  # everything becomes class 0
     signals = measure(model, collapsed, samples)
+    assert signals.tta_agreement_original is None  # one view, as the product measures: no TTA signals
     assert signals.shares_adapted[0] == pytest.approx(1.0)
     assert signals.min_share_ratio == pytest.approx(0.0)
     assert signals.changed == pytest.approx(1.0 - signals.shares_original[0], abs=1e-6)

@@ -28,7 +28,7 @@ import numpy as np
 import typer
 from rasterio.windows import Window
 
-from backend.adaptation.self_check import Signals, decide, judge_by_estimate
+from backend.adaptation.self_check import CHECK_VIEWS, Signals, decide, judge_by_estimate
 from backend.analysis.metrics import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def run_scene(spec: dict) -> dict:
         seconds = time.perf_counter() - started
         adapted = str(Path(tmp) / "adapted.tif")
         jobs.segment(scene, jobs.SegmentOptions(output=adapted, engine="torch"), model=(card, result.model))
-        signals = measure(original, result.model, samples)
+        signals = measure(original, result.model, samples, views=CHECK_VIEWS)
         verdict = jobs.check_adaptation(original, result.model, tiles, card)
         before = jobs.evaluate(plain, str(labels_path), model=spec["model"])
         after = jobs.evaluate(adapted, str(labels_path), model=spec["model"])
