@@ -14,6 +14,8 @@ from backend.adaptation.adapt import (
     anchor_divergence,
     averaged_probabilities,
     class_balance_weights,
+    protect_classes,
+    unlabelled_classes,
     unview,
     view,
 )
@@ -139,3 +141,20 @@ def test_labelled_pixels_of_da_samples_teach_their_class_while_the_rest_self_tra
             predicted = model(images).argmax(dim=1)
         share[labelled] = float((predicted[:, 8:24, 8:24] == rare).float().mean())
     assert share[False] < 0.2 and share[True] > share[False] + 0.5, share
+
+
+def test_the_classes_no_label_shows_are_the_unlabelled_ones_and_none_without_labels():
+    labelled = {"image": torch.zeros(3, 4, 4), "mask": torch.tensor([[0, 2], [IGNORE_INDEX, 0]])}
+    assert unlabelled_classes([labelled, {"image": torch.zeros(3, 4, 4)}], num_classes=4) == [1, 3]
+    blank = {"image": torch.zeros(3, 4, 4), "mask": torch.full((2, 2), IGNORE_INDEX)}
+    assert unlabelled_classes([blank], num_classes=4) == []
+
+
+def test_a_protected_class_takes_its_pseudo_label_from_the_unadapted_model_where_it_is_sure_and_the_pixel_free():
+    pseudo = torch.tensor([[[0, 0, 1, IGNORE_INDEX]]])  # the teacher's: the class-2 pixels lost to class 0
+    unadapted = torch.tensor([[0.05, 0.05, 0.05, 0.1], [0.05, 0.05, 0.9, 0.1], [0.9, 0.9, 0.05, 0.8]])[None, :, None]
+    free = torch.tensor([[[True, False, True, True]]])  # pixel 1 is labelled by the analyst
+    protected, kept = protect_classes(pseudo, unadapted, [2], 0.85, free)
+    assert protected.tolist() == [[[2, 0, 1, IGNORE_INDEX]]]  # sure and free; labelled; not class 2; not sure
+    assert kept.tolist() == [[[True, False, False, False]]]
+    assert torch.equal(protect_classes(pseudo, unadapted, [0], 0.85, free)[0], pseudo)  # no pixel sure of class 0
