@@ -20,7 +20,7 @@ from rasterio.windows import Window
 
 from backend.adaptation.adapt import AdaptConfig, AdaptResult, adapt, prepare_trainable
 from backend.adaptation.augment import Sample
-from backend.adaptation.labels import LabelShapes, is_vector, read_label_shapes
+from backend.adaptation.labels import MIN_HELD_OUT, LabelShapes, is_vector, read_label_shapes
 from backend.adaptation.selection_report import plot_selection, write_selection_json
 from backend.adaptation.self_check import Verdict, decide, held_out_estimate, judge_by_estimate, measure
 from backend.adaptation.source_samples import load_source_samples
@@ -298,36 +298,66 @@ def adaptation_samples(
 
 @dataclass
 class AdaptationTiles:
-    """The tiles adaptation trains on and, with labelled shapes, one tile per held-out shape to judge it by."""
+    """The tiles adaptation trains on and, with labelled shapes, one tile per held-out shape to judge it by: a
+    third of the shapes, or, when that is too few, every shape once over folds (each its training tiles)."""
 
     train: list[Sample]
     held_out: list[Sample] = field(default_factory=list)
+    folds: list[tuple[list[Sample], list[Sample]]] = field(default_factory=list)
 
 
 def scene_samples(scene: Scene, card: ModelCard, options: AdaptOptions) -> AdaptationTiles:
     """The adaptation tiles of the scene with the options' labels: a class raster, or labelled shapes of which a
-    third of each class's (LabelShapes.split) is held out to estimate how well adaptation did."""
+    third of each class's (LabelShapes.split) is held out to estimate how well adaptation did; with fewer than
+    MIN_HELD_OUT held out, every shape trains and the estimate comes from folds (LabelShapes.folds)."""
     reader, roi = _open(scene, card)
     with reader:
         labels: str | LabelShapes | None = options.labels
         held_out: list[Sample] = []
+        folds: list[tuple[list[Sample], list[Sample]]] = []
         if options.labels and is_vector(options.labels):
             shapes = read_label_shapes(
                 options.labels, reader, card.classes, options.label_field, options.label_buffer, roi.window
             )
             labels, kept_aside = shapes.split()
-            held_out = held_out_samples(reader, roi, kept_aside, options.sample_size)
+            if len(kept_aside.shapes) >= MIN_HELD_OUT:
+                held_out = held_out_samples(reader, roi, kept_aside, options.sample_size)
+            else:
+                labels = shapes
+                folds = [
+                    (
+                        adaptation_samples(reader, roi, options.samples, options.sample_size, fold_train),
+                        held_out_samples(reader, roi, fold_out, options.sample_size),
+                    )
+                    for fold_train, fold_out in shapes.folds()
+                ]
         train = adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
-    return AdaptationTiles(train, held_out)
+    return AdaptationTiles(train, held_out, folds)
 
 
 def check_adaptation(
-    original: SegmentationModel, adapted: SegmentationModel, tiles: AdaptationTiles, card: ModelCard
+    original: SegmentationModel,
+    adapted: SegmentationModel,
+    tiles: AdaptationTiles,
+    card: ModelCard,
+    config: AdaptConfig,
+    source: list[Sample] | None = None,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
 ) -> Verdict:
-    """Did adaptation help? Judged on the held-out labelled shapes when there are some, else without labels."""
+    """Did adaptation help? Judged on the held-out labelled shapes when there are some (with folds: a model
+    adapted without each fold's shapes, as ``adapted`` was, judged on them), else without labels."""
+    names = [c["name"] for c in card.classes]
+    if tiles.folds:
+        judged = []
+        for index, (train, held_out) in enumerate(tiles.folds):
+            progress(index / len(tiles.folds), f"self-check: adapting without fold {index + 1}/{len(tiles.folds)}")
+            fold_progress = sub_progress(progress, index / len(tiles.folds), (index + 1) / len(tiles.folds))
+            fold = adapt(copy.deepcopy(original), train, config, source, fold_progress, is_cancelled)
+            judged.append((fold.model, held_out))
+        return judge_by_estimate(held_out_estimate(original, judged, names))
     if tiles.held_out:
-        names = [c["name"] for c in card.classes]
-        return judge_by_estimate(held_out_estimate(original, adapted, tiles.held_out, names))
+        return judge_by_estimate(held_out_estimate(original, [(adapted, tiles.held_out)], names))
     return decide(measure(original, adapted, tiles.train))
 
 
@@ -390,14 +420,16 @@ def adapt_scene(
     check_cancelled(is_cancelled)
     anchor = f", {len(source)} labelled source crops" if source else ""
     progress(0.02, f"adapting on {len(samples)} tiles{anchor} ({config.mode.upper()}, {config.steps} steps)")
-    checked = tiles.held_out or (options.self_check and config.mode == "da")
+    checked = tiles.held_out or tiles.folds or (options.self_check and config.mode == "da")
     original = copy.deepcopy(model) if checked else None
+    adapted_by = 0.02 + 0.92 / (1 + len(tiles.folds))  # each fold adapts once more
     result = adapt(
-        model, samples, config, source, progress=sub_progress(progress, 0.02, 0.94), is_cancelled=is_cancelled
+        model, samples, config, source, progress=sub_progress(progress, 0.02, adapted_by), is_cancelled=is_cancelled
     )
     if original is not None:
-        progress(0.94, "self-check: comparing the adapted and unadapted models")
-        verdict = check_adaptation(original, result.model, tiles, card)
+        progress(adapted_by, "self-check: comparing the adapted and unadapted models")
+        check_progress = sub_progress(progress, adapted_by, 0.94)
+        verdict = check_adaptation(original, result.model, tiles, card, config, source, check_progress, is_cancelled)
         result.self_check = verdict.to_dict()
         progress(0.97, verdict.message)
         if not verdict.keep_adapted:  # the checkpoint then holds the unadapted head: it reproduces the model

@@ -165,7 +165,8 @@ def estimate_line(estimate: dict) -> str:
         for name in before
         if before[name] is not None or after[name] is not None
     ]
-    return f"held-out polygons ({estimate['polygons']}, {estimate['pixels']} pixels) IoU: " + ", ".join(parts)
+    folds = f", {estimate['folds']} folds" if "folds" in estimate else ""
+    return f"held-out polygons ({estimate['polygons']}{folds}, {estimate['pixels']} pixels) IoU: " + ", ".join(parts)
 
 
 def _percent(value: float | None) -> str:
@@ -174,27 +175,34 @@ def _percent(value: float | None) -> str:
 
 @torch.no_grad()
 def held_out_estimate(
-    original: SegmentationModel, adapted: SegmentationModel, tiles: list[Sample], class_names: list[str]
+    original: SegmentationModel, judged: list[tuple[SegmentationModel, list[Sample]]], class_names: list[str]
 ) -> dict:
-    """IoU per class and mIoU of both models on the pixels of the held-out shapes (one tile each, its ``mask``)."""
+    """IoU per class and mIoU before and after adaptation on the pixels of held-out shapes (one tile each, its
+    ``mask``): each adapted model of ``judged`` on its own held-out tiles (one pair, or one per fold), the
+    unadapted model on all of them; the confusion matrices are summed over the pairs."""
     num_classes = len(class_names)
     confusion = {"before": np.zeros((num_classes, num_classes + 1), np.int64)}
     confusion["after"] = confusion["before"].copy()
-    for tile in tiles:
-        image, _ = _padded(tile, original.input_stride)
-        height, width = tile["mask"].shape
-        mask = tile["mask"].numpy()
-        for name, model in (("before", original.eval()), ("after", adapted.eval())):
-            predicted = model(image).argmax(dim=1)[0, :height, :width].numpy()
-            confusion[name] += confusion_matrix(predicted, mask, num_classes)
+    polygons = 0
+    for adapted, tiles in judged:
+        polygons += len(tiles)
+        for tile in tiles:
+            image, _ = _padded(tile, original.input_stride)
+            height, width = tile["mask"].shape
+            mask = tile["mask"].numpy()
+            for name, model in (("before", original.eval()), ("after", adapted.eval())):
+                predicted = model(image).argmax(dim=1)[0, :height, :width].numpy()
+                confusion[name] += confusion_matrix(predicted, mask, num_classes)
     result = {name: scores(matrix, class_names) for name, matrix in confusion.items()}
-    return {"polygons": len(tiles), "pixels": result["before"]["pixels"], **result}
+    folds = {"folds": len(judged)} if len(judged) > 1 else {}
+    return {"polygons": polygons, **folds, "pixels": result["before"]["pixels"], **result}
 
 
 def judge_by_estimate(estimate: dict) -> Verdict:
     """Keep the adapted model unless it scores below the unadapted one on the held-out shapes."""
     before, after = 100 * estimate["before"]["miou"], 100 * estimate["after"]["miou"]
-    reason = f"on {estimate['polygons']} held-out polygons mIoU {before:.1f} -> {after:.1f}"
+    folds = f" ({estimate['folds']} folds)" if "folds" in estimate else ""
+    reason = f"on {estimate['polygons']} held-out polygons{folds} mIoU {before:.1f} -> {after:.1f}"
     return Verdict(after >= before, reason, estimate=estimate)
 
 
