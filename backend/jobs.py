@@ -145,6 +145,9 @@ def segment_at_scale(
     input's grid, so that they overlay it exactly; the intermediate rasters live in a hidden folder beside
     the output and go with it."""
     _check_outputs(options.output, options.confidence, options.entropy, options.quicklook, overwrite=options.overwrite)
+    for path in options.outputs():
+        if Path(path).resolve() == Path(scene.input).resolve():
+            raise BadInput(f"{path}: an output would replace the input raster")
     card = model[0] if model else resolve_model(scene.model, scene.models_dir)
     folder = Path(options.output).absolute().parent
     progress(0.0, choice.describe())

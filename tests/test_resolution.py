@@ -198,3 +198,11 @@ def test_a_bad_resolution_is_one_line_exit_2_and_nothing_written(tmp_path, metre
         errors = [e["message"] for e in events if e["type"] == "error"]
         assert code == 2 and len(errors) == 1 and message in errors[0] and "\n" not in errors[0], events
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_resampled_run_does_not_write_over_its_input(tmp_path, metre_model):
+    scene = half_metre_scene(tmp_path)
+    before = scene.read_bytes()
+    code, events = run(["segment", scene, "-o", scene, "--overwrite", "--model", metre_model])
+    assert code == 2 and "replace the input" in events[-1]["message"]
+    assert scene.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["half.tif"]

@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from backend.contract import NATIVE, Scene
+from backend.contract import AUTO, NATIVE, Scene
 from backend.errors import BadInput
 from backend.progress import CancelFn, check_cancelled, never_cancelled
 from backend.rasters.class_raster import BLOCK, CLASS_NODATA, SegClass, SegmentationWriter
@@ -116,11 +116,11 @@ def choose_scale(info: RasterInfo, resolution: str, model_m: float | None, tile:
     """
     scene_m = pixel_size_m(info)
     native = ScaleChoice(scene_m, model_m, None, info.width, info.height)
-    asked = model_m if resolution == "auto" else (None if resolution == NATIVE else float(resolution))
+    asked = model_m if resolution == AUTO else (None if resolution == NATIVE else float(resolution))
     if asked is None:
         return native
     if scene_m is None:
-        if resolution == "auto":
+        if resolution == AUTO:
             return native  # nothing to resample from; the scene is read as it is
         raise BadInput(f"{info.path}: has no CRS, so its pixel size is unknown; use --resolution native")
     if _close(asked, scene_m[0]) and _close(asked, scene_m[1]):
@@ -163,17 +163,7 @@ def scene_at(scene: Scene, choice: ScaleChoice, folder: str | os.PathLike | None
     with tempfile.TemporaryDirectory(prefix=".crossearth-resolution-", dir=folder) as tmp:
         resampling = "average" if choice.factor > 1 else "bilinear"
         path = resampled_vrt(scene.input, choice.width, choice.height, resampling, Path(tmp) / "scene.vrt")
-        yield Scene(
-            input=path,
-            bands=scene.bands,
-            bbox=scene.bbox,
-            bbox_crs=scene.bbox_crs,
-            roi=scene.roi,
-            model=scene.model,
-            models_dir=scene.models_dir,
-            threads=scene.threads,
-            resolution=NATIVE,
-        )
+        yield replace(scene, input=path, resolution=NATIVE)
 
 
 def label_raster_at(labels: str, choice: ScaleChoice, folder: str | os.PathLike) -> str:
