@@ -217,10 +217,14 @@ def segment_rasters(
         _check_outputs(opts.output, opts.confidence, opts.entropy, opts.quicklook, overwrite=opts.overwrite)
     first, settings = scenes[0], options[0]
     card, network = open_model(first, settings.adapter)  # a bad model or adapter is reported before any work
-    if not cluster:
+    tile, stride = _tiling(card, settings)
+    # one raster after another: without a cluster, or when a raster is resampled (then each one streams through
+    # the cluster and is written back on its own grid)
+    if not cluster or any(scene_scale(scene, card.resolution_m, tile).resamples for scene in scenes):
         count = len(scenes)
+        model = None if cluster else (card, network)
         return [
-            segment(scene, opts, sub_progress(progress, i / count, (i + 1) / count), is_cancelled, (card, network))
+            segment(scene, opts, sub_progress(progress, i / count, (i + 1) / count), is_cancelled, model, cluster)
             for i, (scene, opts) in enumerate(zip(scenes, options, strict=True))
         ]
     from backend.segmentation.cluster import (
@@ -232,17 +236,8 @@ def segment_rasters(
         segment_on_cluster,
     )
 
-    tile = _tiling(card, settings)[0]
-    if any(scene_scale(scene, card.resolution_m, tile).resamples for scene in scenes):
-        # each raster is resampled, streamed through the cluster and written back on its grid on its own
-        count = len(scenes)
-        return [
-            segment(scene, opts, sub_progress(progress, i / count, (i + 1) / count), is_cancelled, cluster=cluster)
-            for i, (scene, opts) in enumerate(zip(scenes, options, strict=True))
-        ]
     del network  # the workers load their own
     target = parse_cluster(cluster)
-    tile, stride = _tiling(card, settings)
     jobs = []
     for scene, opts in zip(scenes, options, strict=True):
         reader, roi = _open(scene, card)
