@@ -665,11 +665,12 @@ def models(
         print(json.dumps([{**card.to_dict(), "folder": str(card.folder)} for card in cards], indent=1))
         return
     table = Table(title="CrossEarth models")
-    for column in ("name", "classes", "bands", "tile", "description"):
+    for column in ("name", "classes", "bands", "tile", "resolution", "description"):
         table.add_column(column)
     for card in cards:
         classes = ", ".join(c["name"] for c in card.classes)
-        table.add_row(card.name, classes, ",".join(card.bands), str(card.tile_size), card.description)
+        resolution = "not known" if card.resolution_m is None else f"{card.resolution_m:g} m"
+        table.add_row(card.name, classes, ",".join(card.bands), str(card.tile_size), resolution, card.description)
     Console().print(table)
 
 

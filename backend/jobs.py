@@ -180,6 +180,7 @@ def segment_at_scale(
             overwrite=options.overwrite,
             is_cancelled=is_cancelled,
         )
+    progress(0.98 if options.quicklook else 1.0, "outputs written on the input's grid")
     return _finish_outputs(scene, options, card, progress)
 
 
