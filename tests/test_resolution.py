@@ -87,6 +87,8 @@ def test_auto_native_and_metres_choose_the_grid_the_scene_is_read_on(tmp_path):
     assert not choose_scale(info, "0.51", None, 64).resamples  # within 5 %: read as it is
     with pytest.raises(BadInput, match="under one 64-pixel tile"):
         choose_scale(info, "5", None, 64)  # 24 x 20 px
+    small = inspect_raster(rasters.rgb_uint8(tmp_path))  # 48 x 40 px of 2 m
+    assert choose_scale(small, "1.8", None, 64).width == 53  # finer is never refused, even if still under a tile
     no_crs = inspect_raster(rasters.no_crs(tmp_path))
     assert not choose_scale(no_crs, "auto", 1.0, 64).resamples
     with pytest.raises(BadInput, match="no CRS"):

@@ -112,7 +112,8 @@ def choose_scale(info: RasterInfo, resolution: str, model_m: float | None, tile:
     """The grid to read the scene on for ``--resolution`` (auto, native or metres) and the card's value.
 
     ``auto`` is the model's resolution when the card states one, else native; asking for metres of a scene
-    without a CRS, or for a pixel size so coarse that the whole scene fits inside one tile, is bad input.
+    without a CRS, or for a pixel size coarser than the scene's and so coarse that the whole scene then fits
+    inside one tile, is bad input.
     """
     scene_m = pixel_size_m(info)
     native = ScaleChoice(scene_m, model_m, None, info.width, info.height)
@@ -127,7 +128,7 @@ def choose_scale(info: RasterInfo, resolution: str, model_m: float | None, tile:
         return native
     width = max(1, round(info.width * scene_m[0] / asked))
     height = max(1, round(info.height * scene_m[1] / asked))
-    if width < tile and height < tile:
+    if asked > max(scene_m) and width < tile and height < tile:
         raise BadInput(
             f"resolution {asked:g} m: the scene would be {width} x {height} pixels, under one {tile}-pixel tile "
             f"(its pixels are {scene_m[0]:.3g} m)"
