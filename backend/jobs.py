@@ -387,6 +387,7 @@ def scene_samples(
 def _samples(
     reader: SceneReader, roi: Roi, card: ModelCard, options: AdaptOptions, labels: str | None
 ) -> AdaptationTiles:
+    """The tiles of an open scene (as it is, or its VRT at the model's resolution) with ``labels`` on its grid."""
     held_out: list[Sample] = []
     shapes: str | LabelShapes | None = labels
     if labels and is_vector(labels):
