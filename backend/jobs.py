@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,8 +40,10 @@ from backend.model.network import SegmentationModel
 from backend.model.registry import ModelCard, load_model, resolve_model
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress, sub_progress
 from backend.rasters.atomic import check_writable
-from backend.rasters.raster_io import SceneReader, inspect_raster
-from backend.rasters.roi import Roi, resolve_roi
+from backend.rasters.class_raster import parse_classes
+from backend.rasters.raster_io import SceneReader, default_band_mapping, inspect_raster
+from backend.rasters.resample import ScaleChoice, label_raster_at, scene_at, scene_scale, write_back
+from backend.rasters.roi import RasterLike, Roi, resolve_roi
 from backend.segmentation.predictor import auto_engine, make_predictor
 from backend.segmentation.sliding_window import segment_scene, tile_windows
 
@@ -90,7 +93,12 @@ def segment(
 
     With ``cluster`` (``local[:N]`` or a Dask scheduler address) the strips are predicted on Dask
     workers, which load the model and ``options.adapter`` from their paths (docs/cluster.md).
+    The scene is read at ``scene.resolution`` (see :func:`segment_at_scale`).
     """
+    card = model[0] if model else resolve_model(scene.model, scene.models_dir)
+    choice = scene_scale(scene, card.resolution_m, _tiling(card, options)[0])
+    if choice.resamples:
+        return segment_at_scale(scene, options, choice, progress, is_cancelled, model, cluster)
     if cluster:
         if model is not None:
             raise ValueError("cluster workers load the model from its folder: give the adapter as options.adapter")
@@ -121,6 +129,58 @@ def segment(
             is_cancelled=is_cancelled,
             metadata={"model": card.name, "engine": engine, "adapter": options.adapter or ""},
         )
+    return _finish_outputs(scene, options, card, progress)
+
+
+def segment_at_scale(
+    scene: Scene,
+    options: SegmentOptions,
+    choice: ScaleChoice,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+    model: tuple[ModelCard, SegmentationModel] | None = None,
+    cluster: str | None = None,
+) -> dict[str, str]:
+    """Segment the scene read at ``choice``'s pixel size (a VRT of it), then write the outputs back on the
+    input's grid, so that they overlay it exactly; the intermediate rasters live in a hidden folder beside
+    the output and go with it."""
+    _check_outputs(options.output, options.confidence, options.entropy, options.quicklook, overwrite=options.overwrite)
+    for path in options.outputs():
+        if Path(path).resolve() == Path(scene.input).resolve():
+            raise BadInput(f"{path}: an output would replace the input raster")
+    card = model[0] if model else resolve_model(scene.model, scene.models_dir)
+    folder = Path(options.output).absolute().parent
+    progress(0.0, choice.describe())
+    with (
+        scene_at(scene, choice, folder) as resampled,
+        tempfile.TemporaryDirectory(prefix=".crossearth-resolution-", dir=folder) as tmp,
+    ):
+        wanted = {"class": options.output, "confidence": options.confidence, "entropy": options.entropy}
+        wanted = {key: path for key, path in wanted.items() if path}
+        made = {key: str(Path(tmp) / f"{key}.tif") for key in wanted}
+        on_model_grid = replace(
+            options,
+            output=made["class"],
+            confidence=made.get("confidence"),
+            entropy=made.get("entropy"),
+            quicklook=None,
+            overwrite=False,
+        )
+        segment(resampled, on_model_grid, sub_progress(progress, 0.0, 0.85), is_cancelled, model, cluster)
+        progress(0.85, "writing the outputs back on the input's grid")
+        source = inspect_raster(scene.input)
+        write_back(
+            made,
+            wanted,
+            source=source,
+            bands=scene.bands or default_band_mapping(source, card.architecture.in_chans),
+            roi=resolve_roi(source, scene.bbox, scene.bbox_crs, scene.roi),
+            classes=parse_classes(card.classes),
+            choice=choice,
+            overwrite=options.overwrite,
+            is_cancelled=is_cancelled,
+        )
+    progress(0.98 if options.quicklook else 1.0, "outputs written on the input's grid")
     return _finish_outputs(scene, options, card, progress)
 
 
@@ -158,10 +218,14 @@ def segment_rasters(
         _check_outputs(opts.output, opts.confidence, opts.entropy, opts.quicklook, overwrite=opts.overwrite)
     first, settings = scenes[0], options[0]
     card, network = open_model(first, settings.adapter)  # a bad model or adapter is reported before any work
-    if not cluster:
+    tile, stride = _tiling(card, settings)
+    # one raster after another: without a cluster, or when a raster is resampled (then each one streams through
+    # the cluster and is written back on its own grid)
+    if not cluster or any(scene_scale(scene, card.resolution_m, tile).resamples for scene in scenes):
         count = len(scenes)
+        model = None if cluster else (card, network)
         return [
-            segment(scene, opts, sub_progress(progress, i / count, (i + 1) / count), is_cancelled, (card, network))
+            segment(scene, opts, sub_progress(progress, i / count, (i + 1) / count), is_cancelled, model, cluster)
             for i, (scene, opts) in enumerate(zip(scenes, options, strict=True))
         ]
     from backend.segmentation.cluster import (
@@ -175,7 +239,6 @@ def segment_rasters(
 
     del network  # the workers load their own
     target = parse_cluster(cluster)
-    tile, stride = _tiling(card, settings)
     jobs = []
     for scene, opts in zip(scenes, options, strict=True):
         reader, roi = _open(scene, card)
@@ -306,32 +369,46 @@ class AdaptationTiles:
     folds: list[tuple[list[Sample], list[Sample]]] = field(default_factory=list)
 
 
-def scene_samples(scene: Scene, card: ModelCard, options: AdaptOptions) -> AdaptationTiles:
+def scene_samples(
+    scene: Scene, card: ModelCard, options: AdaptOptions, choice: ScaleChoice | None = None
+) -> AdaptationTiles:
     """The adaptation tiles of the scene with the options' labels: a class raster, or labelled shapes of which a
     third of each class's (LabelShapes.split) is held out to estimate how well adaptation did; with fewer than
-    MIN_HELD_OUT held out, every shape trains and the estimate comes from folds (LabelShapes.folds)."""
-    reader, roi = _open(scene, card)
-    with reader:
+    MIN_HELD_OUT held out, every shape trains and the estimate comes from folds (LabelShapes.folds). The tiles
+    are read at ``choice``'s pixel size (default: the scene's resolution with the card's), a label raster too."""
+    choice = choice or scene_scale(scene, card.resolution_m, card.tile_size)
+    with scene_at(scene, choice) as resampled, tempfile.TemporaryDirectory(prefix="crossearth-labels-") as tmp:
         labels: str | LabelShapes | None = options.labels
-        held_out: list[Sample] = []
-        folds: list[tuple[list[Sample], list[Sample]]] = []
-        if options.labels and is_vector(options.labels):
-            shapes = read_label_shapes(
-                options.labels, reader, card.classes, options.label_field, options.label_buffer, roi.window
-            )
-            labels, kept_aside = shapes.split()
-            if len(kept_aside.shapes) >= MIN_HELD_OUT:
-                held_out = held_out_samples(reader, roi, kept_aside, options.sample_size)
-            else:
-                labels = shapes
-                folds = [
-                    (
-                        adaptation_samples(reader, roi, options.samples, options.sample_size, fold_train),
-                        held_out_samples(reader, roi, fold_out, options.sample_size),
-                    )
-                    for fold_train, fold_out in shapes.folds()
-                ]
-        train = adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
+        if labels and not is_vector(labels) and choice.resamples:
+            _check_labels(labels, inspect_raster(scene.input))
+            labels = label_raster_at(labels, choice, tmp)
+        reader, roi = _open(resampled, card)
+        with reader:
+            return _samples(reader, roi, card, options, labels)
+
+
+def _samples(
+    reader: SceneReader, roi: Roi, card: ModelCard, options: AdaptOptions, labels: str | None
+) -> AdaptationTiles:
+    """The tiles of an open scene (as it is, or its VRT at the model's resolution) with ``labels`` on its grid."""
+    held_out: list[Sample] = []
+    folds: list[tuple[list[Sample], list[Sample]]] = []
+    shapes: str | LabelShapes | None = labels
+    if labels and is_vector(labels):
+        every = read_label_shapes(labels, reader, card.classes, options.label_field, options.label_buffer, roi.window)
+        shapes, kept_aside = every.split()
+        if len(kept_aside.shapes) >= MIN_HELD_OUT:
+            held_out = held_out_samples(reader, roi, kept_aside, options.sample_size)
+        else:
+            shapes = every
+            folds = [
+                (
+                    adaptation_samples(reader, roi, options.samples, options.sample_size, fold_train),
+                    held_out_samples(reader, roi, fold_out, options.sample_size),
+                )
+                for fold_train, fold_out in every.folds()
+            ]
+    train = adaptation_samples(reader, roi, options.samples, options.sample_size, shapes)
     return AdaptationTiles(train, held_out, folds)
 
 
@@ -375,14 +452,19 @@ def held_out_samples(reader: SceneReader, roi: Roi, shapes: LabelShapes, size: i
     return samples
 
 
-def _open_labels(path: str, reader: SceneReader) -> rasterio.DatasetReader:
+def _check_labels(path: str, scene: RasterLike) -> None:
+    """A label raster must lie on the scene's grid."""
     info = inspect_raster(path)
-    if (info.width, info.height) != (reader.width, reader.height):
+    if (info.width, info.height) != (scene.width, scene.height):
         raise BadInput(
-            f"{path}: label raster is {info.width} x {info.height}, the scene is {reader.width} x {reader.height}"
+            f"{path}: label raster is {info.width} x {info.height}, the scene is {scene.width} x {scene.height}"
         )
-    if info.crs != reader.crs:
-        raise BadInput(f"{path}: label raster CRS {info.crs} differs from the scene's {reader.crs}")
+    if info.crs != scene.crs:
+        raise BadInput(f"{path}: label raster CRS {info.crs} differs from the scene's {scene.crs}")
+
+
+def _open_labels(path: str, reader: SceneReader) -> rasterio.DatasetReader:
+    _check_labels(path, reader)
     return rasterio.open(path)
 
 
@@ -413,8 +495,9 @@ def adapt_scene(
     card, model = open_model(scene)
     if scene.threads:
         torch.set_num_threads(scene.threads)
-    progress(0.0, "reading adaptation tiles")
-    tiles = scene_samples(scene, card, options)
+    choice = scene_scale(scene, card.resolution_m, card.tile_size)
+    progress(0.0, f"reading adaptation tiles; {choice.describe()}")
+    tiles = scene_samples(scene, card, options, choice)
     samples = tiles.train
     source = source_crops(card, options)
     check_cancelled(is_cancelled)
@@ -482,6 +565,8 @@ def adapt_and_segment(
     _check_outputs(
         segment_options.output, segment_options.confidence, segment_options.entropy, overwrite=segment_options.overwrite
     )
+    card = resolve_model(scene.model, scene.models_dir)
+    scene_scale(scene, card.resolution_m, _tiling(card, segment_options)[0])  # a bad resolution fails before adapting
     outputs, card, result = adapt_scene(scene, adapt_options, sub_progress(progress, 0.0, 0.7), is_cancelled)
     segment_progress = sub_progress(progress, 0.7, 1.0)
     try:

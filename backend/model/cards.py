@@ -1,7 +1,7 @@
 """Model cards as data: ``<folder>/model_card.json`` read with its defaults, free of torch.
 
 The QGIS plugin lists the models from these readings at start-up (no torch import); :mod:`backend.model.registry`
-builds the network from the same reading. A card's defaults (bands, tile, stride, nodata) are defined here
+builds the network from the same reading. A card's defaults (bands, tile, stride, nodata, resolution) are defined here
 only; mean and std are the card's ``architecture`` (``backend.model.network.ModelConfig``).
 """
 
@@ -19,6 +19,7 @@ CARD_DEFAULTS: dict[str, Any] = {
     "tile_size": 512,
     "stride": 341,
     "nodata": 255,  # the class rasters' nodata, and the labels' ignore value
+    "resolution_m": None,  # ground resolution the model was trained at, metres per pixel; None: not known
 }
 
 

@@ -32,6 +32,7 @@ class ModelCard:
     tile_size: int = CARD_DEFAULTS["tile_size"]
     stride: int = CARD_DEFAULTS["stride"]
     nodata: int = CARD_DEFAULTS["nodata"]
+    resolution_m: float | None = CARD_DEFAULTS["resolution_m"]  # what --resolution auto reads scenes at
     provenance: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     folder: Path | None = None
@@ -44,6 +45,8 @@ class ModelCard:
                 f"model card {self.name}: {len(self.classes)} classes but the network has "
                 f"{self.architecture.num_classes} outputs"
             )
+        if self.resolution_m is not None and not float(self.resolution_m) > 0:
+            raise ValueError(f"model card {self.name}: resolution_m {self.resolution_m} is not a pixel size in metres")
         if len(self.bands) != self.architecture.in_chans:
             raise ValueError(f"model card {self.name}: {len(self.bands)} bands for {self.architecture.in_chans} inputs")
 
