@@ -63,7 +63,9 @@ def scenes(loto_models: Path | None) -> list[dict]:
 
 
 def run_key(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    """The cache key: the settings, the model by its folder's name (so a checkout elsewhere finds the runs)."""
+    keyed = {**spec, "model": Path(spec["model"]).name}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_scene(spec: dict) -> dict:
