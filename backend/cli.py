@@ -31,6 +31,7 @@ from rich.table import Table
 from backend.contract import (
     ADAPT_DEFAULTS,
     ANALYSIS_JOBS,
+    AUTO,
     DEFAULT_MODEL,
     DEFAULT_SPOT_PIXELS,
     DEFAULT_SUGGESTED_SPOTS,
@@ -281,6 +282,14 @@ BBox = Annotated[str | None, typer.Option("--bbox", help="Region of interest XMI
 BBoxCrs = Annotated[str | None, typer.Option("--bbox-crs", help="CRS of --bbox (default: the raster's).")]
 RoiOpt = Annotated[Path | None, typer.Option("--roi", help="Polygon vector file; outside its polygons is nodata.")]
 Threads = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (default: all cores).")]
+Resolution = Annotated[
+    str,
+    typer.Option(
+        "--resolution",
+        help="Pixel size to read the raster at: auto (the model's, when its card states one), native, "
+        "or metres such as 0.5. Outputs are on the input's grid whatever it is.",
+    ),
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 JsonProgress = Annotated[bool, typer.Option("--json-progress", help="JSON events on stdout (docs/cli.md).")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Class raster to write (GeoTIFF).")]
@@ -343,7 +352,7 @@ SEGMENT_DEFAULTS = SegmentOptions(output="")
 assert DEFAULTS.samples == ADAPT_DEFAULTS["samples"]
 
 
-def _scene(input: Path, bands, bbox, bbox_crs, roi, model, models_dir, threads) -> Scene:
+def _scene(input: Path, bands, bbox, bbox_crs, roi, model, models_dir, threads, resolution) -> Scene:
     """Bands and bbox as typed (``3,2,1``, ``xmin,ymin,xmax,ymax``): the contract parses and checks them."""
     return Scene(
         input=str(input),
@@ -354,6 +363,7 @@ def _scene(input: Path, bands, bbox, bbox_crs, roi, model, models_dir, threads) 
         model=model,
         models_dir=models_dir,
         threads=threads,
+        resolution=resolution,
     )
 
 
@@ -414,6 +424,7 @@ def segment(
     engine: Engine = SEGMENT_DEFAULTS.engine,
     device: Device = SEGMENT_DEFAULTS.device,
     threads: Threads = None,
+    resolution: Resolution = AUTO,
     cluster: Cluster = None,
     overwrite: Overwrite = False,
     json_progress: JsonProgress = False,
@@ -422,7 +433,7 @@ def segment(
 
     def build() -> SegmentJob:
         return SegmentJob(
-            scene=_scene(inputs[0], bands, bbox, bbox_crs, roi, model, models_dir, threads),
+            scene=_scene(inputs[0], bands, bbox, bbox_crs, roi, model, models_dir, threads, resolution),
             options=SegmentOptions(
                 output=output,
                 confidence=confidence,
@@ -467,6 +478,7 @@ def adapt(
     self_check: SelfCheck = DEFAULTS.self_check,
     report_out: ReportOut = None,
     threads: Threads = None,
+    resolution: Resolution = AUTO,
     overwrite: Overwrite = False,
     json_progress: JsonProgress = False,
 ) -> None:
@@ -474,7 +486,7 @@ def adapt(
 
     def build() -> AdaptJob:
         return AdaptJob(
-            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads),
+            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads, resolution),
             options=_adapt_options(
                 mode,
                 labels,
@@ -543,6 +555,7 @@ def adapt_segment(
     engine: Engine = SEGMENT_DEFAULTS.engine,
     device: Device = SEGMENT_DEFAULTS.device,
     threads: Threads = None,
+    resolution: Resolution = AUTO,
     cluster: Cluster = None,
     overwrite: Overwrite = False,
     json_progress: JsonProgress = False,
@@ -551,7 +564,7 @@ def adapt_segment(
 
     def build() -> AdaptSegmentJob:
         return AdaptSegmentJob(
-            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads),
+            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads, resolution),
             adapt=_adapt_options(
                 mode,
                 labels,
@@ -601,6 +614,7 @@ def suggest_labels(
     bbox_crs: BBoxCrs = None,
     roi: RoiOpt = None,
     threads: Threads = None,
+    resolution: Resolution = AUTO,
     overwrite: Overwrite = False,
     json_progress: JsonProgress = False,
 ) -> None:
@@ -608,7 +622,7 @@ def suggest_labels(
 
     def build() -> SuggestLabelsJob:
         return SuggestLabelsJob(
-            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads),
+            scene=_scene(input, bands, bbox, bbox_crs, roi, model, models_dir, threads, resolution),
             output=output,
             count=count,
             box=box,
@@ -659,11 +673,12 @@ def models(
         print(json.dumps([{**card.to_dict(), "folder": str(card.folder)} for card in cards], indent=1))
         return
     table = Table(title="CrossEarth models")
-    for column in ("name", "classes", "bands", "tile", "description"):
+    for column in ("name", "classes", "bands", "tile", "resolution", "description"):
         table.add_column(column)
     for card in cards:
         classes = ", ".join(c["name"] for c in card.classes)
-        table.add_row(card.name, classes, ",".join(card.bands), str(card.tile_size), card.description)
+        resolution = "not known" if card.resolution_m is None else f"{card.resolution_m:g} m"
+        table.add_row(card.name, classes, ",".join(card.bands), str(card.tile_size), resolution, card.description)
     Console().print(table)
 
 
@@ -674,9 +689,11 @@ def inspect_command(
     models_dir: ModelsDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Describe a raster (bands, dtype, CRS, nodata, size) and whether the model can take it."""
+    """Describe a raster (bands, dtype, CRS, nodata, size, pixel size against the model's) and whether the model
+    can take it."""
     from backend.model.registry import resolve_model
     from backend.rasters.raster_io import default_band_mapping, inspect_raster
+    from backend.rasters.resample import pixel_size_m, resolution_factor
 
     try:
         info = inspect_raster(input)
@@ -694,6 +711,9 @@ def inspect_command(
         "crs": info.crs.to_string() if info.crs else None,
         "transform": list(info.transform)[:6],
         "model": card.name,
+        "pixel_size_m": pixel_size_m(info),  # x, y; null without a CRS
+        "model_resolution_m": card.resolution_m,  # null when the card states none
+        "resolution_factor": resolution_factor(info, card.resolution_m),
         "band_mapping": bands,
         "model_can_take_it": verdict,
     }

@@ -18,6 +18,7 @@ Nothing here imports torch, rasterio or QGIS: the plugin imports this module fro
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +32,8 @@ DEFAULT_MODEL = "dubai-hybrid-vit"  # the embedded model (resources/models/dubai
 MODES = ("da", "dg")
 ENGINES = ("auto", "onnx", "torch")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+# --resolution: the model card's ground resolution (native when it states none), the scene's own, or metres
+AUTO, NATIVE = "auto", "native"
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -107,6 +110,20 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     return values[0], values[1], values[2], values[3]
 
 
+def parse_resolution(value: Any) -> str:
+    """``auto``, ``native`` or a pixel size in metres (kept as text, e.g. ``0.5``, as it is written in argv)."""
+    text = str(AUTO if value is None or value == "" else value).strip().lower()
+    if text in (AUTO, NATIVE):
+        return text
+    try:
+        metres = float(text)
+    except ValueError:
+        raise BadInput(f"resolution {value!r}: expected auto, native or a pixel size in metres such as 0.5") from None
+    if not math.isfinite(metres) or metres <= 0:
+        raise BadInput(f"resolution {value!r}: expected a pixel size in metres greater than 0")
+    return repr(metres).removesuffix(".0")
+
+
 def _whole(name: str, value: Any, low: int) -> None:
     if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
         raise BadInput(f"{name} {value!r}: expected a whole number >= {low}")
@@ -122,7 +139,8 @@ def _path(value: Any) -> str | None:
 
 @dataclass
 class Scene:
-    """What to work on: a raster, its band mapping, a region of interest, and the model."""
+    """What to work on: a raster, its band mapping, a region of interest, the model, and the pixel size to read
+    the raster at (``resolution``: see backend.rasters.resample)."""
 
     input: str = positional()
     bands: list[int] | None = option("--bands", None, "ints")
@@ -132,6 +150,7 @@ class Scene:
     model: str = option("--model", DEFAULT_MODEL)
     models_dir: str | None = option("--models-dir", None)
     threads: int | None = option("--threads", None, "int")
+    resolution: str = option("--resolution", AUTO)  # read at: auto, native, or metres per pixel
 
     def __post_init__(self) -> None:
         if not str(self.input or "").strip():
@@ -154,6 +173,7 @@ class Scene:
         if self.threads == 0:
             self.threads = None  # "all cores", as the plugin's setting says it
         _whole("threads", self.threads, 1)
+        self.resolution = parse_resolution(self.resolution)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from rasterio.windows import Window
 
 from backend.adaptation.adapt import AdaptConfig, AdaptResult, adapt, prepare_trainable
 from backend.adaptation.augment import Sample
-from backend.adaptation.labels import LabelShapes, is_vector, read_label_shapes
+from backend.adaptation.labels import MIN_HELD_OUT, LabelShapes, is_vector, read_label_shapes
 from backend.adaptation.selection_report import plot_selection, write_selection_json
 from backend.adaptation.self_check import Verdict, decide, held_out_estimate, judge_by_estimate, measure
 from backend.adaptation.source_samples import load_source_samples
@@ -39,8 +40,10 @@ from backend.model.network import SegmentationModel
 from backend.model.registry import ModelCard, load_model, resolve_model
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress, sub_progress
 from backend.rasters.atomic import check_writable
-from backend.rasters.raster_io import SceneReader, inspect_raster
-from backend.rasters.roi import Roi, resolve_roi
+from backend.rasters.class_raster import parse_classes
+from backend.rasters.raster_io import SceneReader, default_band_mapping, inspect_raster
+from backend.rasters.resample import ScaleChoice, label_raster_at, scene_at, scene_scale, write_back
+from backend.rasters.roi import RasterLike, Roi, resolve_roi
 from backend.segmentation.predictor import auto_engine, make_predictor
 from backend.segmentation.sliding_window import LocalStrips, RasterJob, segment_jobs
 from backend.segmentation.tiling import Tiling
@@ -85,6 +88,7 @@ def segment(
 
     With ``cluster`` (``local[:N]`` or a Dask scheduler address) the strips are predicted on Dask
     workers, which load the model and ``options.adapter`` from their paths (docs/cluster.md).
+    The scene is read at ``scene.resolution`` (see :func:`segment_at_scale`).
     """
     return segment_rasters([scene], [options], progress, is_cancelled, cluster, model)[0]
 
@@ -99,9 +103,11 @@ def segment_rasters(
 ) -> list[dict[str, str]]:
     """Segment several rasters with one model, adapter and tiling (the first scene's and options').
 
-    The tiling is resolved once, from the model card and the options; each raster is planned (a
-    :class:`RasterJob`) and every output path checked before any model is loaded. The strips of all rasters
-    then flow as one stream through one executor: this process's, or a Dask cluster's.
+    The tiling is resolved once, from the model card and the options, and each scene's read scale with it.
+    Rasters read as they are are planned (a :class:`RasterJob` each; every output path checked before any
+    model is loaded) and their strips flow as one stream through one executor, this process's or a Dask
+    cluster's. When a raster is resampled the rasters go one at a time (:func:`segment_at_scale`), since each
+    one's outputs are written back on its own grid.
     """
     if len({(s.model, s.models_dir) for s in scenes}) > 1 or len({_shared(o) for o in options}) > 1:
         raise ValueError("the rasters of one run share the model, adapter, engine, device and tiling")
@@ -112,6 +118,33 @@ def segment_rasters(
     first, settings = scenes[0], options[0]
     card = model[0] if model else resolve_model(first.model, first.models_dir)
     tiling = segment_tiling(card, settings)
+    choices = [scene_scale(scene, card.resolution_m, tiling.tile) for scene in scenes]
+    if not any(choice.resamples for choice in choices):
+        return _segment_as_read(scenes, options, card, tiling, progress, is_cancelled, cluster, model)
+    if not cluster and model is None:
+        model = open_model(first, settings.adapter)  # one model for all the rasters
+    count, results = len(scenes), []
+    for i, (scene, opts, choice) in enumerate(zip(scenes, options, choices, strict=True)):
+        part = sub_progress(progress, i / count, (i + 1) / count)
+        if choice.resamples:
+            results.append(segment_at_scale(scene, opts, choice, tiling, part, is_cancelled, model, cluster))
+        else:
+            results += _segment_as_read([scene], [opts], card, tiling, part, is_cancelled, cluster, model)
+    return results
+
+
+def _segment_as_read(
+    scenes: Sequence[Scene],
+    options: Sequence[SegmentOptions],
+    card: ModelCard,
+    tiling: Tiling,
+    progress: ProgressFn,
+    is_cancelled: CancelFn,
+    cluster: str | None,
+    model: tuple[ModelCard, SegmentationModel] | None,
+) -> list[dict[str, str]]:
+    """The rasters at the pixel size they are read at: planned, predicted by one executor, written in order."""
+    first, settings = scenes[0], options[0]
     jobs = [_plan(scene, opts, card, tiling, settings.batch_size) for scene, opts in zip(scenes, options, strict=True)]
     quicklooks = any(o.quicklook for o in options)
     segment_progress = sub_progress(progress, 0.02, 0.98 if quicklooks else 1.0)
@@ -186,6 +219,60 @@ def _segment_on_cluster(
     progress(0.0, f"connecting to {where}")
     with connect(cluster) as client:
         segment_jobs(jobs, DaskStrips(client, predictor), card.classes, progress, is_cancelled)
+
+
+def segment_at_scale(
+    scene: Scene,
+    options: SegmentOptions,
+    choice: ScaleChoice,
+    tiling: Tiling,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
+    model: tuple[ModelCard, SegmentationModel] | None = None,
+    cluster: str | None = None,
+) -> dict[str, str]:
+    """Segment the scene read at ``choice``'s pixel size (a VRT of it), then write the outputs back on the
+    input's grid, so that they overlay it exactly; the intermediate rasters live in a hidden folder beside
+    the output and go with it."""
+    _check_outputs(options.output, options.confidence, options.entropy, options.quicklook, overwrite=options.overwrite)
+    for path in options.outputs():
+        if Path(path).resolve() == Path(scene.input).resolve():
+            raise BadInput(f"{path}: an output would replace the input raster")
+    card = model[0] if model else resolve_model(scene.model, scene.models_dir)
+    folder = Path(options.output).absolute().parent
+    progress(0.0, choice.describe())
+    with (
+        scene_at(scene, choice, folder) as resampled,
+        tempfile.TemporaryDirectory(prefix=".crossearth-resolution-", dir=folder) as tmp,
+    ):
+        wanted = {"class": options.output, "confidence": options.confidence, "entropy": options.entropy}
+        wanted = {key: path for key, path in wanted.items() if path}
+        made = {key: str(Path(tmp) / f"{key}.tif") for key in wanted}
+        on_model_grid = replace(
+            options,
+            output=made["class"],
+            confidence=made.get("confidence"),
+            entropy=made.get("entropy"),
+            quicklook=None,
+            overwrite=False,
+        )
+        grid_progress = sub_progress(progress, 0.0, 0.85)
+        _segment_as_read([resampled], [on_model_grid], card, tiling, grid_progress, is_cancelled, cluster, model)
+        progress(0.85, "writing the outputs back on the input's grid")
+        source = inspect_raster(scene.input)
+        write_back(
+            made,
+            wanted,
+            source=source,
+            bands=scene.bands or default_band_mapping(source, card.architecture.in_chans),
+            roi=resolve_roi(source, scene.bbox, scene.bbox_crs, scene.roi),
+            classes=parse_classes(card.classes),
+            choice=choice,
+            overwrite=options.overwrite,
+            is_cancelled=is_cancelled,
+        )
+    progress(0.98 if options.quicklook else 1.0, "outputs written on the input's grid")
+    return _finish_outputs(scene, options, card, progress)
 
 
 def _finish_outputs(scene: Scene, options: SegmentOptions, card: ModelCard, progress: ProgressFn) -> dict[str, str]:
@@ -286,36 +373,80 @@ def adaptation_samples(
 
 @dataclass
 class AdaptationTiles:
-    """The tiles adaptation trains on and, with labelled shapes, one tile per held-out shape to judge it by."""
+    """The tiles adaptation trains on and, with labelled shapes, one tile per held-out shape to judge it by: a
+    third of the shapes, or, when that is too few, every shape once over folds (each its training tiles)."""
 
     train: list[Sample]
     held_out: list[Sample] = field(default_factory=list)
+    folds: list[tuple[list[Sample], list[Sample]]] = field(default_factory=list)
 
 
-def scene_samples(scene: Scene, card: ModelCard, options: AdaptOptions) -> AdaptationTiles:
+def scene_samples(
+    scene: Scene, card: ModelCard, options: AdaptOptions, choice: ScaleChoice | None = None
+) -> AdaptationTiles:
     """The adaptation tiles of the scene with the options' labels: a class raster, or labelled shapes of which a
-    third of each class's (LabelShapes.split) is held out to estimate how well adaptation did."""
-    reader, roi = _open(scene, card)
-    with reader:
+    third of each class's (LabelShapes.split) is held out to estimate how well adaptation did; with fewer than
+    MIN_HELD_OUT held out, every shape trains and the estimate comes from folds (LabelShapes.folds). The tiles
+    are read at ``choice``'s pixel size (default: the scene's resolution with the card's), a label raster too."""
+    choice = choice or scene_scale(scene, card.resolution_m, card.tile_size)
+    with scene_at(scene, choice) as resampled, tempfile.TemporaryDirectory(prefix="crossearth-labels-") as tmp:
         labels: str | LabelShapes | None = options.labels
-        held_out: list[Sample] = []
-        if options.labels and is_vector(options.labels):
-            shapes = read_label_shapes(
-                options.labels, reader, card.classes, options.label_field, options.label_buffer, roi.window
-            )
-            labels, kept_aside = shapes.split()
+        if labels and not is_vector(labels) and choice.resamples:
+            _check_labels(labels, inspect_raster(scene.input))
+            labels = label_raster_at(labels, choice, tmp)
+        reader, roi = _open(resampled, card)
+        with reader:
+            return _samples(reader, roi, card, options, labels)
+
+
+def _samples(
+    reader: SceneReader, roi: Roi, card: ModelCard, options: AdaptOptions, labels: str | None
+) -> AdaptationTiles:
+    """The tiles of an open scene (as it is, or its VRT at the model's resolution) with ``labels`` on its grid."""
+    held_out: list[Sample] = []
+    folds: list[tuple[list[Sample], list[Sample]]] = []
+    shapes: str | LabelShapes | None = labels
+    if labels and is_vector(labels):
+        every = read_label_shapes(labels, reader, card.classes, options.label_field, options.label_buffer, roi.window)
+        shapes, kept_aside = every.split()
+        if len(kept_aside.shapes) >= MIN_HELD_OUT:
             held_out = held_out_samples(reader, roi, kept_aside, options.sample_size)
-        train = adaptation_samples(reader, roi, options.samples, options.sample_size, labels)
-    return AdaptationTiles(train, held_out)
+        else:
+            shapes = every
+            folds = [
+                (
+                    adaptation_samples(reader, roi, options.samples, options.sample_size, fold_train),
+                    held_out_samples(reader, roi, fold_out, options.sample_size),
+                )
+                for fold_train, fold_out in every.folds()
+            ]
+    train = adaptation_samples(reader, roi, options.samples, options.sample_size, shapes)
+    return AdaptationTiles(train, held_out, folds)
 
 
 def check_adaptation(
-    original: SegmentationModel, adapted: SegmentationModel, tiles: AdaptationTiles, card: ModelCard
+    original: SegmentationModel,
+    adapted: SegmentationModel,
+    tiles: AdaptationTiles,
+    card: ModelCard,
+    config: AdaptConfig,
+    source: list[Sample] | None = None,
+    progress: ProgressFn = no_progress,
+    is_cancelled: CancelFn = never_cancelled,
 ) -> Verdict:
-    """Did adaptation help? Judged on the held-out labelled shapes when there are some, else without labels."""
+    """Did adaptation help? Judged on the held-out labelled shapes when there are some (with folds: a model
+    adapted without each fold's shapes, as ``adapted`` was, judged on them), else without labels."""
+    names = [c["name"] for c in card.classes]
+    if tiles.folds:
+        judged = []
+        for index, (train, held_out) in enumerate(tiles.folds):
+            progress(index / len(tiles.folds), f"self-check: adapting without fold {index + 1}/{len(tiles.folds)}")
+            fold_progress = sub_progress(progress, index / len(tiles.folds), (index + 1) / len(tiles.folds))
+            fold = adapt(copy.deepcopy(original), train, config, source, fold_progress, is_cancelled)
+            judged.append((fold.model, held_out))
+        return judge_by_estimate(held_out_estimate(original, judged, names))
     if tiles.held_out:
-        names = [c["name"] for c in card.classes]
-        return judge_by_estimate(held_out_estimate(original, adapted, tiles.held_out, names))
+        return judge_by_estimate(held_out_estimate(original, [(adapted, tiles.held_out)], names))
     return decide(measure(original, adapted, tiles.train))
 
 
@@ -333,14 +464,19 @@ def held_out_samples(reader: SceneReader, roi: Roi, shapes: LabelShapes, size: i
     return samples
 
 
-def _open_labels(path: str, reader: SceneReader) -> rasterio.DatasetReader:
+def _check_labels(path: str, scene: RasterLike) -> None:
+    """A label raster must lie on the scene's grid."""
     info = inspect_raster(path)
-    if (info.width, info.height) != (reader.width, reader.height):
+    if (info.width, info.height) != (scene.width, scene.height):
         raise BadInput(
-            f"{path}: label raster is {info.width} x {info.height}, the scene is {reader.width} x {reader.height}"
+            f"{path}: label raster is {info.width} x {info.height}, the scene is {scene.width} x {scene.height}"
         )
-    if info.crs != reader.crs:
-        raise BadInput(f"{path}: label raster CRS {info.crs} differs from the scene's {reader.crs}")
+    if info.crs != scene.crs:
+        raise BadInput(f"{path}: label raster CRS {info.crs} differs from the scene's {scene.crs}")
+
+
+def _open_labels(path: str, reader: SceneReader) -> rasterio.DatasetReader:
+    _check_labels(path, reader)
     return rasterio.open(path)
 
 
@@ -371,21 +507,24 @@ def adapt_scene(
     card, model = open_model(scene)
     if scene.threads:
         torch.set_num_threads(scene.threads)
-    progress(0.0, "reading adaptation tiles")
-    tiles = scene_samples(scene, card, options)
+    choice = scene_scale(scene, card.resolution_m, card.tile_size)
+    progress(0.0, f"reading adaptation tiles; {choice.describe()}")
+    tiles = scene_samples(scene, card, options, choice)
     samples = tiles.train
     source = source_crops(card, options)
     check_cancelled(is_cancelled)
     anchor = f", {len(source)} labelled source crops" if source else ""
     progress(0.02, f"adapting on {len(samples)} tiles{anchor} ({config.mode.upper()}, {config.steps} steps)")
-    checked = tiles.held_out or (options.self_check and config.mode == "da")
+    checked = tiles.held_out or tiles.folds or (options.self_check and config.mode == "da")
     original = copy.deepcopy(model) if checked else None
+    adapted_by = 0.02 + 0.92 / (1 + len(tiles.folds))  # each fold adapts once more
     result = adapt(
-        model, samples, config, source, progress=sub_progress(progress, 0.02, 0.94), is_cancelled=is_cancelled
+        model, samples, config, source, progress=sub_progress(progress, 0.02, adapted_by), is_cancelled=is_cancelled
     )
     if original is not None:
-        progress(0.94, "self-check: comparing the adapted and unadapted models")
-        verdict = check_adaptation(original, result.model, tiles, card)
+        progress(adapted_by, "self-check: comparing the adapted and unadapted models")
+        check_progress = sub_progress(progress, adapted_by, 0.94)
+        verdict = check_adaptation(original, result.model, tiles, card, config, source, check_progress, is_cancelled)
         result.self_check = verdict.to_dict()
         progress(0.97, verdict.message)
         if not verdict.keep_adapted:  # the checkpoint then holds the unadapted head: it reproduces the model
@@ -438,7 +577,8 @@ def adapt_and_segment(
     _check_outputs(
         segment_options.output, segment_options.confidence, segment_options.entropy, overwrite=segment_options.overwrite
     )
-    segment_tiling(resolve_model(scene.model, scene.models_dir), segment_options)  # a bad tiling before adapting
+    card = resolve_model(scene.model, scene.models_dir)
+    scene_scale(scene, card.resolution_m, segment_tiling(card, segment_options).tile)  # bad tiling, resolution: now
     outputs, card, result = adapt_scene(scene, adapt_options, sub_progress(progress, 0.0, 0.7), is_cancelled)
     segment_progress = sub_progress(progress, 0.7, 1.0)
     try:

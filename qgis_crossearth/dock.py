@@ -34,6 +34,7 @@ from qgis.PyQt.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -49,6 +50,7 @@ from backend.contract import (
     ADAPT_DEFAULTS,
     DEFAULT_LABEL_FIELD,
     DEFAULT_MODEL,
+    NATIVE,
     AdaptOptions,
     AdaptSegmentJob,
     Scene,
@@ -134,7 +136,14 @@ class AdaptDock(QDockWidget):
         form.addRow(self.draw_row_label, draw_row)
 
         self.model_combo = QComboBox(body)
+        self.model_combo.currentIndexChanged.connect(self.show_model_resolution)
         form.addRow("Model", self.model_combo)
+        self.resolution_edit = QLineEdit(body)
+        self.resolution_edit.setToolTip(
+            "The pixel size the raster is read at, in metres: the model's ground resolution, from its card, or "
+            "native (the raster's own, when the model states none); the map is on the raster's grid either way"
+        )
+        form.addRow("Pixel size (m)", self.resolution_edit)
         self.output_widget = QgsFileWidget(body)
         self.output_widget.setStorageMode(QgsFileWidget.GetDirectory)
         self.output_widget.setFilePath(str(load_settings().effective_output_folder))
@@ -238,7 +247,17 @@ class AdaptDock(QDockWidget):
             self.model_combo.setItemData(self.model_combo.count() - 1, card.description, Qt.ToolTipRole)
         index = self.model_combo.findText(current)
         self.model_combo.setCurrentIndex(max(index, 0))
+        self.show_model_resolution()
         self.update_widgets()
+
+    def chosen_card(self) -> ModelCard | None:
+        return next((c for c in self.cards if c.name == self.model_combo.currentText()), None)
+
+    def show_model_resolution(self) -> None:
+        """The resolution field starts at the chosen model's ground resolution (native when it states none)."""
+        card = self.chosen_card()
+        known = card is not None and card.resolution_m is not None
+        self.resolution_edit.setText(f"{card.resolution_m:g}" if known else NATIVE)
 
     def follow_active_layer(self, layer) -> None:
         if isinstance(layer, QgsRasterLayer) and not self.running:
@@ -332,7 +351,7 @@ class AdaptDock(QDockWidget):
         layer = self.layer_combo.currentLayer()
         if not isinstance(layer, QgsRasterLayer):
             raise DockError("Choose a raster layer.")
-        card = next((c for c in self.cards if c.name == self.model_combo.currentText()), None)
+        card = self.chosen_card()
         if card is None:
             raise DockError("Choose a model.")
         folder = Path(self.output_widget.filePath()).expanduser()
@@ -343,7 +362,11 @@ class AdaptDock(QDockWidget):
 
     def scene(self, layer: QgsRasterLayer, card: ModelCard, folder: Path, stem: str) -> Scene:
         return Scene(
-            input=layer.source(), model=str(card.folder), threads=load_settings().threads, **self.region(folder, stem)
+            input=layer.source(),
+            model=str(card.folder),
+            threads=load_settings().threads,
+            resolution=self.resolution_edit.text(),
+            **self.region(folder, stem),
         )
 
     def labels(self, folder: Path, stem: str) -> tuple[str | None, str]:

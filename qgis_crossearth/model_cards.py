@@ -31,6 +31,7 @@ class ModelCard:
     tile_size: int | None = None
     stride: int | None = None
     bands: tuple[str, ...] = field(default_factory=tuple)
+    resolution_m: float | None = None  # the ground resolution the model was trained at, when known
 
     @classmethod
     def from_folder(cls, folder: Path) -> ModelCard:
@@ -46,6 +47,7 @@ class ModelCard:
             tile_size=int(data["tile_size"]),
             stride=int(data["stride"]),
             bands=tuple(str(b) for b in data["bands"]),
+            resolution_m=None if data["resolution_m"] is None else float(data["resolution_m"]),
         )
 
 

@@ -33,6 +33,12 @@ from training.stem_weights import SOURCE, STEM_MEAN, STEM_NAME, STEM_STD, load_s
 
 TILE_SIZE = 512
 STRIDE = 341
+# the card's resolution_m stays null (docs/default-model.md, "Ground resolution"): why, in the card itself
+GROUND_RESOLUTION = (
+    "not known: the Dubai tiles are plain JPEGs without georeferencing, and their publisher states no pixel size; "
+    "the source (MBRSC satellites) and the tiles' differing scales put them somewhere near 0.5-2 m, which is too "
+    "loose to resample to, so resolution_m is null and --resolution auto reads scenes as they are"
+)
 NUM_CLASSES = len(CLASSES)
 
 
@@ -251,6 +257,7 @@ def main(
             "../shared/data/dubai-aerial",
             "train_tiles": train_tiles,
             "held_out_tiles": eval_tiles,
+            "ground_resolution": GROUND_RESOLUTION,
             "stem_weights": SOURCE,
             "recipe": {
                 "steps": steps,

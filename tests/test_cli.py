@@ -323,14 +323,19 @@ def test_a_label_file_with_a_class_the_model_lacks_is_one_line_of_bad_input(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.gpkg", "scene.tif"]
 
 
+@pytest.mark.parametrize(
+    ("per_class", "polygons", "folds"),
+    [(6, 4, None), (3, 6, 3)],  # a third held out (two of each class); too few then: every shape once, by folds
+)
 def test_with_labelled_polygons_the_estimate_on_held_out_polygons_judges_the_adaptation(
-    tmp_path, scene, tiny_model_folder
+    tmp_path, scene, tiny_model_folder, per_class, polygons, folds
 ):
     def square(col: int, row: int) -> str:
         x, y = 300000.0 + 2 * col, 2800000.0 - 2 * row
         return f"POLYGON (({x} {y}, {x + 16} {y}, {x + 16} {y - 16}, {x} {y - 16}, {x} {y}))"
 
-    features = [(square(10 * i, 10 * (i % 3)), name) for i, name in enumerate(["Land"] * 3 + ["Water"] * 3)]
+    names = ["Land"] * per_class + ["Water"] * per_class
+    features = [(square(10 * i, 10 * (i % 3)), name) for i, name in enumerate(names)]
     labels = rasters.write_labelled_vector(tmp_path / "labels.gpkg", features, epsg=32640)
     code, events = run(
         [
@@ -350,12 +355,17 @@ def test_with_labelled_polygons_the_estimate_on_held_out_polygons_judges_the_ada
     assert code == 0, events
     check = next(e for e in events if e["type"] == "result")["metrics"]["self_check"]
     estimate = check["estimate"]
-    assert estimate["polygons"] == 2 and estimate["pixels"] == 2 * 64  # one Land and one Water square of 8 x 8 px
+    assert estimate["polygons"] == polygons and estimate["pixels"] == polygons * 64  # squares of 8 x 8 px
+    assert estimate.get("folds") == folds
     before, after = estimate["before"]["miou"], estimate["after"]["miou"]
     assert check["kept"] == ("adapted" if after >= before else "unadapted")
-    assert check["reason"] == f"on 2 held-out polygons mIoU {100 * before:.1f} -> {100 * after:.1f}"
+    by_folds = f" ({folds} folds)" if folds else ""
+    assert check["reason"] == f"on {polygons} held-out polygons{by_folds} mIoU {100 * before:.1f} -> {100 * after:.1f}"
     lines = [e["message"] for e in events if e["type"] == "log"]
-    assert any(line.startswith("held-out polygons (2, 128 pixels) IoU: ") for line in lines)
+    heading = f"held-out polygons ({polygons}{f', {folds} folds' if folds else ''}, {polygons * 64} pixels) IoU: "
+    assert any(line.startswith(heading) for line in lines)
+    messages = [e["message"] for e in events if e["type"] == "progress"]
+    assert ("self-check: adapting without fold 3/3" in messages) == bool(folds)
     report = json.loads((tmp_path / "c.selection.json").read_text())
     assert report["self_check"]["estimate"] == estimate and report["selections"]
 

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -337,3 +338,20 @@ def test_several_inputs_need_distinct_names_and_output_folders(tmp_path, tiny_mo
     code, events = run(["segment", *paths, "-o", tmp_path / output, "--model", tiny_model_folder])
     assert code == 2 and problem in events[-1]["message"]
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_rasters_read_at_another_resolution_stream_through_the_cluster_each_as_in_a_single_process(
+    tmp_path, tiny_model_folder, scheduler
+):
+    """--resolution 1 on 2 m rasters: each one's VRT goes to the workers, and its outputs come back on its grid."""
+    paths = [scene_raster(tmp_path, 60, 50, "a.tif"), scene_raster(tmp_path, 40, 70, "b.tif")]
+    (tmp_path / "out").mkdir()
+    folder = str(tmp_path / "out")
+    each = options_per_raster([str(p) for p in paths], SegmentOptions(folder, folder, folder, engine="torch"))
+    scenes = [replace(scene(p, tiny_model_folder), resolution="1") for p in paths]
+    segment_rasters(scenes, each, cluster=scheduler)
+    for path, options, at_1m in zip(paths, each, scenes, strict=True):
+        segment(at_1m, expected := outputs(tmp_path, f"single_{path.stem}"))
+        assert_same_outputs(options, expected)
+        with rasterio.open(path) as source, rasterio.open(options.output) as made:
+            assert (made.transform, made.shape) == (source.transform, source.shape)

@@ -43,6 +43,7 @@ JOBS = {
             model="/m/tiny",
             models_dir="/m",
             threads=2,
+            resolution=0.5,
         ),
         SegmentOptions(
             "/d/o.tif",
@@ -77,7 +78,7 @@ JOBS = {
         ),
     ),
     "adapt-segment": AdaptSegmentJob(
-        Scene("/d/s.tif", model="/m/tiny"),
+        Scene("/d/s.tif", model="/m/tiny", resolution="native"),
         AdaptOptions(top_k=0.25, steps=7, overwrite=True),
         SegmentOptions("/d/o.tif", confidence="/d/c.tif", overwrite=True),
         cluster="tcp://host:8786",
@@ -167,6 +168,10 @@ BAD = {
     "band zero": lambda: Scene("s.tif", bands="0,1,2"),
     "three-number bbox": lambda: Scene("s.tif", bbox="1,2,3"),
     "no input": lambda: Scene(""),
+    "resolution zero": lambda: Scene("s.tif", resolution=0),
+    "negative resolution": lambda: decode(["segment", "s.tif", "-o", "o.tif", "--resolution", "-0.3"]),
+    "resolution not a number": lambda: Scene("s.tif", resolution="fine"),
+    "resolution not finite": lambda: Scene("s.tif", resolution="nan"),
     "dg without labels": lambda: AdaptJob(Scene("s.tif"), AdaptOptions(mode="dg", adapter_out="a.safetensors")),
     "adapt without a checkpoint path": lambda: AdaptJob(Scene("s.tif"), AdaptOptions()),
     "segment without output": lambda: SegmentJob(Scene("s.tif"), SegmentOptions("")),
@@ -187,6 +192,18 @@ def test_bad_values_are_refused_when_the_job_is_built(name):
     with pytest.raises(BadInput) as error:
         BAD[name]()
     assert "\n" not in str(error.value)
+
+
+def test_resolution_is_auto_native_or_metres_written_as_typed():
+    assert [Scene("s.tif", resolution=r).resolution for r in (None, "AUTO", " native", 2, "0.30")] == [
+        "auto",
+        "auto",
+        "native",
+        "2",
+        "0.3",
+    ]
+    argv = encode(JOBS["segment, everything"])
+    assert argv[argv.index("--resolution") + 1] == "0.5" and "--resolution" not in encode(JOBS["segment, defaults"])
 
 
 def test_threads_zero_means_all_cores_and_paths_become_strings():
@@ -231,6 +248,9 @@ def test_the_plugin_and_the_registry_read_a_card_alike_defaults_included(tmp_pat
         theirs.bands,
     )
     assert ours.tile_size == CARD_DEFAULTS["tile_size"] and [c.name for c in ours.classes] == ["Water", "Land"]
+    assert ours.resolution_m is theirs.resolution_m is None  # not known unless the card says it
+    (folder / CARD_FILE).write_text(json.dumps({**card, "resolution_m": 0.3}))
+    assert PluginCard.from_folder(folder).resolution_m == BackendCard.read(folder).resolution_m == 0.3
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / CARD_FILE).write_text("{")
     assert [c.name for c in list_model_cards(tmp_path)] == ["m"]  # an unreadable card is skipped

@@ -14,6 +14,8 @@ from backend.adaptation.adapt import (
     anchor_divergence,
     averaged_probabilities,
     class_balance_weights,
+    protect_classes,
+    unlabelled_classes,
     unview,
     view,
 )
@@ -76,13 +78,15 @@ def test_the_anchor_keeps_self_training_closer_to_the_unadapted_model():
 def test_the_self_check_sees_no_change_between_a_model_and_its_copy_and_a_collapse_after_a_biased_head():
     model = fresh_model().eval()
     samples = [{"image": s["image"]} for s in striped_samples()]
-    same = measure(model, copy.deepcopy(model), samples)
+    same = measure(model, copy.deepcopy(model), samples, views=4)
     assert same.changed == 0.0 and same.min_share_ratio == 1.0
     assert same.tta_agreement_adapted == same.tta_agreement_original
+    assert 0.0 < same.consistency_original <= 1.0
     collapsed = copy.deepcopy(model)
     with torch.no_grad():
         collapsed.head.classifier.bias += torch.tensor([50.0, 0.0, 0.0])  # everything becomes class 0
     signals = measure(model, collapsed, samples)
+    assert signals.tta_agreement_original is None  # one view, as the product measures: no TTA signals
     assert signals.shares_adapted[0] == pytest.approx(1.0)
     assert signals.min_share_ratio == pytest.approx(0.0)
     assert signals.changed == pytest.approx(1.0 - signals.shares_original[0], abs=1e-6)
@@ -137,3 +141,20 @@ def test_labelled_pixels_of_da_samples_teach_their_class_while_the_rest_self_tra
             predicted = model(images).argmax(dim=1)
         share[labelled] = float((predicted[:, 8:24, 8:24] == rare).float().mean())
     assert share[False] < 0.2 and share[True] > share[False] + 0.5, share
+
+
+def test_the_classes_no_label_shows_are_the_unlabelled_ones_and_none_without_labels():
+    labelled = {"image": torch.zeros(3, 4, 4), "mask": torch.tensor([[0, 2], [IGNORE_INDEX, 0]])}
+    assert unlabelled_classes([labelled, {"image": torch.zeros(3, 4, 4)}], num_classes=4) == [1, 3]
+    blank = {"image": torch.zeros(3, 4, 4), "mask": torch.full((2, 2), IGNORE_INDEX)}
+    assert unlabelled_classes([blank], num_classes=4) == []
+
+
+def test_a_protected_class_takes_its_pseudo_label_from_the_unadapted_model_where_it_is_sure_and_the_pixel_free():
+    pseudo = torch.tensor([[[0, 0, 1, IGNORE_INDEX]]])  # the teacher's: the class-2 pixels lost to class 0
+    unadapted = torch.tensor([[0.05, 0.05, 0.05, 0.1], [0.05, 0.05, 0.9, 0.1], [0.9, 0.9, 0.05, 0.8]])[None, :, None]
+    free = torch.tensor([[[True, False, True, True]]])  # pixel 1 is labelled by the analyst
+    protected, kept = protect_classes(pseudo, unadapted, [2], 0.85, free)
+    assert protected.tolist() == [[[2, 0, 1, IGNORE_INDEX]]]  # sure and free; labelled; not class 2; not sure
+    assert kept.tolist() == [[[True, False, False, False]]]
+    assert torch.equal(protect_classes(pseudo, unadapted, [0], 0.85, free)[0], pseudo)  # no pixel sure of class 0

@@ -111,3 +111,19 @@ def test_a_third_of_each_class_s_shapes_is_held_out_by_shape_and_a_lone_shape_tr
     assert len(train.shapes) == 7 and sorted(v for _, v in train.shapes).count(4) == 1
     burnt_train, burnt_held = train.burn(WHOLE), held_out.burn(WHOLE)
     assert not ((burnt_train != IGNORE_INDEX) & (burnt_held != IGNORE_INDEX)).any()
+
+
+def test_folds_hold_every_shape_out_once_and_deal_each_class_round_them(tmp_path, scene):
+    squares = [(c, 0, c + 2, 2) for c in range(0, 28, 4)]
+    classes = ["Land"] * 4 + ["Water"] + ["Road"] * 2
+    features = [(wkt_polygon(utm_square(*square)), name) for square, name in zip(squares, classes, strict=True)]
+    path = write_labelled_vector(tmp_path / "labels.gpkg", features, epsg=32640)
+    with rasterio.open(scene) as raster:
+        shapes = read_label_shapes(path, raster, CLASSES)
+    folds = shapes.folds(3)
+    held_out = [sorted(value for _, value in out.shapes) for _, out in folds]
+    assert held_out == [[1, 1, 4], [1, 2], [1, 2]]  # Land 4 shapes, Road 2, Water 1, dealt in class order
+    for train, out in folds:
+        assert len(train.shapes) + len(out.shapes) == 7
+        assert not set(map(id, train.shapes)) & set(map(id, out.shapes))
+    assert sorted(v for _, out in folds for _, v in out.shapes) == sorted(v for _, v in shapes.shapes)

@@ -8,7 +8,9 @@ target images with ClassMix (DACS). In both, only the gated-on toolbox modules a
 Self-training can drift: a class the teacher is unsure of loses its pseudo-labels, the student unlearns
 it, and the teacher follows. Three guards, each off by default and measured in docs/safe-adaptation.md: an
 anchor (the student's predictions pulled towards the unadapted model's), class-balanced pseudo-label
-weights, and a teacher that averages its predictions over flips and quarter turns.
+weights, and a teacher that averages its predictions over flips and quarter turns. An analyst's labels
+that leave some classes out push those classes down everywhere; where the unadapted model is sure of such
+a class, its prediction is the pseudo-label (``protect_unlabelled``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class AdaptConfig:
     ``teacher_views`` (1, 2, 4 or 8) averages the teacher over that many flips and quarter turns.
     DA samples may carry a ``mask`` (an analyst's few labelled polygons): their pixels take the label instead of
     the pseudo-label and add a cross-entropy of weight ``label_weight`` averaged over the labelled pixels alone.
+    With ``protect_unlabelled``, the classes no label shows take their pseudo-labels from the unadapted model
+    (where it reaches ``confidence``), not the teacher, so that the labels' loss cannot erase them.
     """
 
     mode: str = ADAPT_DEFAULTS["mode"]
@@ -72,6 +76,7 @@ class AdaptConfig:
     class_balance: float = 0.0
     teacher_views: int = 1
     label_weight: float = 1.0
+    protect_unlabelled: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("dg", "da"):
@@ -140,7 +145,10 @@ def adapt(
     gate = prepare_trainable(model, config)
     model.train()  # before anything runs it: the frozen backbone in eval mode, so scoring moves no norm statistics
     teacher = _make_teacher(model) if config.mode == "da" else None
-    anchor = _make_anchor(model) if config.mode == "da" and config.anchor_weight > 0 else None
+    protect = config.mode == "da" and config.protect_unlabelled
+    protected = unlabelled_classes(samples, model.config.num_classes) if protect else []
+    needs_anchor = config.mode == "da" and (config.anchor_weight > 0 or protected)
+    anchor = _make_anchor(model) if needs_anchor else None
     fractions: list[float] = []
 
     def next_batches() -> tuple[Sample, Sample | None]:
@@ -152,7 +160,7 @@ def adapt(
         batch, source_batch = batches
         if config.mode == "dg":
             return F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE_INDEX), 1.0
-        return _self_training_loss(model, teacher, anchor, batch, source_batch, config, rng)
+        return _self_training_loss(model, teacher, anchor, batch, source_batch, config, rng, protected)
 
     def loss_on(batches: tuple[Sample, Sample | None]) -> torch.Tensor:
         loss, fraction = task_loss(batches, generator)
@@ -303,6 +311,25 @@ def pseudo_label_thresholds(
     return threshold
 
 
+def unlabelled_classes(samples: list[Sample], num_classes: int) -> list[int]:
+    """The classes no labelled pixel shows, when some pixels are labelled (none: there is nothing to protect)."""
+    seen: set[int] = set()
+    for sample in samples:
+        if sample.get("mask") is not None:
+            seen.update(int(value) for value in sample["mask"].unique() if value != IGNORE_INDEX)
+    return [label for label in range(num_classes) if label not in seen] if seen else []
+
+
+def protect_classes(
+    pseudo: torch.Tensor, unadapted: torch.Tensor, protected: list[int], confidence: float, free: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pseudo-labels with the ``free`` pixels where the unadapted model's probabilities ``[B, C, H, W]`` give a
+    ``protected`` class at least ``confidence`` taking that class, and the mask of those pixels."""
+    sure, label = unadapted.max(dim=1)
+    kept = torch.isin(label, torch.tensor(protected)) & (sure >= confidence) & free
+    return torch.where(kept, label, pseudo), kept
+
+
 def class_balance_weights(pseudo: torch.Tensor, power: float, num_classes: int) -> torch.Tensor:
     """Per-pixel weight (share of the pixel's pseudo-class among the batch's pseudo-labels) ** -power,
     scaled to a mean of 1 over the pseudo-labelled pixels, so a rare class keeps its say in the loss."""
@@ -323,9 +350,10 @@ def _self_training_loss(
     source: Sample | None,
     config: AdaptConfig,
     generator: torch.Generator,
+    protected: list[int],
 ) -> tuple[torch.Tensor, float]:
     """DACS: pseudo-labels from the teacher where confident, weighted by the confident fraction;
-    plus the drift guards of :class:`AdaptConfig`."""
+    plus the drift guards of :class:`AdaptConfig`; ``protected`` classes' pseudo-labels from the anchor."""
     with torch.no_grad():
         probabilities = averaged_probabilities(teacher, target["image"], config.teacher_views)
         confidence, pseudo = probabilities.max(dim=1)
@@ -336,7 +364,11 @@ def _self_training_loss(
         known = target["mask"]  # the analyst's labels, IGNORE_INDEX where there are none
         labelled = known != IGNORE_INDEX
         pseudo = torch.where(labelled, known, pseudo)
-    pixel_weight = torch.where(labelled, 1.0, weight.view(-1, 1, 1).expand_as(pseudo))
+        kept = torch.zeros_like(labelled)
+        if protected:
+            unadapted = torch.softmax(anchor(target["image"]), dim=1)
+            pseudo, kept = protect_classes(pseudo, unadapted, protected, config.confidence, target["valid"] & ~labelled)
+    pixel_weight = torch.where(labelled | kept, 1.0, weight.view(-1, 1, 1).expand_as(pseudo))
     loss = torch.zeros(())
     images = target["image"]
     if source is not None:
@@ -353,7 +385,7 @@ def _self_training_loss(
     per_pixel = F.cross_entropy(logits, pseudo, ignore_index=IGNORE_INDEX, reduction="none")
     counted = (pseudo != IGNORE_INDEX).float()
     loss = loss + (per_pixel * pixel_weight * counted).sum() / counted.sum().clamp(min=1.0)
-    if anchor is not None:
+    if config.anchor_weight > 0:
         loss = loss + config.anchor_weight * anchor_divergence(anchor, images, logits, target["valid"])
     if (known != IGNORE_INDEX).any():
         loss = loss + config.label_weight * F.cross_entropy(logits, known, ignore_index=IGNORE_INDEX)

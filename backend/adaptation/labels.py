@@ -26,6 +26,7 @@ from backend.errors import BadInput
 from backend.rasters.roi import RasterLike, raster_bounds
 
 HOLD_OUT_EVERY = 3  # LabelShapes.split: a third of each class's shapes estimate how well adaptation did
+MIN_HELD_OUT = 4  # fewer held-out shapes than this: the estimate comes from HOLD_OUT_EVERY folds instead
 MAX_BURNT_PIXELS = 1 << 22  # a shape whose box is larger is taken to cover the scene without burning it
 
 
@@ -57,6 +58,19 @@ class LabelShapes:
             for index, item in enumerate(of_class):
                 (held_out if index in out else train).append(item)
         return replace(self, shapes=tuple(train)), replace(self, shapes=tuple(held_out))
+
+    def folds(self, count: int = HOLD_OUT_EVERY) -> list[tuple[LabelShapes, LabelShapes]]:
+        """(training, held-out) shapes of ``count`` folds in which every shape is held out once: the shapes, class by
+        class, are dealt round the folds, so each fold holds out some of every class that has enough shapes."""
+        ordered = sorted(self.shapes, key=lambda item: item[1])
+        dealt = [index % count for index in range(len(ordered))]
+        return [
+            (
+                replace(self, shapes=tuple(item for item, f in zip(ordered, dealt, strict=True) if f != fold)),
+                replace(self, shapes=tuple(item for item, f in zip(ordered, dealt, strict=True) if f == fold)),
+            )
+            for fold in range(min(count, len(ordered)))
+        ]
 
     def pixel_windows(self, size: int, width: int, height: int) -> list[Window]:
         """One ``size`` window (inside the scene) centred on each shape, so every labelled shape is trained on."""

@@ -3,7 +3,8 @@
 Self-training can make a map worse, and without labels the user cannot tell. After adapting, both
 models predict the adaptation tiles (whole, not augmented); the signals below need no labels, and the
 benchmark (bench/quality/safe.py) measures which of them predict the real gain. ``decide`` keeps the
-adapted model only when they say it helped.
+adapted model only when they say it helped. The product measures one view per model (two forwards a
+tile), all ``decide`` needs; the benchmark adds the test-time-augmented signals (``views=CHECK_VIEWS``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from backend.adaptation.augment import Sample
 from backend.analysis.metrics import confusion_matrix, scores
 from backend.model.network import SegmentationModel
 
-CHECK_VIEWS = 4  # the test-time-augmented ensemble the signals compare against
+CHECK_VIEWS = 4  # the benchmark's test-time-augmented ensemble the TTA signals compare against
 MIN_SHARE = 0.02  # classes below this share of the unadapted map are too small to judge collapse on
 SURE = 0.9  # a pixel the unadapted model gives at least this probability is one it is sure of
 MAX_CONFIDENT_CHANGED = 0.05  # decide(): the share of sure pixels adaptation may overturn
@@ -31,23 +32,26 @@ class Signals:
 
     changed: float  # share of valid pixels whose class changed
     min_share_ratio: float  # smallest (adapted share / unadapted share) over the classes above MIN_SHARE
-    tta_agreement_original: float  # agreement of the one-view map with the unadapted TTA ensemble
-    tta_agreement_adapted: float
-    consistency_original: float  # mean agreement of each view's map with the model's own TTA ensemble
-    consistency_adapted: float
     entropy_original: float  # mean normalised entropy of the one-view prediction
     entropy_adapted: float
     confident_changed: float  # share of the pixels the unadapted model was sure of (>= SURE) whose class changed
     shares_original: list[float]
     shares_adapted: list[float]
+    # with views > 1 only (the benchmark's): agreement of the one-view map with the unadapted TTA ensemble,
+    # and the mean agreement of each view's map with the model's own ensemble
+    tta_agreement_original: float | None = None
+    tta_agreement_adapted: float | None = None
+    consistency_original: float | None = None
+    consistency_adapted: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 @torch.no_grad()
-def measure(original: SegmentationModel, adapted: SegmentationModel, samples: list[Sample]) -> Signals:
-    """The signals over ``samples`` (the adaptation tiles, with their ``valid`` masks)."""
+def measure(original: SegmentationModel, adapted: SegmentationModel, samples: list[Sample], views: int = 1) -> Signals:
+    """The signals over ``samples`` (the adaptation tiles, with their ``valid`` masks), each model predicting
+    ``views`` dihedral views of every tile (the TTA signals need more than one)."""
     original.eval()
     adapted.eval()
     totals: dict[str, float] = {}
@@ -60,11 +64,10 @@ def measure(original: SegmentationModel, adapted: SegmentationModel, samples: li
         if count == 0:
             continue
         pixels += count
-        views = {name: _views(model, image) for name, model in (("original", original), ("adapted", adapted))}
-        one = {name: v[0].argmax(dim=1) for name, v in views.items()}
-        ensemble = {name: (sum(v) / len(v)).argmax(dim=1) for name, v in views.items()}
-        reference = ensemble["original"]
-        confident = (views["original"][0].max(dim=1).values >= SURE) & valid
+        models = {"original": original, "adapted": adapted}
+        predicted = {name: _views(model, image, views) for name, model in models.items()}
+        one = {name: v[0].argmax(dim=1) for name, v in predicted.items()}
+        confident = (predicted["original"][0].max(dim=1).values >= SURE) & valid
 
         def add(key: str, value: torch.Tensor, weight: float = count) -> None:
             totals[key] = totals.get(key, 0.0) + float(value) * weight
@@ -72,34 +75,34 @@ def measure(original: SegmentationModel, adapted: SegmentationModel, samples: li
         add("changed", _share(one["original"] != one["adapted"], valid))
         add("confident_changed_num", ((one["original"] != one["adapted"]) & confident).sum(), 1.0)
         add("confident_num", confident.sum(), 1.0)
+        ensemble = {name: (sum(v) / len(v)).argmax(dim=1) for name, v in predicted.items()}
         for name in ("original", "adapted"):
-            add(f"tta_agreement_{name}", _share(one[name] == reference, valid))
-            agreement = sum(_share(v.argmax(dim=1) == ensemble[name], valid) for v in views[name]) / len(views[name])
-            add(f"consistency_{name}", agreement)
-            add(f"entropy_{name}", _mean_entropy(views[name][0], valid))
+            if views > 1:
+                add(f"tta_agreement_{name}", _share(one[name] == ensemble["original"], valid))
+                maps = [v.argmax(dim=1) for v in predicted[name]]
+                add(f"consistency_{name}", sum(_share(m == ensemble[name], valid) for m in maps) / views)
+            add(f"entropy_{name}", _mean_entropy(predicted[name][0], valid))
             shares[name] += torch.bincount(one[name][valid], minlength=num_classes).float()
     if pixels == 0:
         raise ValueError("the self-check needs samples with valid pixels")
     share_of = {name: (s / s.sum()).tolist() for name, s in shares.items()}
     ratios = [a / o for o, a in zip(share_of["original"], share_of["adapted"], strict=True) if o >= MIN_SHARE]
+    tta_signals = ("tta_agreement_original", "tta_agreement_adapted", "consistency_original", "consistency_adapted")
     return Signals(
         changed=totals["changed"] / pixels,
         min_share_ratio=min(ratios) if ratios else 1.0,
-        tta_agreement_original=totals["tta_agreement_original"] / pixels,
-        tta_agreement_adapted=totals["tta_agreement_adapted"] / pixels,
-        consistency_original=totals["consistency_original"] / pixels,
-        consistency_adapted=totals["consistency_adapted"] / pixels,
         entropy_original=totals["entropy_original"] / pixels,
         entropy_adapted=totals["entropy_adapted"] / pixels,
         confident_changed=totals["confident_changed_num"] / max(totals["confident_num"], 1.0),
         shares_original=share_of["original"],
         shares_adapted=share_of["adapted"],
+        **{key: totals[key] / pixels for key in tta_signals if key in totals},
     )
 
 
-def _views(model: SegmentationModel, image: torch.Tensor) -> list[torch.Tensor]:
-    """The probabilities of each of the CHECK_VIEWS dihedral views (the first: the image as it is), mapped back."""
-    return [unview(torch.softmax(model(view(image, i)), dim=1), i) for i in range(CHECK_VIEWS)]
+def _views(model: SegmentationModel, image: torch.Tensor, views: int) -> list[torch.Tensor]:
+    """The probabilities of the first ``views`` dihedral views (the first: the image as it is), mapped back."""
+    return [unview(torch.softmax(model(view(image, i)), dim=1), i) for i in range(views)]
 
 
 def _padded(sample: Sample, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +165,8 @@ def estimate_line(estimate: dict) -> str:
         for name in before
         if before[name] is not None or after[name] is not None
     ]
-    return f"held-out polygons ({estimate['polygons']}, {estimate['pixels']} pixels) IoU: " + ", ".join(parts)
+    folds = f", {estimate['folds']} folds" if "folds" in estimate else ""
+    return f"held-out polygons ({estimate['polygons']}{folds}, {estimate['pixels']} pixels) IoU: " + ", ".join(parts)
 
 
 def _percent(value: float | None) -> str:
@@ -171,27 +175,34 @@ def _percent(value: float | None) -> str:
 
 @torch.no_grad()
 def held_out_estimate(
-    original: SegmentationModel, adapted: SegmentationModel, tiles: list[Sample], class_names: list[str]
+    original: SegmentationModel, judged: list[tuple[SegmentationModel, list[Sample]]], class_names: list[str]
 ) -> dict:
-    """IoU per class and mIoU of both models on the pixels of the held-out shapes (one tile each, its ``mask``)."""
+    """IoU per class and mIoU before and after adaptation on the pixels of held-out shapes (one tile each, its
+    ``mask``): each adapted model of ``judged`` on its own held-out tiles (one pair, or one per fold), the
+    unadapted model on all of them; the confusion matrices are summed over the pairs."""
     num_classes = len(class_names)
     confusion = {"before": np.zeros((num_classes, num_classes + 1), np.int64)}
     confusion["after"] = confusion["before"].copy()
-    for tile in tiles:
-        image, _ = _padded(tile, original.input_stride)
-        height, width = tile["mask"].shape
-        mask = tile["mask"].numpy()
-        for name, model in (("before", original.eval()), ("after", adapted.eval())):
-            predicted = model(image).argmax(dim=1)[0, :height, :width].numpy()
-            confusion[name] += confusion_matrix(predicted, mask, num_classes)
+    polygons = 0
+    for adapted, tiles in judged:
+        polygons += len(tiles)
+        for tile in tiles:
+            image, _ = _padded(tile, original.input_stride)
+            height, width = tile["mask"].shape
+            mask = tile["mask"].numpy()
+            for name, model in (("before", original.eval()), ("after", adapted.eval())):
+                predicted = model(image).argmax(dim=1)[0, :height, :width].numpy()
+                confusion[name] += confusion_matrix(predicted, mask, num_classes)
     result = {name: scores(matrix, class_names) for name, matrix in confusion.items()}
-    return {"polygons": len(tiles), "pixels": result["before"]["pixels"], **result}
+    folds = {"folds": len(judged)} if len(judged) > 1 else {}
+    return {"polygons": polygons, **folds, "pixels": result["before"]["pixels"], **result}
 
 
 def judge_by_estimate(estimate: dict) -> Verdict:
     """Keep the adapted model unless it scores below the unadapted one on the held-out shapes."""
     before, after = 100 * estimate["before"]["miou"], 100 * estimate["after"]["miou"]
-    reason = f"on {estimate['polygons']} held-out polygons mIoU {before:.1f} -> {after:.1f}"
+    folds = f" ({estimate['folds']} folds)" if "folds" in estimate else ""
+    reason = f"on {estimate['polygons']} held-out polygons{folds} mIoU {before:.1f} -> {after:.1f}"
     return Verdict(after >= before, reason, estimate=estimate)
 
 

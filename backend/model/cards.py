@@ -1,8 +1,8 @@
 """Model cards as data: ``<folder>/model_card.json`` read with its defaults, free of torch.
 
 The QGIS plugin lists the models from these readings at start-up (no torch import); :mod:`backend.model.registry`
-builds the network from the same reading. A card's defaults (bands, tile, stride, blend, nodata) are defined
-here only; mean and std are the card's ``architecture`` (``backend.model.network.ModelConfig``).
+builds the network from the same reading. A card's defaults (bands, tile, stride, blend, nodata, resolution) are
+defined here only; mean and std are the card's ``architecture`` (``backend.model.network.ModelConfig``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ CARD_DEFAULTS: dict[str, Any] = {
     "stride": 448,  # 64 px of overlap: 0.6x the tiles of stride 341 for at most 0.3 mIoU (docs/performance.md)
     "blend": "hann",  # backend.segmentation.tiling.BLENDS
     "nodata": 255,  # the class rasters' nodata, and the labels' ignore value
+    "resolution_m": None,  # ground resolution the model was trained at, metres per pixel; None: not known
 }
 
 

@@ -34,6 +34,7 @@ class ModelCard:
     stride: int = CARD_DEFAULTS["stride"]
     blend: str = CARD_DEFAULTS["blend"]
     nodata: int = CARD_DEFAULTS["nodata"]
+    resolution_m: float | None = CARD_DEFAULTS["resolution_m"]  # what --resolution auto reads scenes at
     provenance: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     folder: Path | None = None
@@ -46,6 +47,8 @@ class ModelCard:
                 f"model card {self.name}: {len(self.classes)} classes but the network has "
                 f"{self.architecture.num_classes} outputs"
             )
+        if self.resolution_m is not None and not float(self.resolution_m) > 0:
+            raise ValueError(f"model card {self.name}: resolution_m {self.resolution_m} is not a pixel size in metres")
         if len(self.bands) != self.architecture.in_chans:
             raise ValueError(f"model card {self.name}: {len(self.bands)} bands for {self.architecture.in_chans} inputs")
         Tiling(self.tile_size, self.stride, self.blend)  # checks them: a bad card says so when it is read

@@ -28,7 +28,7 @@ import numpy as np
 import typer
 from rasterio.windows import Window
 
-from backend.adaptation.self_check import Signals, decide, judge_by_estimate
+from backend.adaptation.self_check import CHECK_VIEWS, Signals, decide, judge_by_estimate
 from backend.analysis.metrics import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +63,9 @@ def scenes(loto_models: Path | None) -> list[dict]:
 
 
 def run_key(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    """The cache key: the settings, the model by its folder's name (so a checkout elsewhere finds the runs)."""
+    keyed = {**spec, "model": Path(spec["model"]).name}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_scene(spec: dict) -> dict:
@@ -99,8 +101,8 @@ def run_scene(spec: dict) -> dict:
         seconds = time.perf_counter() - started
         adapted = str(Path(tmp) / "adapted.tif")
         jobs.segment(scene, jobs.SegmentOptions(output=adapted, engine="torch"), model=(card, result.model))
-        signals = measure(original, result.model, samples)
-        verdict = jobs.check_adaptation(original, result.model, tiles, card)
+        signals = measure(original, result.model, samples, views=CHECK_VIEWS)
+        verdict = jobs.check_adaptation(original, result.model, tiles, card, options.config())
         before = jobs.evaluate(plain, str(labels_path), model=spec["model"])
         after = jobs.evaluate(adapted, str(labels_path), model=spec["model"])
     keep = ("miou", "iou")
@@ -317,7 +319,8 @@ def main(
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
     docs: Annotated[Path, typer.Option(help="the report")] = REPO / "docs" / "safe-adaptation.md",
     analyst: Annotated[
-        list[str] | None, typer.Option(help="K,placement,seed: also the defaults with a simulated analyst's K polygons")
+        list[str] | None,
+        typer.Option(help="K,placement,seed[,unprotected]: also the defaults with a simulated analyst's K polygons"),
     ] = None,
     analyst_only: Annotated[bool, typer.Option(help="only the runs with the analyst's polygons")] = False,
 ) -> None:
@@ -330,10 +333,13 @@ def main(
         else [{**scene, "variant": name, "options": VARIANTS[name]} for name in chosen for scene in every]
     )
     for setting in analyst or []:  # the product's defaults with the simulated analyst's polygons
-        count, placement, seed = setting.split(",")
+        count, placement, seed, *unprotected = setting.split(",")
         drawn = {"polygons": int(count), "placement": placement, "seed": int(seed)}
         name = f"defaults, {count} polygons by {placement}"
-        specs += [{**scene, "variant": name, "options": {}, "analyst": drawn} for scene in every]
+        options: dict = {}
+        if unprotected == ["unprotected"]:  # the classes the polygons leave out not protected (AdaptConfig)
+            name, options = f"{name}, unprotected", {"extra": {"protect_unlabelled": False}}
+        specs += [{**scene, "variant": name, "options": options, "analyst": drawn} for scene in every]
     runs = execute(specs, cache, workers)
     summary, accuracy = summarize(runs), check_accuracy(runs)
     for name, row in summary.items():

@@ -37,6 +37,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from backend.contract import (
     ADAPT_DEFAULTS,
+    AUTO,
     DEFAULT_LABEL_BUFFER_M,
     DEFAULT_LABEL_FIELD,
     DEFAULT_MODEL,
@@ -78,6 +79,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     MODEL = "MODEL"
     ROI = "ROI"
     ROI_LAYER = "ROI_LAYER"
+    RESOLUTION = "RESOLUTION"
     TILE_SIZE = "TILE_SIZE"
     STRIDE = "STRIDE"
     BATCH_SIZE = "BATCH_SIZE"
@@ -136,6 +138,14 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
                 "Region of interest polygons (pixels outside become nodata)",
                 [QgsProcessing.TypeVectorPolygon],
                 optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.RESOLUTION,
+                "Pixel size to read the raster at: auto (the model's, when it states one), native, or metres",
+                defaultValue=AUTO,
+                optional=True,  # a model made before it existed stays valid
             )
         )
 
@@ -334,6 +344,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             bbox_crs=bbox_crs,
             roi=roi,
             threads=load_settings().threads,
+            resolution=self.parameterAsString(parameters, self.RESOLUTION, context),
         )
 
     def read_labels(

@@ -476,3 +476,20 @@ def test_the_status_line_gives_the_held_out_estimate_and_a_suggestion_keeps_the_
     dock.on_completed(TaskResult(SUCCESS, outputs={"OUTPUT": "s.gpkg"}, metrics={"spots": 20}))
     assert dock.status.text().startswith("Done: 20 places to label in layer “My_scene places to label”.")
     assert dock.last_result is mapped and dock.analysis_buttons.buttons["crossearth:vectorize"].isEnabled()
+
+
+def test_the_pixel_size_field_shows_the_models_resolution_and_goes_to_the_scene(dock):
+    """The tiny model states no ground resolution: native; a card that does shows its metres; a bad value is one
+    line in the status, and no run starts."""
+    from dataclasses import replace
+
+    assert dock.resolution_edit.text() == "native"
+    assert dock.build_request().job.scene.resolution == "native"
+    dock.cards[0] = replace(dock.cards[0], resolution_m=0.3)
+    dock.show_model_resolution()
+    assert dock.resolution_edit.text() == "0.3"
+    assert dock.build_request().job.scene.resolution == "0.3"
+    assert dock.build_suggest_request().job.scene.resolution == "0.3"
+    dock.resolution_edit.setText("-1")
+    dock.start()
+    assert not dock.running and "resolution '-1'" in dock.status.text() and "\n" not in dock.status.text()

@@ -317,3 +317,29 @@ def test_roi_polygons_mask_the_output(crossearth_provider, scene, tmp_path):
     assert classes[top_left] in CLASS_VALUES
     assert classes[bottom_right] == 255
     assert set(np.unique(classes).tolist()) - CLASS_VALUES == {255}
+
+
+def test_resolution_reads_the_scene_at_that_pixel_size_and_writes_on_its_grid(crossearth_provider, scene, tmp_path):
+    """RESOLUTION 0.5 and 2 on the 1 m scene: the model sees 128 and 32 px, the outputs are the scene's 64 px."""
+    finer, coarser = tmp_path / "finer.tif", tmp_path / "coarser.tif"
+    processing.run("crossearth:segment", {"INPUT": str(scene), "RESOLUTION": "0.5", **TORCH, "OUTPUT": str(finer)})
+    adapted = {"INPUT": str(scene), "RESOLUTION": 2, **FAST, "OUTPUT": str(coarser)}
+    processing.run("crossearth:adaptandsegment", adapted)
+    with rasterio.open(scene) as source:
+        grid = (source.crs, source.transform, source.shape)
+    for out, factor in ((finer, 0.5), (coarser, 2.0)):
+        with rasterio.open(out) as dataset:
+            assert (dataset.crs, dataset.transform, dataset.shape) == grid
+            assert json.loads(dataset.tags()["RESOLUTION"])["factor"] == factor
+        assert class_values(out) <= CLASS_VALUES
+
+
+@pytest.mark.parametrize(("resolution", "message"), [("0", "greater than 0"), ("10", "under one 32-pixel tile")])
+def test_a_bad_resolution_is_refused_in_one_line_and_nothing_is_written(
+    crossearth_provider, scene, tmp_path, resolution, message
+):
+    parameters = {"INPUT": str(scene), "RESOLUTION": resolution, **TORCH, "OUTPUT": str(tmp_path / "o.tif")}
+    with pytest.raises(QgsProcessingException, match=message) as error:
+        processing.run("crossearth:segment", parameters)
+    assert "\n" not in str(error.value).strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
