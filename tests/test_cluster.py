@@ -42,12 +42,13 @@ def scene_raster(folder: Path, height: int = 230, width: int = 200, name: str = 
     return write_raster(folder / name, data, photometric="RGB", mask=valid)
 
 
-def outputs(folder: Path, stem: str) -> SegmentOptions:
+def outputs(folder: Path, stem: str, blend: str | None = None) -> SegmentOptions:
     return SegmentOptions(
         output=str(folder / f"{stem}.tif"),
         confidence=str(folder / f"{stem}_confidence.tif"),
         entropy=str(folder / f"{stem}_entropy.tif"),
         engine="torch",
+        blend=blend,
     )
 
 
@@ -108,19 +109,21 @@ def model_loads() -> int:
     return registry.load_model.calls
 
 
+@pytest.mark.parametrize("blend", [None, "centre"])  # the card's (hann) and the kept centres
 def test_two_workers_write_exactly_the_single_process_output_loading_the_model_once_each(
-    tmp_path, tiny_model_folder, scheduler
+    tmp_path, tiny_model_folder, scheduler, blend
 ):
     path = scene_raster(tmp_path)
     with Client(scheduler) as client:
         client.run(count_model_loads)
-        segment(scene(path, tiny_model_folder), options := outputs(tmp_path, "cluster"), cluster=scheduler)
+        segment(scene(path, tiny_model_folder), options := outputs(tmp_path, "cluster", blend), cluster=scheduler)
         loads = client.run(model_loads)
-    segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, "single"))
+    segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, "single", blend))
     assert_same_outputs(options, expected)
     assert sorted(loads.values()) == [1, 1]  # 5 strips on 2 workers, one model load each
     with rasterio.open(options.output) as written:
         assert written.tags()["engine"] == "torch"
+        assert (written.tags()["BLEND"], written.tags()["STRIDE"]) == (blend or "hann", "48")
 
 
 def test_several_rasters_flow_through_one_run_each_as_in_a_single_process(
