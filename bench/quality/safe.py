@@ -37,6 +37,9 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 SHIPPED_MODEL = str(REPO / "resources" / "models" / "dubai-hybrid-vit")
 SHIPPED_HELD_OUT_TILE = 6
 PARTS = range(1, 10)
+# the tiling every run is segmented with: the card's before issue 19 (stride 448 since), kept so that new runs
+# and the cached ones score the same way
+TILING = {"tile_size": 512, "stride": 341, "blend": "hann"}
 DEFAULT_CACHE = Path.home() / ".cache" / "crossearth" / "safe"
 
 # variant -> AdaptOptions fields ("extra" holds AdaptConfig fields); {} is the product's defaults
@@ -92,7 +95,7 @@ def run_scene(spec: dict) -> dict:
             truth = np.where(covered, IGNORE_INDEX, truth).astype(np.uint8)
         write_labels(truth, labels_path)
         plain = str(Path(tmp) / "segment.tif")
-        jobs.segment(scene, jobs.SegmentOptions(output=plain, engine="torch"), model=(card, model))
+        jobs.segment(scene, jobs.SegmentOptions(output=plain, engine="torch", **TILING), model=(card, model))
         tiles = jobs.scene_samples(scene, card, options)
         samples = tiles.train
         original = copy.deepcopy(model)
@@ -100,7 +103,7 @@ def run_scene(spec: dict) -> dict:
         result = adapt(model, samples, options.config())
         seconds = time.perf_counter() - started
         adapted = str(Path(tmp) / "adapted.tif")
-        jobs.segment(scene, jobs.SegmentOptions(output=adapted, engine="torch"), model=(card, result.model))
+        jobs.segment(scene, jobs.SegmentOptions(output=adapted, engine="torch", **TILING), model=(card, result.model))
         signals = measure(original, result.model, samples, views=CHECK_VIEWS)
         verdict = jobs.check_adaptation(original, result.model, tiles, card, options.config())
         before = jobs.evaluate(plain, str(labels_path), model=spec["model"])
@@ -320,7 +323,7 @@ def main(
     docs: Annotated[Path, typer.Option(help="the report")] = REPO / "docs" / "safe-adaptation.md",
     analyst: Annotated[
         list[str] | None,
-        typer.Option(help="K,placement,seed[,unprotected]: also the defaults with a simulated analyst's K polygons"),
+        typer.Option(help="K,placement,seed[,protected]: also the defaults with a simulated analyst's K polygons"),
     ] = None,
     analyst_only: Annotated[bool, typer.Option(help="only the runs with the analyst's polygons")] = False,
 ) -> None:
@@ -333,12 +336,12 @@ def main(
         else [{**scene, "variant": name, "options": VARIANTS[name]} for name in chosen for scene in every]
     )
     for setting in analyst or []:  # the product's defaults with the simulated analyst's polygons
-        count, placement, seed, *unprotected = setting.split(",")
+        count, placement, seed, *protected = setting.split(",")
         drawn = {"polygons": int(count), "placement": placement, "seed": int(seed)}
         name = f"defaults, {count} polygons by {placement}"
         options: dict = {}
-        if unprotected == ["unprotected"]:  # the classes the polygons leave out not protected (AdaptConfig)
-            name, options = f"{name}, unprotected", {"extra": {"protect_unlabelled": False}}
+        if protected == ["protected"]:  # the classes the polygons leave out protected (AdaptConfig)
+            name, options = f"{name}, protected", {"extra": {"protect_unlabelled": True}}
         specs += [{**scene, "variant": name, "options": options, "analyst": drawn} for scene in every]
     runs = execute(specs, cache, workers)
     summary, accuracy = summarize(runs), check_accuracy(runs)
