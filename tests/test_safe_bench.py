@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
 from analyst import draw_disks
-from safe import check_accuracy, summarize, target_lines
+from safe import check_accuracy, per_tile, summarize, target_lines
 
 from backend.analysis.metrics import IGNORE_INDEX
 
@@ -44,14 +44,14 @@ def test_placement_by_classes_gives_each_class_its_share_and_by_area_follows_the
     assert by_area.count(0) > 2 * by_area.count(3)
 
 
-def run(variant: str, gain: float, confident_changed: float, part: int) -> dict:
+def run(variant: str, gain: float, confident_changed: float, part: int, tile: int = 6) -> dict:
     signals = dict(
         changed=0.1, min_share_ratio=1.0, tta_agreement_original=0.9, tta_agreement_adapted=0.9,
         consistency_original=0.9, consistency_adapted=0.9, entropy_original=0.3, entropy_adapted=0.2,
         confident_changed=confident_changed, shares_original=[1.0], shares_adapted=[1.0],
     )  # fmt: skip
     return {
-        "spec": {"variant": variant, "tile": 6, "part": part},
+        "spec": {"variant": variant, "tile": tile, "part": part},
         "segment": {"miou": 0.5},
         "gain_miou": gain,
         "signals": signals,
@@ -81,3 +81,16 @@ def test_targets_are_read_on_the_checked_gains_with_the_labelled_rows_held_to_th
         "- v, 20 polygons by area: mean gain >= +3: NOT met (+2.50); no image below +0: met (worst +0.50, "
         "tile 6 part 3).",
     ]
+
+
+def test_per_tile_rows_average_each_held_out_tile_s_images_with_and_without_the_check():
+    runs = [run("v", 0.10, 0.01, 1), run("v", -0.09, 0.3, 2), run("v", 0.04, 0.0, 1, tile=5)]
+    table = per_tile(runs)["v"]
+    assert table["tile 6"] == {
+        "images": 2,
+        "mean_segment": 50.0,
+        "mean_gain": 0.5,
+        "checked_mean_gain": 5.0,
+        "checked_worst_gain": 0.0,
+    }
+    assert (table["tile 5"]["images"], table["tile 5"]["checked_mean_gain"]) == (1, 4.0)
