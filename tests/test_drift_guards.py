@@ -123,7 +123,7 @@ def test_the_self_check_rejects_an_adaptation_that_overturned_many_sure_pixels_a
     )
     kept = decide(signals_with(0.008))
     assert kept.keep_adapted and kept.to_dict()["kept"] == "adapted"
-    assert decide(signals_with(0.05)).keep_adapted and not decide(signals_with(0.051)).keep_adapted
+    assert decide(signals_with(0.2)).keep_adapted and not decide(signals_with(0.201)).keep_adapted
 
 
 def test_labelled_pixels_of_da_samples_teach_their_class_while_the_rest_self_trains():

@@ -23,7 +23,7 @@ from backend.model.network import SegmentationModel
 CHECK_VIEWS = 4  # the benchmark's test-time-augmented ensemble the TTA signals compare against
 MIN_SHARE = 0.02  # classes below this share of the unadapted map are too small to judge collapse on
 SURE = 0.9  # a pixel the unadapted model gives at least this probability is one it is sure of
-MAX_CONFIDENT_CHANGED = 0.05  # decide(): the share of sure pixels adaptation may overturn
+MAX_CONFIDENT_CHANGED = 0.2  # decide(): the share of sure pixels adaptation may overturn
 
 
 @dataclass
@@ -211,8 +211,10 @@ def decide(signals: Signals, max_confident_changed: float = MAX_CONFIDENT_CHANGE
     unadapted model was sure of.
 
     Self-training that helps fixes the pixels the model hesitated over; one that drifts (a class taken over
-    by its neighbour) also flips those it was sure of. On the held-out images this share was under 1 % for
-    every run that gained and 29 % for the one that lost 9 points (docs/safe-adaptation.md).
+    by its neighbour) also flips those it was sure of. Over the 18 held-out images of tiles 5 and 6 this share
+    was at most 11 % in a run that gained (a +24 point one) and 29 % in the one that lost 9 points; smaller
+    losses (up to 4 points) changed under 0.1 %, like most gains, and no label-free signal measured tells
+    them apart (docs/safe-adaptation.md).
     """
     share = signals.confident_changed
     if share > max_confident_changed:
