@@ -70,7 +70,9 @@ bench-quality: setup
 	$(PY) bench/quality/run.py --out results/quality.json
 	$(PY) bench/quality/module_effect.py --out results/module_effect.json
 	$(PY) bench/quality/safe.py --out results/safe_adaptation.json --variant defaults --variant "anchor 1" \
-		--variant "balance 0.5" --analyst 20,area,0 --analyst 20,classes,0 --loto-models $(LOTO_MODELS)
+		--variant "balance 0.5" --analyst 20,area,0 --analyst 20,classes,0 --analyst 20,area,0,protected \
+		--loto-models $(LOTO_MODELS)
+	$(PY) bench/quality/rounds.py --out results/label_rounds.json --part 1 --part 4
 
 LOTO_MODELS := $(HOME)/.cache/crossearth/loto
 bench-loto-models: setup
