@@ -72,7 +72,7 @@ bench-quality: setup
 	$(PY) bench/quality/safe.py --out results/safe_adaptation.json --variant defaults --variant "anchor 1" \
 		--variant "balance 0.5" --analyst 20,area,0 --analyst 20,classes,0 --analyst 20,area,0,protected \
 		--loto-models $(LOTO_MODELS)
-	$(PY) bench/quality/rounds.py --out results/label_rounds.json --part 1 --part 4
+	$(PY) bench/quality/rounds.py --out results/label_rounds.json
 
 LOTO_MODELS := $(HOME)/.cache/crossearth/loto
 bench-loto-models: setup
