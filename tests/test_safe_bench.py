@@ -1,4 +1,4 @@
-"""The safe-adaptation benchmark: the simulated analyst's polygons and the summaries with the self-check."""
+"""The safe-adaptation benchmarks: the simulated analyst's polygons (drawn or in given boxes) and the summaries."""
 
 import sys
 from pathlib import Path
@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"))
 
 from analyst import draw_disks
+from rounds import BOX, disk_in_box, room_per_pixel
 from safe import check_accuracy, per_tile, summarize, target_lines
 
 from backend.analysis.metrics import IGNORE_INDEX
@@ -94,3 +95,13 @@ def test_per_tile_rows_average_each_held_out_tile_s_images_with_and_without_the_
         "checked_worst_gain": 0.0,
     }
     assert (table["tile 5"]["images"], table["tile 5"]["checked_mean_gain"]) == (1, 4.0)
+
+
+def test_in_a_box_the_analyst_draws_the_widest_disk_inside_one_class_and_none_across_thin_stripes():
+    labels = two_classes_and_a_strip()
+    room = room_per_pixel(labels)
+    assert room[50, 175] == 26  # the nearest class-0 pixel is column 149
+    row, col, radius, label = disk_in_box(labels, room, 0, 168, radius=10.0)
+    assert label == 3 and room[row, col] == room[0:BOX, 168 : 168 + BOX].max() and radius == 10.0
+    stripes = np.indices((64, 64))[1] % 4  # four classes in one-pixel columns: no room anywhere
+    assert disk_in_box(stripes, room_per_pixel(stripes), 0, 0, radius=10.0) is None
