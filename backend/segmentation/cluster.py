@@ -170,6 +170,8 @@ class DaskStrips:
     Each worker builds the predictor of ``predictor`` once (a worker plugin registered for the run).
     """
 
+    carries_edges = False  # strips run apart on the workers: the tiles across a panel edge are predicted twice
+
     def __init__(self, client: Client, predictor: PredictorSpec) -> None:
         self.client = client
         self.predictor = predictor
