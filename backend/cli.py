@@ -304,6 +304,9 @@ Blend = Annotated[
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")]
 Engine = Annotated[str, typer.Option("--engine", help="auto | onnx | torch (auto: onnx, torch below 64 tiles).")]
+Precision = Annotated[
+    str, typer.Option("--precision", help="auto | fp32 | int8 (auto: int8 MatMuls on onnx, fp32 on torch).")
+]
 Device = Annotated[str, typer.Option("--device", help="auto (GPU if any), cpu, cuda or cuda:N: where torch segments.")]
 Mode = Annotated[
     str, typer.Option("--mode", help="da (self-training, with --labels on the labelled pixels) or dg (--labels only).")
@@ -422,6 +425,7 @@ def segment(
     blend: Blend = None,
     batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
     engine: Engine = SEGMENT_DEFAULTS.engine,
+    precision: Precision = SEGMENT_DEFAULTS.precision,
     device: Device = SEGMENT_DEFAULTS.device,
     threads: Threads = None,
     resolution: Resolution = AUTO,
@@ -444,6 +448,7 @@ def segment(
                 blend=blend,
                 batch_size=batch_size,
                 engine=engine,
+                precision=precision,
                 device=device,
                 adapter=adapter,
                 overwrite=overwrite,
@@ -553,6 +558,7 @@ def adapt_segment(
     blend: Blend = None,
     batch_size: BatchSize = SEGMENT_DEFAULTS.batch_size,
     engine: Engine = SEGMENT_DEFAULTS.engine,
+    precision: Precision = SEGMENT_DEFAULTS.precision,
     device: Device = SEGMENT_DEFAULTS.device,
     threads: Threads = None,
     resolution: Resolution = AUTO,
@@ -591,6 +597,7 @@ def adapt_segment(
                 blend=blend,
                 batch_size=batch_size,
                 engine=engine,
+                precision=precision,
                 device=device,
                 overwrite=overwrite,
             ),

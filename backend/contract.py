@@ -31,6 +31,8 @@ from backend.errors import BadInput
 DEFAULT_MODEL = "dubai-hybrid-vit"  # the embedded model (resources/models/dubai-hybrid-vit)
 MODES = ("da", "dg")
 ENGINES = ("auto", "onnx", "torch")
+# auto: int8 MatMuls on the onnx engine (backend.segmentation.predictor.ONNX_DEFAULT_PRECISION), fp32 on torch
+PRECISIONS = ("auto", "fp32", "int8")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 # --resolution: the model card's ground resolution (native when it states none), the scene's own, or metres
 AUTO, NATIVE = "auto", "native"
@@ -189,6 +191,7 @@ class SegmentOptions:
     blend: str | None = option("--blend", None)  # hann or centre (backend.segmentation.tiling); None: the card's
     batch_size: int = option("--batch-size", 4)
     engine: str = option("--engine", "auto")
+    precision: str = option("--precision", "auto")  # PRECISIONS; int8 only on the onnx engine
     device: str = option("--device", "auto")  # a GPU when the machine running the model has one; or cpu, cuda:N
     adapter: str | None = option("--adapter", None)
     overwrite: bool = option("--overwrite", False)
@@ -202,6 +205,10 @@ class SegmentOptions:
         _whole("batch size", self.batch_size, 1)
         if self.engine not in ENGINES:
             raise BadInput(f"engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+        if self.precision not in PRECISIONS:
+            raise BadInput(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.engine == "torch" and self.precision == "int8":
+            raise BadInput("precision 'int8': only the onnx engine runs int8; use --engine onnx or --precision fp32")
         self.device = str(self.device or "auto").strip()
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise BadInput(f"device {self.device!r}: expected auto, cpu, cuda or cuda:N")

@@ -44,7 +44,7 @@ from backend.rasters.class_raster import parse_classes
 from backend.rasters.raster_io import SceneReader, default_band_mapping, inspect_raster
 from backend.rasters.resample import ScaleChoice, label_raster_at, scene_at, scene_scale, write_back
 from backend.rasters.roi import RasterLike, Roi, resolve_roi
-from backend.segmentation.predictor import auto_engine, make_predictor
+from backend.segmentation.predictor import make_predictor, pick_engine, resolve_precision
 from backend.segmentation.sliding_window import LocalStrips, RasterJob, segment_jobs
 from backend.segmentation.tiling import Tiling
 
@@ -154,9 +154,16 @@ def _segment_as_read(
         network = model[1] if model else open_model(first, settings.adapter)[1]
         tiles = sum(job.source.grid.tiles for job in jobs)
         predict, engine = make_predictor(
-            network, settings.engine, tiling.tile, settings.batch_size, first.threads, tiles, settings.device
+            network,
+            settings.engine,
+            tiling.tile,
+            settings.batch_size,
+            first.threads,
+            tiles,
+            settings.device,
+            settings.precision,
         )
-        progress(0.02, f"segmenting with {card.name} on {engine}")
+        progress(0.02, f"segmenting with {card.name} on {engine} ({resolve_precision(engine, settings.precision)})")
         jobs = [replace(job, metadata=_tags(card, engine, settings)) for job in jobs]
         segment_jobs(jobs, LocalStrips(predict), card.classes, segment_progress, is_cancelled)
     return [_finish_outputs(scene, opts, card, progress) for scene, opts in zip(scenes, options, strict=True)]
@@ -185,7 +192,8 @@ def _plan(scene: Scene, options: SegmentOptions, card: ModelCard, tiling: Tiling
 
 
 def _tags(card: ModelCard, engine: str, options: SegmentOptions) -> dict[str, str]:
-    return {"model": card.name, "engine": engine, "adapter": options.adapter or ""}
+    precision = resolve_precision(engine, options.precision)
+    return {"model": card.name, "engine": engine, "precision": precision, "adapter": options.adapter or ""}
 
 
 def _segment_on_cluster(
@@ -201,15 +209,16 @@ def _segment_on_cluster(
     from backend.segmentation.cluster import DaskStrips, PredictorSpec, connect, local_threads, parse_cluster
 
     target = parse_cluster(cluster)
-    engine = settings.engine
-    if engine == "auto":  # decided here, alike for all workers, by the tiles a local worker (or the cluster) gets
-        tiles = sum(job.source.grid.tiles for job in jobs)
-        engine = auto_engine(math.ceil(tiles / target) if isinstance(target, int) else tiles, settings.device)
+    # decided here, alike for all workers, by the tiles a local worker (or the cluster) gets
+    tiles = sum(job.source.grid.tiles for job in jobs)
+    share = math.ceil(tiles / target) if isinstance(target, int) else tiles
+    engine = pick_engine(settings.engine, settings.precision, share, settings.device)
     jobs = [replace(job, metadata=_tags(card, engine, settings)) for job in jobs]
     predictor = PredictorSpec(
         model_folder=str(Path(card.folder).resolve()),
         adapter=os.path.abspath(settings.adapter) if settings.adapter else None,
         engine=engine,
+        precision=resolve_precision(engine, settings.precision),
         device=settings.device,
         tile=jobs[0].source.grid.tiling.tile,
         batch_size=settings.batch_size,
@@ -318,6 +327,7 @@ def _shared(options: SegmentOptions) -> tuple:
     return (
         options.adapter,
         options.engine,
+        options.precision,
         options.device,
         options.tile_size,
         options.stride,

@@ -12,6 +12,10 @@ as the one 3 x 3 scene they come from.
     python bench/end_to_end.py --out results/end_to_end.json          # part of make bench
     python bench/end_to_end.py --size 4096 --lever "centre 448" --skip-quality   # one quick lever
     python bench/end_to_end.py --skip-speed --out /tmp/quality.json              # the mIoU of every lever
+    python bench/end_to_end.py --quality-lever card --quality-lever "hann 341"    # the mIoU of a few
+
+The bare forward is timed on the fp32 export (the issue's yardstick) and on its int8 quantisation (what the onnx
+engine runs by default), in the same rounds; each run's ratio is given against both.
 """
 
 from __future__ import annotations
@@ -49,20 +53,21 @@ HELD_OUT_TILE = 6
 SCENE_CACHE = Path(os.environ.get("CROSSEARTH_CACHE") or Path.home() / ".cache" / "crossearth") / "bench"
 FORWARD_ROUNDS = 3  # bare-forward rounds before and after each end-to-end run
 FORWARD_BATCHES = 6  # batches per round
-# name: (tile, stride, blend, strips each stage of the local executor may run ahead; 0: no threads);
-# main() adds "card" and "card, no threads": the shipped model card's tiling, whatever it is
-LEVERS: dict[str, tuple[int, int, str, int]] = {
-    "hann 341, no threads": (512, 341, "hann", 0),  # before issue #19: this tiling, read, forward, write in turn
-    "hann 341": (512, 341, "hann", 1),
-    "hann 416": (512, 416, "hann", 1),
-    "hann 448": (512, 448, "hann", 1),
-    "hann 480": (512, 480, "hann", 1),
-    "centre 341": (512, 341, "centre", 1),
-    "centre 448": (512, 448, "centre", 1),
-    "centre 480": (512, 480, "centre", 1),
-    "centre 768": (768, 704, "centre", 1),  # a larger tile, the same 32 px margins as centre 448
+# name: (tile, stride, blend, strips each stage of the local executor may run ahead (0: no threads), precision);
+# main() adds "card", "card, no threads" (the engine's default precision) and "card, fp32": the shipped model
+# card's tiling, whatever it is
+LEVERS: dict[str, tuple[int, int, str, int, str]] = {
+    "hann 341, no threads": (512, 341, "hann", 0, "fp32"),  # before issue #19: read, forward, write in turn
+    "hann 341": (512, 341, "hann", 1, "fp32"),
+    "hann 416": (512, 416, "hann", 1, "fp32"),
+    "hann 448": (512, 448, "hann", 1, "fp32"),
+    "hann 480": (512, 480, "hann", 1, "fp32"),
+    "centre 341": (512, 341, "centre", 1, "fp32"),
+    "centre 448": (512, 448, "centre", 1, "fp32"),
+    "centre 480": (512, 480, "centre", 1, "fp32"),
+    "centre 768": (768, 704, "centre", 1, "fp32"),  # a larger tile, the same 32 px margins as centre 448
 }
-TIMED = ("hann 341, no threads", "hann 341", "card", "card, no threads")  # what make bench times end to end
+TIMED = ("hann 341, no threads", "card", "card, fp32")  # what make bench times end to end
 
 
 def real_scene(size: int) -> Path:
@@ -95,7 +100,7 @@ def real_scene(size: int) -> Path:
     return path
 
 
-def segment_child(raster: str, output: str, tile: int, stride: int, blend: str, ahead: int) -> dict:
+def segment_child(raster: str, output: str, tile: int, stride: int, blend: str, ahead: int, precision: str) -> dict:
     """Runs in the subprocess: one ``jobs.segment`` of the whole raster on the onnx engine, timed."""
     from backend.jobs import Scene, SegmentOptions, segment
     from backend.segmentation import sliding_window
@@ -113,18 +118,20 @@ def segment_child(raster: str, output: str, tile: int, stride: int, blend: str, 
 
     segment(
         Scene(raster, threads=THREADS),
-        SegmentOptions(output, tile_size=tile, stride=stride, blend=blend, engine="onnx", overwrite=True),
+        SegmentOptions(
+            output, tile_size=tile, stride=stride, blend=blend, engine="onnx", precision=precision, overwrite=True
+        ),
         progress,
     )
     return {
         "tiles": marks["tiles"],
-        "setup_seconds": round(marks["setup"], 1),  # model load and ONNX export
+        "setup_seconds": round(marks["setup"], 1),  # model load, ONNX export (and int8 quantisation)
         "total_seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mib": peak_rss_mib(),
     }
 
 
-def end_to_end(raster: Path, size: int, lever: tuple[int, int, str, int], scratch: Path) -> dict:
+def end_to_end(raster: Path, size: int, lever: tuple[int, int, str, int, str], scratch: Path) -> dict:
     name = "_".join(map(str, lever))
     command = [sys.executable, __file__, "--child", json.dumps([str(raster), str(scratch / f"{name}.tif"), *lever])]
     env = {**os.environ, "CROSSEARTH_CACHE": str(scratch / f"cache_{name}")}  # its own export, timed in the run
@@ -161,32 +168,10 @@ def bare_forward_rounds(session, batches: list[np.ndarray]) -> list[float]:
     return rounds
 
 
-def int8_matmul(export: Path, scratch: Path, bare, batches: list[np.ndarray], fp32) -> dict:
-    """onnxruntime's dynamic int8 quantisation of the MatMuls: its bare forward against fp32's, timed in
-    alternating rounds, and how many pixels keep fp32's class; ``predict`` for the held-out mIoU."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from backend.segmentation.predictor import onnx_session
-
-    target = scratch / "int8.onnx"
-    quantize_dynamic(str(export), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
-    fp32_rounds, int8_rounds = [], []
-    for _ in range(2):
-        fp32_rounds += bare_forward_rounds(bare, batches)
-        int8_rounds += bare_forward_rounds(session, batches)
-    predict = onnx_session(target, THREADS)
-    agree = np.mean([(predict(b).argmax(axis=1) == fp32(b).argmax(axis=1)).mean() for b in batches])
-    return {
-        "fp32_mpx_per_s": float(np.median(fp32_rounds)),
-        "int8_mpx_per_s": float(np.median(int8_rounds)),
-        "speedup": round(float(np.median(int8_rounds) / np.median(fp32_rounds)), 3),
-        "pixels_equal_to_fp32": round(float(agree), 5),
-        "predict": predict,
-    }
+def pixels_equal(batches: list[np.ndarray], predict, reference) -> float:
+    """Share of the tiles' pixels whose class ``predict`` gives as ``reference`` does."""
+    equal = [(predict(b).argmax(axis=1) == reference(b).argmax(axis=1)).mean() for b in batches]
+    return round(float(np.mean(equal)), 5)
 
 
 def held_out_rasters(scratch: Path) -> dict[str, list[tuple[Path, np.ndarray]]]:
@@ -243,26 +228,31 @@ def main(
     lever: Annotated[list[str] | None, typer.Option(help=f"levers to time (default: {', '.join(TIMED)})")] = None,
     skip_quality: Annotated[bool, typer.Option(help="leave out the held-out mIoU")] = False,
     skip_speed: Annotated[bool, typer.Option(help="leave out the end-to-end runs (mIoU only)")] = False,
+    quality_lever: Annotated[list[str] | None, typer.Option(help="levers to score (default: all)")] = None,
     child: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
     if child:
-        raster, output, tile, stride, blend, ahead = json.loads(child)
-        print(json.dumps(segment_child(raster, output, tile, stride, blend, ahead)))
+        print(json.dumps(segment_child(*json.loads(child))))
         return
     import onnxruntime as ort
     import torch
 
     from backend.model.registry import load_model, resolve_model
-    from backend.segmentation.predictor import export_onnx, onnx_session
+    from backend.segmentation.predictor import ONNX_DEFAULT_PRECISION, export_onnx, onnx_session, quantize_int8
 
     torch.set_num_threads(THREADS)
     started, load_before = time.perf_counter(), os.getloadavg()
     card = resolve_model(DEFAULT_MODEL)
     shipped = (card.tile_size, card.stride, card.blend)
-    levers = {**LEVERS, "card": (*shipped, STRIPS_AHEAD), "card, no threads": (*shipped, 0)}
+    levers = {
+        **LEVERS,
+        "card": (*shipped, STRIPS_AHEAD, ONNX_DEFAULT_PRECISION),
+        "card, no threads": (*shipped, 0, ONNX_DEFAULT_PRECISION),
+        "card, fp32": (*shipped, STRIPS_AHEAD, "fp32"),
+    }
     timed = {} if skip_speed else {name: levers[name] for name in (lever or TIMED)}
     raster = real_scene(size)
-    runs, forward, quality_rows, int8 = {}, [], {}, None
+    runs, forward, forward_int8, quality_rows, int8 = {}, [], [], {}, None
     with tempfile.TemporaryDirectory(prefix="crossearth-e2e-") as folder:
         scratch = Path(folder)
         model = load_model(card)
@@ -270,38 +260,54 @@ def main(
         options = ort.SessionOptions()  # bare: onnxruntime's defaults, only the thread count set
         options.intra_op_num_threads = THREADS
         bare = ort.InferenceSession(str(export), options, providers=["CPUExecutionProvider"])
+        export_int8 = quantize_int8(export, scratch / "model.int8.onnx")  # as the engine quantises
+        bare_int8 = ort.InferenceSession(str(export_int8), options, providers=["CPUExecutionProvider"])
         batches = forward_batches(raster, card.tile_size)
-        forward = bare_forward_rounds(bare, batches)
+        forward, forward_int8 = bare_forward_rounds(bare, batches), bare_forward_rounds(bare_int8, batches)
         for name, setting in timed.items():  # each run between bare-forward rounds: the load that hits it hits them
-            row = runs[name] = dict(zip(("tile", "stride", "blend", "strips_ahead"), setting, strict=True))
+            row = runs[name] = dict(zip(("tile", "stride", "blend", "strips_ahead", "precision"), setting, strict=True))
             row.update(end_to_end(raster, size, setting, scratch))
-            after = bare_forward_rounds(bare, batches)
+            after, after_int8 = bare_forward_rounds(bare, batches), bare_forward_rounds(bare_int8, batches)
             row["bare_forward_mpx_per_s"] = round(float(np.median(forward[-FORWARD_ROUNDS:] + after)), 3)
             row["ratio_to_bare_forward"] = round(row["mpx_per_s"] / row["bare_forward_mpx_per_s"], 3)
-            forward += after
+            row["bare_int8_forward_mpx_per_s"] = round(float(np.median(forward_int8[-FORWARD_ROUNDS:] + after_int8)), 3)
+            row["ratio_to_bare_int8_forward"] = round(row["mpx_per_s"] / row["bare_int8_forward_mpx_per_s"], 3)
+            forward, forward_int8 = forward + after, forward_int8 + after_int8
             print(f"{name}: {row}", file=sys.stderr, flush=True)
         if not skip_quality:
             scenes = held_out_rasters(scratch)
-            sessions = {card.tile_size: onnx_session(export, THREADS)}
-            scored: dict[Tiling, dict] = {}  # levers that differ only in the executor's threads score alike
-            for name, (tile, stride, blend, _) in levers.items():
-                if tile not in sessions:
+            sessions = {
+                (card.tile_size, "fp32"): onnx_session(export, THREADS),
+                (card.tile_size, "int8"): onnx_session(export_int8, THREADS),
+            }
+            scored: dict[tuple[Tiling, str], dict] = {}  # levers that differ only in the threads score alike
+            for name in quality_lever or levers:
+                tile, stride, blend, _, precision = levers[name]
+                if (tile, precision) not in sessions:
                     path = export_onnx(model, scratch / f"model_{tile}.onnx", tile, BATCH)
-                    sessions[tile] = onnx_session(path, THREADS)
+                    if precision == "int8":
+                        path = quantize_int8(path, scratch / f"model_{tile}.int8.onnx")
+                    sessions[tile, precision] = onnx_session(path, THREADS)
                 tiling = Tiling(tile, stride, blend)
-                if tiling not in scored:
-                    scored[tiling] = quality(sessions[tile], tiling, scenes, card.classes, scratch)
-                quality_rows[name] = {**tiling.to_dict(), "miou": scored[tiling]}
-                print(f"{name}: mIoU {scored[tiling]}", file=sys.stderr, flush=True)
-            int8 = int8_matmul(export, scratch, bare, batches, sessions[card.tile_size])
-            int8["miou"] = quality(int8.pop("predict"), card.tiling, scenes, card.classes, scratch)
-            print(f"int8 MatMul: {int8}", file=sys.stderr, flush=True)
+                if (tiling, precision) not in scored:
+                    predict = sessions[tile, precision]
+                    scored[tiling, precision] = quality(predict, tiling, scenes, card.classes, scratch)
+                quality_rows[name] = {**tiling.to_dict(), "precision": precision, "miou": scored[tiling, precision]}
+                print(f"{name}: mIoU {scored[tiling, precision]}", file=sys.stderr, flush=True)
+            fp32, quantised = sessions[card.tile_size, "fp32"], sessions[card.tile_size, "int8"]
+            int8 = {"pixels_equal_to_fp32": pixels_equal(batches, quantised, fp32)}
+        speedup = round(float(np.median(forward_int8) / np.median(forward)), 3)
+        int8 = {**(int8 or {}), "bare_forward_speedup": speedup}
     report = {
         "machine": describe(load_before, THREADS, onnxruntime=ort.__version__),
         "model": DEFAULT_MODEL,
         "card_tiling": card.tiling.to_dict(),
         "scene": {"size": size, "megapixels": round(size * size / 1e6, 1), "imagery": "sample scene, mirrored"},
         "bare_forward": {"rounds_mpx_per_s": forward, "median_mpx_per_s": round(float(np.median(forward)), 3)},
+        "bare_int8_forward": {
+            "rounds_mpx_per_s": forward_int8,
+            "median_mpx_per_s": round(float(np.median(forward_int8)), 3),
+        },
         "runs": runs,
         "quality": quality_rows,
         "int8_matmul": int8,
@@ -314,7 +320,8 @@ def main(
     for name, row in runs.items():
         print(
             f"{name:22s} {row['mpx_per_s']:6.3f} Mpx/s end to end, {row['ratio_to_bare_forward']:.2f}x the bare "
-            f"forward ({row['bare_forward_mpx_per_s']:.3f}), peak RSS {row['peak_rss_mib']} MiB"
+            f"forward ({row['bare_forward_mpx_per_s']:.3f}), {row['ratio_to_bare_int8_forward']:.2f}x its int8 "
+            f"({row['bare_int8_forward_mpx_per_s']:.3f}), peak RSS {row['peak_rss_mib']} MiB"
         )
     for name, row in quality_rows.items():
         print(f"{name:22s} mIoU {row['miou']}")

@@ -145,6 +145,11 @@ def bad_input_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list, str]]:
         "top-k not a whole count": (["adapt-segment", scene, "-o", tmp_path / "o.tif", "--top-k", "2.5"], "top-k 2.5"),
         "top-k zero": (["adapt-segment", scene, "-o", tmp_path / "o.tif", "--top-k", "0"], "top-k 0"),
         "unknown engine": (["segment", scene, "-o", tmp_path / "o.tif", "--engine", "tensorrt"], "tensorrt"),
+        "unknown precision": (["segment", scene, "-o", tmp_path / "o.tif", "--precision", "fp16"], "fp16"),
+        "int8 on torch": (
+            ["segment", scene, "-o", tmp_path / "o.tif", "--engine", "torch", "--precision", "int8"],
+            "only the onnx engine runs int8",
+        ),
     }
 
 

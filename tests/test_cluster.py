@@ -142,6 +142,9 @@ def test_several_rasters_flow_through_one_run_each_as_in_a_single_process(
     )
     assert [r["OUTPUT"] for r in results] == [o.output for o in each]
     assert reports == sorted(reports) and reports[-1] == 1.0
+    # the workers predict the tiles across a panel edge once per panel: so does the single process for the bits to
+    # be the same (carried, the tile's probabilities come from another batch, equal to a float rounding)
+    monkeypatch.setattr("backend.segmentation.sliding_window.LocalStrips.carries_edges", False)
     for path, options in zip(paths, each, strict=True):
         segment(scene(path, tiny_model_folder), expected := outputs(tmp_path, f"single_{path.stem}"))
         assert_same_outputs(options, expected)

@@ -78,6 +78,11 @@ def _classes(path: Path) -> tuple[np.ndarray, str]:
         return dataset.read(1), dataset.tags()["engine"]
 
 
+def _precision(path: Path) -> str:
+    with rasterio.open(path) as dataset:
+        return dataset.tags()["precision"]
+
+
 def test_onnx_engine_segments_like_torch_with_an_active_adapter(scene, adapted_default_model, tmp_path):
     card, model = adapted_default_model
     with rasterio.open(scene) as dataset:
@@ -92,18 +97,20 @@ def test_onnx_engine_segments_like_torch_with_an_active_adapter(scene, adapted_d
     assert (adapted != plain).float().mean() > 0.01
 
     classes = {}
-    for engine in ("torch", "onnx"):
-        output = tmp_path / f"classes_{engine}.tif"
+    for engine, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
+        output = tmp_path / f"classes_{engine}_{precision}.tif"
         segment(
             Scene(str(scene), bbox=bbox),
-            SegmentOptions(output=str(output), engine=engine),
+            SegmentOptions(output=str(output), engine=engine, precision=precision),
             model=(card, model),
         )
-        classes[engine], written_by = _classes(output)
-        assert written_by == engine
-    assert classes["torch"].shape == (CROP.height, CROP.width)
-    agreement = (classes["onnx"] == classes["torch"]).mean()
-    assert agreement >= MIN_AGREEMENT, f"onnx and torch agree on {agreement:.4%} of pixels"
+        classes[engine, precision], written_by = _classes(output)
+        assert (written_by, _precision(output)) == (engine, precision)
+    reference = classes["torch", "fp32"]
+    assert reference.shape == (CROP.height, CROP.width)
+    for key in (("onnx", "fp32"), ("onnx", "int8")):  # the int8 graph was quantised with the adapter merged in
+        agreement = (classes[key] == reference).mean()
+        assert agreement >= MIN_AGREEMENT, f"{' '.join(key)} and torch agree on {agreement:.4%} of pixels"
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 4, 31, 17), (1, 2, 8, 9)])
@@ -178,3 +185,32 @@ def test_onnx_exports_are_cached_per_weights_and_gates_and_pruned(tiny_model, mo
     make_predictor(tiny_model, "onnx", tile=32, batch_size=2)
     assert len(exports) == 3
     assert len(list(onnx_cache_dir().glob("*.onnx"))) == 2 and not list(onnx_cache_dir().glob(".export-*"))
+
+
+def test_int8_graphs_are_quantised_from_the_cached_fp32_export_and_cached_beside_it(tiny_model, monkeypatch):
+    exports, quantised = [], []
+    export, quantize = predictor.export_onnx, predictor.quantize_int8
+    monkeypatch.setattr(predictor, "export_onnx", lambda *args: exports.append(args[0]) or export(*args))
+    monkeypatch.setattr(predictor, "quantize_int8", lambda *args: quantised.append(args[0]) or quantize(*args))
+    batch = torch.rand(2, 3, 32, 32).numpy()
+    fp32, _ = make_predictor(tiny_model, "onnx", tile=32, batch_size=2, precision="fp32")
+    int8, engine = make_predictor(tiny_model, "onnx", tile=32, batch_size=2)  # auto: int8 on onnx
+    again, _ = make_predictor(tiny_model, "onnx", tile=32, batch_size=2, precision="int8")
+    assert engine == "onnx" and len(exports) == 1 and len(quantised) == 1
+    fp32_file = min(onnx_cache_dir().glob("*.onnx"), key=lambda path: len(path.name))
+    assert {path.name for path in onnx_cache_dir().glob("*.onnx")} == {fp32_file.name, f"{fp32_file.stem}.int8.onnx"}
+    np.testing.assert_array_equal(int8(batch), again(batch))
+    assert not np.array_equal(int8(batch), fp32(batch))  # another graph: int8 MatMuls
+    np.testing.assert_allclose(int8(batch).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_int8_is_the_onnx_default_and_bad_input_on_torch(tiny_model):
+    assert predictor.resolve_precision("onnx", "auto") == predictor.ONNX_DEFAULT_PRECISION == "int8"
+    assert predictor.resolve_precision("torch", "auto") == "fp32"
+    assert predictor.pick_engine("auto", "int8", tiles=1, device="cpu") == "onnx"  # asked for int8: onnx at any size
+    with pytest.raises(BadInput, match="only the onnx engine runs int8"):
+        make_predictor(tiny_model, "torch", tile=32, batch_size=2, precision="int8")
+    with pytest.raises(BadInput, match="only the onnx engine runs int8"):
+        SegmentOptions(output="x.tif", engine="torch", precision="int8")
+    with pytest.raises(BadInput, match="precision 'fp16'"):
+        SegmentOptions(output="x.tif", precision="fp16")

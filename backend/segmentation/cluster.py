@@ -111,6 +111,7 @@ class PredictorSpec:
     tile: int
     batch_size: int
     threads: int | None = None  # None: the worker's cores shared among its task threads
+    precision: str = "fp32"  # int8: the onnx engine's quantised MatMuls (backend.contract.PRECISIONS)
 
 
 class PredictorPlugin(WorkerPlugin):
@@ -140,7 +141,13 @@ class PredictorPlugin(WorkerPlugin):
                     load_adapter(model, self.spec.adapter)
                 spec = self.spec
                 self._predict, _ = make_predictor(
-                    model, spec.engine, spec.tile, spec.batch_size, self._threads, device=spec.device
+                    model,
+                    spec.engine,
+                    spec.tile,
+                    spec.batch_size,
+                    self._threads,
+                    device=spec.device,
+                    precision=spec.precision,
                 )
             return self._predict
 
@@ -162,6 +169,8 @@ class DaskStrips:
 
     Each worker builds the predictor of ``predictor`` once (a worker plugin registered for the run).
     """
+
+    carries_edges = False  # strips run apart on the workers: the tiles across a panel edge are predicted twice
 
     def __init__(self, client: Client, predictor: PredictorSpec) -> None:
         self.client = client

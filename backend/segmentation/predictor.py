@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from backend.contract import ENGINES
+from backend.contract import ENGINES, PRECISIONS
 from backend.errors import BadInput
 from backend.model.network import SegmentationModel
 
@@ -32,6 +32,10 @@ ONNX_CACHE_KEEP = 8  # most recently used exports kept
 # ``auto`` runs PyTorch below this many tiles, where the one-off ONNX export costs more than onnxruntime
 # saves; bench/inference.py measured the break-even at 188 tiles under light and 35 under heavy load.
 AUTO_ONNX_MIN_TILES = 64
+# What ``precision="auto"`` runs on the onnx engine: int8 MatMuls (onnxruntime's dynamic quantisation, weights
+# QInt8, activations quantised per batch) ran the bare forward 1.19x fp32 for at most 0.01 mIoU on held-out
+# images (docs/performance.md). The torch engine always runs fp32.
+ONNX_DEFAULT_PRECISION = "int8"
 
 
 def class_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -120,6 +124,29 @@ def export_onnx(model: SegmentationModel, path: str | Path, tile: int, batch_siz
     return Path(path)
 
 
+def quantize_int8(fp32: str | Path, path: str | Path) -> Path:
+    """The exported graph with its MatMuls in int8 (weights QInt8, activations quantised at run time): the
+    adapter is already in ``fp32`` (LoRA merged, Adapters and Earth-Adapters as graph nodes), so it is
+    quantised with the rest. Convolutions, norms and the softmax stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    return Path(path)
+
+
+def resolve_precision(engine: str, precision: str) -> str:
+    """``fp32`` or ``int8`` for a resolved engine; int8 only exists on the onnx engine."""
+    if precision not in PRECISIONS:
+        raise BadInput(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if engine == "torch":
+        if precision == "int8":
+            raise BadInput("precision 'int8': only the onnx engine runs int8; use --engine onnx or --precision fp32")
+        return "fp32"
+    return ONNX_DEFAULT_PRECISION if precision == "auto" else precision
+
+
 # Idle worker threads sleep rather than spin: on a CPU shared with QGIS and other jobs, spinning takes
 # time from them and from our own threads (bench/inference.py measures both settings).
 SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
@@ -159,27 +186,40 @@ def export_fingerprint(model: SegmentationModel, tile: int, batch_size: int) -> 
     return digest.hexdigest()[:24]
 
 
-def cached_export(model: SegmentationModel, tile: int, batch_size: int) -> Path:
-    """The model's ONNX file from the cache, exported (atomically) on a miss; older exports are pruned."""
+def cached_export(model: SegmentationModel, tile: int, batch_size: int, precision: str = "fp32") -> Path:
+    """The model's ONNX file from the cache, exported (atomically) on a miss; older exports are pruned.
+
+    An int8 graph is kept beside the fp32 one it is quantised from (``<fingerprint>.int8.onnx``), and made
+    from the cached fp32 export when there is one."""
     folder = onnx_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{export_fingerprint(model, tile, batch_size)}.onnx"
+    fingerprint = export_fingerprint(model, tile, batch_size)
+    fp32 = folder / f"{fingerprint}.onnx"
+    path = fp32 if precision == "fp32" else folder / f"{fingerprint}.{precision}.onnx"
     if path.exists():
         path.touch()  # recently used: pruned last
         return path
     with tempfile.TemporaryDirectory(prefix=".export-", dir=folder) as scratch:
-        os.replace(export_onnx(model, Path(scratch) / "model.onnx", tile, batch_size), path)
+        if not fp32.exists():
+            os.replace(export_onnx(model, Path(scratch) / "model.onnx", tile, batch_size), fp32)
+        if path != fp32:
+            os.replace(quantize_int8(fp32, Path(scratch) / "model.int8.onnx"), path)
     for stale in sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)[ONNX_CACHE_KEEP:]:
         stale.unlink(missing_ok=True)
     return path
 
 
-def onnx_predictor(model: SegmentationModel, tile: int, batch_size: int, threads: int | None = None) -> Predict:
+def onnx_predictor(
+    model: SegmentationModel, tile: int, batch_size: int, threads: int | None = None, precision: str = "fp32"
+) -> Predict:
     try:
-        return onnx_session(cached_export(model, tile, batch_size), threads)
+        return onnx_session(cached_export(model, tile, batch_size, precision), threads)
     except OSError:  # no writable cache: export for this run only
         with tempfile.TemporaryDirectory(prefix="crossearth-onnx-") as folder:
-            return onnx_session(export_onnx(model, Path(folder) / "model.onnx", tile, batch_size), threads)
+            path = export_onnx(model, Path(folder) / "model.onnx", tile, batch_size)
+            if precision == "int8":
+                path = quantize_int8(path, Path(folder) / "model.int8.onnx")
+            return onnx_session(path, threads)
 
 
 def auto_engine(tiles: int | None, device: str = "auto") -> str:
@@ -190,6 +230,13 @@ def auto_engine(tiles: int | None, device: str = "auto") -> str:
     return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
 
+def pick_engine(engine: str, precision: str, tiles: int | None, device: str = "auto") -> str:
+    """``engine`` resolved: ``auto`` is onnx for an explicit int8 on the CPU, else :func:`auto_engine`'s choice."""
+    if engine != "auto":
+        return engine
+    return "onnx" if precision == "int8" and not _is_gpu(device) else auto_engine(tiles, device)
+
+
 def make_predictor(
     model: SegmentationModel,
     engine: str = "auto",
@@ -198,17 +245,19 @@ def make_predictor(
     threads: int | None = None,
     tiles: int | None = None,
     device: str = "auto",
+    precision: str = "auto",
 ) -> tuple[Predict, str]:
-    """The predict callable for ``engine`` on ``device`` and the engine actually used; ``auto`` picks by
-    :func:`auto_engine` from ``tiles``, the number of tiles the scene will need. onnx always runs on the CPU."""
+    """The predict callable for ``engine`` on ``device`` at ``precision`` and the engine actually used; ``auto``
+    picks the engine by :func:`auto_engine` from ``tiles``, the number of tiles the scene will need (onnx for an
+    explicit int8 on the CPU), and the precision by :func:`resolve_precision`. onnx always runs on the CPU."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     target = resolve_device(device)
     model.eval()
-    if engine == "auto":
-        engine = auto_engine(tiles, device)
+    engine = pick_engine(engine, precision, tiles, device)
+    precision = resolve_precision(engine, precision)
     if engine == "onnx":
         if device != "auto" and target.type == "cuda":  # auto means the CPU for onnx
             raise BadInput(f"device {device!r}: the onnx engine runs on the CPU; use --engine torch or auto on a GPU")
-        return onnx_predictor(model, tile, batch_size, threads), "onnx"
+        return onnx_predictor(model, tile, batch_size, threads, precision), "onnx"
     return torch_predictor(model, threads, device), "torch"

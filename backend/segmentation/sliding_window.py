@@ -6,7 +6,13 @@ A scene wider than ``PANEL_COLUMNS`` is done one band of columns (a panel) at a 
 each with the tiles that touch it; within a panel only ``tile`` rows of probabilities are held at
 once: after each strip of tiles the rows no later tile can touch are turned into classes, written
 and dropped. Every pixel sums the same tiles in the same order as without panels, so the outputs are
-identical; the tiles that straddle a panel edge are predicted once per panel.
+identical (to a float rounding where a tile's probabilities depend on the batch it was predicted in).
+The tiles that straddle a panel edge are predicted once: an executor that carries edges
+(:class:`LocalStrips`) keeps, of each strip of the left panel, the sums of the columns right of the
+edge (only those tiles reach there) in a scratch file, and the right panel's strip starts from them
+instead of predicting those tiles again; memory stays bounded by the panel width whatever the scene's
+height. Executors that do not (:class:`backend.segmentation.cluster.DaskStrips`, whose strips run
+apart) predict them once per panel.
 
 One executor interface for every raster and every machine: :func:`segment_jobs` writes the rasters of a
 list of :class:`RasterJob` from the strips a :class:`StripExecutor` predicts, in order: :class:`LocalStrips`
@@ -18,14 +24,16 @@ from __future__ import annotations
 import math
 import os
 import queue
+import tempfile
 import threading
 import warnings
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import rasterio
@@ -46,8 +54,9 @@ WEIGHT_FLOOR = 1e-3  # keeps the outermost pixels of the raster, seen by one til
 # 4-band input up to 8000 px wide per block row (a wider striped input is decoded again, not wrong).
 GDAL_CACHE_MB = 64
 # Output columns per panel: a multiple of the class raster's 512-px blocks, so no block is written twice.
-# Memory then stops growing past this width; the tiles straddling an edge are predicted twice (one column
-# of 512-px tiles per edge at stride 448: 25 columns instead of 23 at 10240 px; docs/performance.md).
+# Memory then stops growing past this width; the tiles straddling an edge are predicted once when the executor
+# carries their sums across the edge (LocalStrips), twice otherwise (one column of 512-px tiles per edge at stride
+# 448: 25 columns instead of 23 at 10240 px; docs/performance.md).
 PANEL_COLUMNS = 4096
 # Strips each stage of the local executor may be ahead of the next: reading ahead of the forward, the forward
 # ahead of the writer. One keeps all three busy; each strip held costs a strip of tiles or of sums (tens of MB).
@@ -116,6 +125,10 @@ class TileGrid:
     lefts: tuple[int, ...]
     rows: tuple[tuple[int, int], ...]  # kept rows of each strip
     cols: tuple[tuple[int, int], ...]  # kept columns of each tile of a strip
+    # A panel's columns (window-relative) from which its strips' sums start as the previous panel left them
+    # (the tiles across the edge, not in ``lefts``), and from which they go on to the next panel; None: neither.
+    carry_in: int | None = None
+    carry_out: int | None = None
 
     @classmethod
     def over(cls, window: Window, tiling: Tiling) -> TileGrid:
@@ -162,19 +175,32 @@ class TileGrid:
         end = self.tops[index + 1] if index + 1 < len(self.tops) else int(self.window.row_off + self.window.height)
         return end - self.tops[index]
 
-    def panels(self, columns: int | None = None) -> list[Panel]:
+    def panels(self, columns: int | None = None, carry: bool = False) -> list[Panel]:
         """The ROI's columns in bands of ``columns`` (default ``PANEL_COLUMNS``), each with the grid of this
-        grid's tiles whose kept columns reach into it."""
+        grid's tiles whose kept columns reach into it; with ``carry``, a panel after the first leaves out the
+        tiles across its left edge, whose sums right of the edge its strips take from the previous panel's."""
         columns = columns or PANEL_COLUMNS
         col0, width = int(self.window.col_off), int(self.window.width)
         panels = []
         for start in range(0, width, columns):
             stop = min(width, start + columns)
             touching = [i for i, (lo, hi) in enumerate(self.cols) if lo - col0 < stop and hi - col0 > start]
-            lefts = tuple(self.lefts[i] for i in touching)
-            span = Window(lefts[0], self.window.row_off, lefts[-1] + self.tile_w - lefts[0], self.window.height)
-            grid = replace(self, window=span, lefts=lefts, cols=tuple(self.cols[i] for i in touching))
-            panels.append(Panel(start, stop, col0 + start - lefts[0], grid))
+            left, right = self.lefts[touching[0]], self.lefts[touching[-1]] + self.tile_w
+            span = Window(left, self.window.row_off, right - left, self.window.height)
+            offset = col0 + start - left
+            carry_in = offset if carry and start > 0 else None
+            if carry_in is not None:  # the tiles across the edge: the previous panel predicted them
+                touching = [i for i in touching if self.cols[i][0] - col0 >= start]
+            carry_out = col0 + stop - left if carry and stop < width else None
+            grid = replace(
+                self,
+                window=span,
+                lefts=tuple(self.lefts[i] for i in touching),
+                cols=tuple(self.cols[i] for i in touching),
+                carry_in=carry_in,
+                carry_out=carry_out,
+            )
+            panels.append(Panel(start, stop, offset, grid))
         return panels
 
 
@@ -242,9 +268,16 @@ def read_strip(
 
 
 def sum_strip(
-    tiles: StripTiles, grid: TileGrid, predict: Predict, n_classes: int, is_cancelled: CancelFn = never_cancelled
+    tiles: StripTiles,
+    grid: TileGrid,
+    predict: Predict,
+    n_classes: int,
+    is_cancelled: CancelFn = never_cancelled,
+    carried: Carried | None = None,
 ) -> StripSums:
-    """Predict a strip's batches and add each tile's kept span, weighted, into the strip's sums."""
+    """Predict a strip's batches and add each tile's kept span, weighted, into the strip's sums, which start
+    from the previous panel's ``carried`` sums (the tiles across the edge, first in the order) at
+    ``grid.carry_in``, from zeros elsewhere."""
     col0, width = int(grid.window.col_off), int(grid.window.width)
     weights = grid.weights()
     r0, r1 = (row - grid.tops[tiles.index] for row in grid.rows[tiles.index])
@@ -255,6 +288,9 @@ def sum_strip(
         np.zeros((grid.tile_h, width), bool),
         0,
     )
+    if carried is not None and grid.carry_in is not None:
+        cols = slice(grid.carry_in, grid.carry_in + carried.weight.shape[-1])
+        sums.probs[:, :, cols], sums.weight[:, cols], sums.valid[:, cols] = carried
     for kept, batch in tiles.batches:
         check_cancelled(is_cancelled)
         probs = _predict_batch(predict, batch, n_classes)
@@ -266,6 +302,29 @@ def sum_strip(
             sums.valid[r0:r1, cols] |= valid
         sums.tiles += len(kept)
     return sums
+
+
+class Carried(NamedTuple):
+    """A strip's sums right of a panel edge, as the panel left of it summed them."""
+
+    probs: np.ndarray  # float32 [K, tile_h, w]
+    weight: np.ndarray  # float32 [tile_h, w]
+    valid: np.ndarray  # bool [tile_h, w]
+
+    @classmethod
+    def of(cls, sums: StripSums, column: int) -> Carried:
+        return cls(sums.probs[:, :, column:], sums.weight[:, column:], sums.valid[:, column:])
+
+    def save(self, path: Path) -> Path:
+        np.savez(path, *self)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Carried:
+        with np.load(path) as saved:
+            carried = cls(*(saved[f"arr_{i}"] for i in range(3)))
+        path.unlink()
+        return carried
 
 
 class _StripAccumulator:
@@ -315,6 +374,7 @@ class StripAssembler:
         *,
         classes: Sequence[Mapping[str, Any] | SegClass],
         grid: TileGrid,
+        carry: bool = False,
         confidence: str | os.PathLike | None = None,
         entropy: str | os.PathLike | None = None,
         overwrite: bool = False,
@@ -325,7 +385,7 @@ class StripAssembler:
                 raise BadInput(f"{path}: an output would replace the input raster")
         self.classes = parse_classes(classes)
         self.grid = grid
-        self.panels = grid.panels()
+        self.panels = grid.panels(carry=carry)  # carry: as the executor, which carries edges or not
         self.paths = (Path(output), _path(confidence), _path(entropy))
         self._values = np.array([c.value for c in self.classes], np.uint8)
         self._panel: Panel | None = None
@@ -366,7 +426,7 @@ class StripAssembler:
 
     @property
     def tiles_to_predict(self) -> int:
-        """Tiles over all panels: the grid's, plus those straddling a panel edge once more."""
+        """Tiles over all panels: the grid's, plus those straddling a panel edge once more unless carried."""
         return sum(panel.grid.tiles for panel in self.panels)
 
     def begin(self, panel: Panel) -> None:
@@ -438,8 +498,14 @@ class StripSource:
     def read(self, reader: SceneReader, index: int, is_cancelled: CancelFn = never_cancelled) -> StripTiles:
         return read_strip(reader, self.grid, index, roi=self.roi, batch_size=self.batch_size, is_cancelled=is_cancelled)
 
-    def sum(self, tiles: StripTiles, predict: Predict, is_cancelled: CancelFn = never_cancelled) -> StripSums:
-        return sum_strip(tiles, self.grid, predict, self.n_classes, is_cancelled)
+    def sum(
+        self,
+        tiles: StripTiles,
+        predict: Predict,
+        is_cancelled: CancelFn = never_cancelled,
+        carried: Carried | None = None,
+    ) -> StripSums:
+        return sum_strip(tiles, self.grid, predict, self.n_classes, is_cancelled, carried)
 
 
 @dataclass(frozen=True)
@@ -487,7 +553,10 @@ Strip = tuple[StripSource, int]  # a panel's source and the strip's index in it
 
 
 class StripExecutor(Protocol):
-    """Predicts strips wherever it runs them and yields their sums in the order given."""
+    """Predicts strips wherever it runs them and yields their sums in the order given; ``carries_edges``: whether
+    it takes a panel's strips' sums across the edge to the next panel (then the grids it is given say where)."""
+
+    carries_edges: bool
 
     def where(self) -> str:
         """Where the strips are predicted, for the progress message."""
@@ -501,11 +570,18 @@ class LocalStrips:
     is given. onnxruntime, GDAL and numpy's large operations release the GIL, so the forward keeps running
     while the other two stages read and write; each stage is at most ``ahead`` strips ahead of the next,
     so memory stays bounded (``ahead=0``: one stage after the other, in the caller's thread; default
-    ``STRIPS_AHEAD``)."""
+    ``STRIPS_AHEAD``).
 
-    def __init__(self, predict: Predict, ahead: int | None = None) -> None:
+    The forward stage carries each strip's sums across a panel edge through a scratch folder (``scratch``,
+    default the system's temporary folder): one strip's worth (``tile`` rows x the overlap) per strip of a
+    panel on disk, a strip's worth in memory."""
+
+    carries_edges = True
+
+    def __init__(self, predict: Predict, ahead: int | None = None, scratch: str | os.PathLike | None = None) -> None:
         self.predict = predict
         self.ahead = STRIPS_AHEAD if ahead is None else ahead
+        self.scratch = scratch
 
     def where(self) -> str:
         return "in this process"
@@ -534,8 +610,16 @@ class LocalStrips:
                 yield source, source.read(reader, index, is_cancelled)
 
     def _sum(self, read: Iterator[tuple[StripSource, StripTiles]], is_cancelled: CancelFn) -> Iterator[StripSums]:
-        for source, tiles in read:
-            yield source.sum(tiles, self.predict, is_cancelled)
+        """Strips come panel after panel, each panel's in order, so the next panel takes the carried sums in the
+        order the previous one left them."""
+        with tempfile.TemporaryDirectory(prefix="crossearth-edges-", dir=self.scratch) as folder:
+            carried: deque[Path] = deque()
+            for number, (source, tiles) in enumerate(read):
+                start = Carried.load(carried.popleft()) if source.grid.carry_in is not None else None
+                sums = source.sum(tiles, self.predict, is_cancelled, start)
+                if source.grid.carry_out is not None:
+                    carried.append(Carried.of(sums, source.grid.carry_out).save(Path(folder) / f"{number}.npz"))
+                yield sums
 
 
 class _Stage:
@@ -614,7 +698,8 @@ def segment_jobs(
     The strips of all rasters are asked of the executor as one ordered stream, so that a cluster's workers keep
     busy across the boundary between two rasters, while the rasters are written here one at a time.
     """
-    panels = [job.source.grid.panels() for job in jobs]
+    carry = getattr(executor, "carries_edges", False)
+    panels = [job.source.grid.panels(carry=carry) for job in jobs]
     strips = [
         (replace(job.source, grid=panel.grid), index)
         for job, job_panels in zip(jobs, panels, strict=True)
@@ -633,6 +718,7 @@ def segment_jobs(
                     job.output,
                     classes=classes,
                     grid=job.source.grid,
+                    carry=carry,
                     confidence=job.confidence,
                     entropy=job.entropy,
                     overwrite=job.overwrite,

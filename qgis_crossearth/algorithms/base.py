@@ -44,6 +44,7 @@ from backend.contract import (
     ENGINES,
     LOG,
     MODES,
+    PRECISIONS,
     PROGRESS,
     AdaptOptions,
     Job,
@@ -95,6 +96,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     SEED = "SEED"
     SOURCE_SAMPLES = "SOURCE_SAMPLES"
     ENGINE = "ENGINE"
+    PRECISION = "PRECISION"
     DEVICE = "DEVICE"
     CLUSTER = "CLUSTER"
     OUTPUT = "OUTPUT"
@@ -278,6 +280,11 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         )
         engine.setUsesStaticStrings(True)
         self.addParameter(advanced(engine))
+        precision = QgsProcessingParameterEnum(
+            self.PRECISION, "Precision (auto: int8 on onnx, fp32 on torch)", list(PRECISIONS), defaultValue="auto"
+        )
+        precision.setUsesStaticStrings(True)
+        self.addParameter(advanced(precision))
         self.addParameter(
             advanced(
                 QgsProcessingParameterString(
@@ -400,6 +407,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
             confidence=self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None,
             entropy=self.parameterAsOutputLayer(parameters, self.ENTROPY, context) or None,
             engine=self.parameterAsEnumString(parameters, self.ENGINE, context) or "auto",
+            precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "auto",
             device=self.parameterAsString(parameters, self.DEVICE, context).strip() or load_settings().device,
             overwrite=True,
             **more,
