@@ -281,7 +281,11 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         engine.setUsesStaticStrings(True)
         self.addParameter(advanced(engine))
         precision = QgsProcessingParameterEnum(
-            self.PRECISION, "Precision (auto: int8 on onnx, fp32 on torch)", list(PRECISIONS), defaultValue="auto"
+            self.PRECISION,
+            "Precision (auto: int8 on onnx, fp32 on torch)",
+            list(PRECISIONS),
+            defaultValue="auto",
+            optional=True,  # a model made before it existed stays valid
         )
         precision.setUsesStaticStrings(True)
         self.addParameter(advanced(precision))

@@ -343,3 +343,15 @@ def test_a_bad_resolution_is_refused_in_one_line_and_nothing_is_written(
         processing.run("crossearth:segment", parameters)
     assert "\n" not in str(error.value).strip()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+def test_precision_reaches_the_engine_and_int8_on_torch_is_refused_in_one_line(crossearth_provider, scene, tmp_path):
+    out = tmp_path / "fp32.tif"
+    processing.run("crossearth:segment", {"INPUT": str(scene), "PRECISION": "fp32", **TORCH, "OUTPUT": str(out)})
+    with rasterio.open(out) as dataset:
+        assert (dataset.tags()["engine"], dataset.tags()["precision"]) == ("torch", "fp32")
+    parameters = {"INPUT": str(scene), "PRECISION": "int8", **TORCH, "OUTPUT": str(tmp_path / "int8.tif")}
+    with pytest.raises(QgsProcessingException, match="only the onnx engine runs int8") as error:
+        processing.run("crossearth:segment", parameters)
+    assert "\n" not in str(error.value).strip()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("int8")]
