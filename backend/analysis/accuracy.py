@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.features import geometry_mask
+from rasterio.features import bounds, geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
 from backend.analysis.classes import ClassRaster, ValueIndex, read_class_raster, strips
 from backend.analysis.estimators import confusion_scores, stratified_estimates
-from backend.analysis.vectors import VectorLayer, read_features, shape_bounds
+from backend.analysis.vectors import VectorLayer, read_features
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
 from backend.rasters.atomic import atomic_output, check_writable
@@ -202,7 +202,7 @@ def confusion_from_polygons(
             if feature.value in (None, ""):
                 continue
             truth = mapping.of(feature.value)
-            xmin, ymin, xmax, ymax = shape_bounds(feature.geometry)
+            xmin, ymin, xmax, ymax = bounds(feature.geometry)
             window = from_bounds(xmin, ymin, xmax, ymax, transform=raster.transform)
             col0, row0 = max(math.floor(window.col_off), 0), max(math.floor(window.row_off), 0)
             col1 = min(math.ceil(window.col_off + window.width), raster.width)

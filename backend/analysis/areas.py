@@ -11,12 +11,12 @@ import os
 
 import numpy as np
 import rasterio
-from rasterio.features import geometry_mask
+from rasterio.features import bounds, geometry_mask
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
 from backend.analysis.classes import ClassRaster, ValueIndex, add_counts, read_class_raster, strips
-from backend.analysis.vectors import read_features, shape_bounds
+from backend.analysis.vectors import read_features
 from backend.errors import BadInput
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
 from backend.rasters.atomic import atomic_output
@@ -64,7 +64,7 @@ def class_areas(
             check_cancelled(is_cancelled)
             name = str(feature.value) if zone_field is not None else str(number)
             pixels, m2 = np.zeros(k + 1, np.int64), np.zeros(k + 1)
-            xmin, ymin, xmax, ymax = shape_bounds(feature.geometry)
+            xmin, ymin, xmax, ymax = bounds(feature.geometry)
             window = from_bounds(xmin, ymin, xmax, ymax, transform=raster.transform)
             col0, row0 = max(math.floor(window.col_off), 0), max(math.floor(window.row_off), 0)
             col1 = min(math.ceil(window.col_off + window.width), raster.width)

@@ -87,19 +87,3 @@ def read_features(path: str | os.PathLike, crs: CRS | None, field: str | None) -
         raise BadInput(f"{path}: mixes points and polygons; give one kind of reference")
     metadata = layer.GetMetadata() or {}
     return VectorLayer(str(path), features, kinds.pop(), dict(metadata))
-
-
-def shape_bounds(shape: dict[str, Any]) -> tuple[float, float, float, float]:
-    xs: list[float] = []
-    ys: list[float] = []
-
-    def walk(coords: Any) -> None:
-        if isinstance(coords[0], (int, float)):
-            xs.append(coords[0])
-            ys.append(coords[1])
-        else:
-            for c in coords:
-                walk(c)
-
-    walk(shape["coordinates"])
-    return min(xs), min(ys), max(xs), max(ys)

@@ -18,7 +18,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
-from rasterio.features import geometry_mask
+from rasterio.features import bounds, geometry_mask
 from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import bounds as window_bounds
@@ -166,20 +166,14 @@ def read_polygons(path: str | os.PathLike, crs: CRS | None) -> list[dict[str, An
 
 
 def _shapes_bounds(shapes: list[dict[str, Any]]) -> BBox:
-    xs: list[float] = []
-    ys: list[float] = []
-
-    def walk(coords: Any) -> None:
-        if isinstance(coords[0], (int, float)):
-            xs.append(coords[0])
-            ys.append(coords[1])
-        else:
-            for c in coords:
-                walk(c)
-
-    for shape in shapes:
-        walk(shape["coordinates"])
-    return min(xs), min(ys), max(xs), max(ys)
+    """The box holding every shape (GeoJSON geometries)."""
+    boxes = [bounds(shape) for shape in shapes]
+    return (
+        min(box[0] for box in boxes),
+        min(box[1] for box in boxes),
+        max(box[2] for box in boxes),
+        max(box[3] for box in boxes),
+    )
 
 
 def resolve_roi(
