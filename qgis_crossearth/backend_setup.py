@@ -83,7 +83,7 @@ class SetupResult:
 
 
 class _Cancelled(Exception):
-    pass
+    """The user cancelled the set-up between two of its steps."""
 
 
 def setup_backend(

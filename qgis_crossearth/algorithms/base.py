@@ -433,6 +433,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     def build_job(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> Job:
+        """The backend job this algorithm's parameters ask for (each algorithm builds its own)."""
         raise NotImplementedError
 
     def results(
@@ -443,6 +444,7 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
+        """The algorithm's outputs from a finished run (each algorithm names and loads its own)."""
         raise NotImplementedError
 
     def processAlgorithm(
