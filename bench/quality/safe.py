@@ -105,7 +105,9 @@ def run_scene(spec: dict) -> dict:
         adapted = str(Path(tmp) / "adapted.tif")
         jobs.segment(scene, jobs.SegmentOptions(output=adapted, engine="torch", **TILING), model=(card, result.model))
         signals = measure(original, result.model, samples, views=CHECK_VIEWS)
-        verdict = jobs.check_adaptation(original, result.model, tiles, card, options.config())
+        estimate = None  # without labels the product's verdict is decide() on these signals (kept() replays it)
+        if tiles.held_out or tiles.folds:
+            estimate = jobs.check_adaptation(original, result.model, tiles, card, options.config()).estimate
         before = jobs.evaluate(plain, str(labels_path), model=spec["model"])
         after = jobs.evaluate(adapted, str(labels_path), model=spec["model"])
     keep = ("miou", "iou")
@@ -115,7 +117,7 @@ def run_scene(spec: dict) -> dict:
         "adapt_segment": {k: after[k] for k in keep},
         "gain_miou": after["miou"] - before["miou"],
         "signals": signals.to_dict(),
-        **({"estimate": verdict.estimate} if verdict.estimate else {}),
+        **({"estimate": estimate} if estimate else {}),
         "adapt_seconds": round(seconds, 1),
     }
 
