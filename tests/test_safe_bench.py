@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"
 
 from analyst import draw_disks
 from rounds import BOX, disk_in_box, room_per_pixel
-from safe import check_accuracy, per_tile, summarize, target_lines
+from safe import check_accuracy, per_tile, summarize, target_lines, vanished_lines
 
 from backend.analysis.metrics import IGNORE_INDEX
 
@@ -105,3 +105,17 @@ def test_in_a_box_the_analyst_draws_the_widest_disk_inside_one_class_and_none_ac
     assert label == 3 and room[row, col] == room[0:BOX, 168 : 168 + BOX].max() and radius == 10.0
     stripes = np.indices((64, 64))[1] % 4  # four classes in one-pixel columns: no room anywhere
     assert disk_in_box(stripes, room_per_pixel(stripes), 0, 0, radius=10.0) is None
+
+
+def test_erased_classes_are_split_by_whether_the_unadapted_map_had_found_them():
+    def erasing(gain: float, water_iou: float, water_after: float) -> dict:
+        result = run("defaults", gain, 0.0, part=1)
+        result["segment"]["iou"] = {"Land": 0.8, "Water": water_iou}
+        result["signals"] |= {"shares_original": [0.9, 0.1], "shares_adapted": [1.0 - water_after, water_after]}
+        return result
+
+    runs = [erasing(-0.04, 0.3, 0.0), erasing(0.20, 0.0, 0.01), erasing(0.10, 0.0, 0.0), erasing(0.5, 0.3, 0.09)]
+    (line,) = vanished_lines(runs)
+    assert "in 3 runs" in line
+    assert "In 1 of them the unadapted map had found that class (IoU > 0), and those runs gained -4.0" in line
+    assert "in the other 2 the erased class" in line and "gained +15.0 (0 lost)" in line

@@ -270,6 +270,38 @@ def estimate_lines(runs: list[dict]) -> list[str]:
     ]
 
 
+VANISH_FLOOR = 0.0005  # a class under this share of the unadapted map on the adaptation tiles is noise
+
+
+def vanished_lines(runs: list[dict]) -> list[str]:
+    """Whether restoring the classes self-training erased would help: in which runs without labels a class
+    lost more than half its share of the map, and whether the unadapted map had found that class (IoU > 0)."""
+    found, false = [], []
+    for run in runs:
+        if "analyst" in run["spec"] or run["spec"]["variant"] != "defaults":
+            continue
+        original, adapted = run["signals"]["shares_original"], run["signals"]["shares_adapted"]
+        names = list(run["segment"]["iou"])
+        shares = zip(names, original, adapted, strict=True)
+        gone = [name for name, o, a in shares if o >= VANISH_FLOOR and a < o / 2]
+        if not gone:
+            continue
+        real = [name for name in gone if (run["segment"]["iou"][name] or 0.0) > 0.0]
+        (found if real else false).append(100 * run["gain_miou"])
+    if not found and not false:
+        return []
+    return [
+        f"Classes erased (no labels, defaults): in {len(found) + len(false)} runs a class the unadapted map showed "
+        f"(at least {100 * VANISH_FLOOR:.2g} % of the adaptation tiles) lost more than half its share. In "
+        f"{len(found)} of them the unadapted map had found that class (IoU > 0), and those runs gained "
+        f"{np.mean(found) if found else 0:+.1f} on average ({sum(g < 0 for g in found)} lost); in the other "
+        f"{len(false)} the erased class was one the scene lacks or the unadapted map never hit (IoU 0), and those "
+        f"gained {np.mean(false) if false else 0:+.1f} ({sum(g < 0 for g in false)} lost): removing a false class "
+        "is much of what self-training wins, so putting erased classes back (their unadapted pixels, or a bias "
+        "on their logit) would give up those gains, and the shares alone cannot tell the two kinds apart.",
+    ]
+
+
 def write_markdown(summary: dict, accuracy: dict, runs: list[dict], path: Path) -> None:
     """docs/safe-adaptation.md: the tables of this benchmark, every number from its runs."""
     lines = [
@@ -328,6 +360,8 @@ def write_markdown(summary: dict, accuracy: dict, runs: list[dict], path: Path) 
         *target_lines(summary),
         "",
         *estimate_lines(runs),
+        "",
+        *vanished_lines(runs),
         "",
         "## Every run",
         "",
