@@ -394,9 +394,10 @@ class AdaptationTiles:
 def scene_samples(
     scene: Scene, card: ModelCard, options: AdaptOptions, choice: ScaleChoice | None = None
 ) -> AdaptationTiles:
-    """The adaptation tiles of the scene with the options' labels: a class raster, or labelled shapes of which a
-    third of each class's (LabelShapes.split) is held out to estimate how well adaptation did; with fewer than
-    MIN_HELD_OUT held out, every shape trains and the estimate comes from folds (LabelShapes.folds). The tiles
+    """The adaptation tiles of the scene with the options' labels: a class raster, or labelled shapes of which,
+    with the self-check on, a third of each class's (LabelShapes.split) is held out to estimate how well
+    adaptation did; with fewer than MIN_HELD_OUT held out, every shape trains and the estimate comes from folds
+    (LabelShapes.folds). Without the self-check every shape trains and nothing is held out. The tiles
     are read at ``choice``'s pixel size (default: the scene's resolution with the card's), a label raster too."""
     choice = choice or scene_scale(scene, card.resolution_m, card.tile_size)
     with scene_at(scene, choice) as resampled, tempfile.TemporaryDirectory(prefix="crossearth-labels-") as tmp:
@@ -418,11 +419,11 @@ def _samples(
     shapes: str | LabelShapes | None = labels
     if labels and is_vector(labels):
         every = read_label_shapes(labels, reader, card.classes, options.label_field, options.label_buffer, roi.window)
-        shapes, kept_aside = every.split()
-        if len(kept_aside.shapes) >= MIN_HELD_OUT:
-            held_out = held_out_samples(reader, roi, kept_aside, options.sample_size)
-        else:
-            shapes = every
+        shapes = every  # without the self-check every shape trains and none is held out
+        trained, kept_aside = every.split()
+        if options.self_check and len(kept_aside.shapes) >= MIN_HELD_OUT:
+            shapes, held_out = trained, held_out_samples(reader, roi, kept_aside, options.sample_size)
+        elif options.self_check:
             folds = [
                 (
                     adaptation_samples(reader, roi, options.samples, options.sample_size, fold_train),
@@ -525,7 +526,7 @@ def adapt_scene(
     check_cancelled(is_cancelled)
     anchor = f", {len(source)} labelled source crops" if source else ""
     progress(0.02, f"adapting on {len(samples)} tiles{anchor} ({config.mode.upper()}, {config.steps} steps)")
-    checked = tiles.held_out or tiles.folds or (options.self_check and config.mode == "da")
+    checked = options.self_check and bool(tiles.held_out or tiles.folds or config.mode == "da")
     original = copy.deepcopy(model) if checked else None
     adapted_by = 0.02 + 0.92 / (1 + len(tiles.folds))  # each fold adapts once more
     result = adapt(

@@ -328,6 +328,18 @@ def test_a_label_file_with_a_class_the_model_lacks_is_one_line_of_bad_input(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.gpkg", "scene.tif"]
 
 
+def labelled_squares(path: Path, per_class: int) -> Path:
+    """``per_class`` 8 x 8 px squares of Land and as many of Water over the test scene (2 m pixels, EPSG:32640)."""
+
+    def square(col: int, row: int) -> str:
+        x, y = 300000.0 + 2 * col, 2800000.0 - 2 * row
+        return f"POLYGON (({x} {y}, {x + 16} {y}, {x + 16} {y - 16}, {x} {y - 16}, {x} {y}))"
+
+    names = ["Land"] * per_class + ["Water"] * per_class
+    features = [(square(10 * i, 10 * (i % 3)), name) for i, name in enumerate(names)]
+    return rasters.write_labelled_vector(path, features, epsg=32640)
+
+
 @pytest.mark.parametrize(
     ("per_class", "polygons", "folds"),
     [(6, 4, None), (3, 6, 3)],  # a third held out (two of each class); too few then: every shape once, by folds
@@ -335,13 +347,7 @@ def test_a_label_file_with_a_class_the_model_lacks_is_one_line_of_bad_input(tmp_
 def test_with_labelled_polygons_the_estimate_on_held_out_polygons_judges_the_adaptation(
     tmp_path, scene, tiny_model_folder, per_class, polygons, folds
 ):
-    def square(col: int, row: int) -> str:
-        x, y = 300000.0 + 2 * col, 2800000.0 - 2 * row
-        return f"POLYGON (({x} {y}, {x + 16} {y}, {x + 16} {y - 16}, {x} {y - 16}, {x} {y}))"
-
-    names = ["Land"] * per_class + ["Water"] * per_class
-    features = [(square(10 * i, 10 * (i % 3)), name) for i, name in enumerate(names)]
-    labels = rasters.write_labelled_vector(tmp_path / "labels.gpkg", features, epsg=32640)
+    labels = labelled_squares(tmp_path / "labels.gpkg", per_class)
     code, events = run(
         [
             "adapt-segment",
@@ -373,6 +379,23 @@ def test_with_labelled_polygons_the_estimate_on_held_out_polygons_judges_the_ada
     assert ("self-check: adapting without fold 3/3" in messages) == bool(folds)
     report = json.loads((tmp_path / "c.selection.json").read_text())
     assert report["self_check"]["estimate"] == estimate and report["selections"]
+
+
+def test_without_the_self_check_every_polygon_trains_and_none_is_held_out(tmp_path, scene, tiny_model_folder):
+    from backend import jobs
+
+    options = jobs.AdaptOptions(labels=str(labelled_squares(tmp_path / "labels.gpkg", 6)), samples=2, self_check=False)
+    on_scene = jobs.Scene(input=str(scene), model=str(tiny_model_folder))
+    tiles = jobs.scene_samples(on_scene, jobs.open_model(on_scene)[0], options)
+    assert tiles.held_out == [] and tiles.folds == []
+    code, events = run(
+        ["adapt-segment", scene, "-o", tmp_path / "c.tif", "--labels", options.labels, "--steps", "3",
+         "--samples", "2", "--no-self-check", *model_args(tiny_model_folder)]
+    )  # fmt: skip
+    assert code == 0, events
+    assert "self_check" not in next(e for e in events if e["type"] == "result")["metrics"]
+    messages = [e["message"] for e in events if e["type"] in ("log", "progress")]
+    assert not [m for m in messages if "held-out" in m or m.startswith("self-check")]
 
 
 def test_evaluate_skips_the_pixels_of_the_shapes_it_is_given(tmp_path, tiny_model_folder):
