@@ -302,6 +302,21 @@ def vanished_lines(runs: list[dict]) -> list[str]:
     ]
 
 
+def model_lines(runs: list[dict]) -> list[str]:
+    """The protocol's models and how each scores on its held-out tile as a whole (its model card's metrics)."""
+    lines = [
+        "| held-out tile | model | its mIoU on the tile (model card: confusion summed over the nine images) |",
+        "|---|---|---|",
+    ]
+    for tile, model in sorted({(r["spec"]["tile"], r["spec"]["model"]) for r in runs}):
+        card = Path(model) / "model_card.json"
+        if card.is_file():
+            held_out = json.loads(card.read_text())["metrics"]["held_out"].get(f"tile_{tile}", {})
+            miou = f"{100 * held_out['miou']:.1f}" if "miou" in held_out else "not in its card"
+            lines.append(f"| {tile} | `{Path(model).name}` | {miou} |")
+    return lines
+
+
 def write_markdown(summary: dict, accuracy: dict, runs: list[dict], path: Path) -> None:
     """docs/safe-adaptation.md: the tables of this benchmark, every number from its runs."""
     lines = [
@@ -345,6 +360,8 @@ def write_markdown(summary: dict, accuracy: dict, runs: list[dict], path: Path) 
         "shares, agreement with the test-time-augmented ensemble) separates them from the gains.",
         "",
         "## Per held-out tile",
+        "",
+        *model_lines(runs),
         "",
         "| variant | tile | images | segment | gain | checked gain | checked worst |",
         "|---|---|---|---|---|---|---|",
