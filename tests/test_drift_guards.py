@@ -123,6 +123,8 @@ def test_the_self_check_rejects_an_adaptation_that_overturned_many_sure_pixels_a
     )
     kept = decide(signals_with(0.008))
     assert kept.keep_adapted and kept.to_dict()["kept"] == "adapted"
+    assert kept.message.startswith("self-check: adaptation kept (0.8% of the sure pixels")
+    assert "label about 20 polygons (suggest-labels)" in kept.message  # a kept run can still have lost a little
     assert decide(signals_with(0.2)).keep_adapted and not decide(signals_with(0.201)).keep_adapted
 
 
