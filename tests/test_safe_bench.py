@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"
 
 from analyst import draw_disks
 from rounds import BOX, disk_in_box, room_per_pixel
-from safe import check_accuracy, per_tile, summarize, target_lines, vanished_lines
+from safe import check_accuracy, class_lines, per_tile, summarize, target_lines, vanished_lines
 
 from backend.analysis.metrics import IGNORE_INDEX
 
@@ -119,3 +119,13 @@ def test_erased_classes_are_split_by_whether_the_unadapted_map_had_found_them():
     assert "in 3 runs" in line
     assert "In 1 of them the unadapted map had found that class (IoU > 0), and those runs gained -4.0" in line
     assert "in the other 2 the erased class" in line and "gained +15.0 (0 lost)" in line
+
+
+def test_the_per_class_line_averages_each_class_iou_change_over_the_images_that_have_it():
+    first, second = run("defaults", 0.0, 0.0, part=1), run("defaults", 0.0, 0.0, part=2)
+    first |= {"segment": {"iou": {"Road": 0.4, "Water": None}}, "adapt_segment": {"iou": {"Road": 0.3, "Water": None}}}
+    second |= {"segment": {"iou": {"Road": 0.4, "Water": 0.9}}, "adapt_segment": {"iou": {"Road": 0.6, "Water": 0.8}}}
+    assert class_lines([first, second]) == [
+        "IoU change per class (no labels, defaults; images where the class is in the labels or a map): "
+        "Road +5.0 (lower on 1 of 2), Water -10.0 (lower on 1 of 1)."
+    ]

@@ -317,6 +317,29 @@ def model_lines(runs: list[dict]) -> list[str]:
     return lines
 
 
+def class_lines(runs: list[dict]) -> list[str]:
+    """Per class, how self-training without labels moved its IoU: which classes it grows and which it erodes."""
+    changes: dict[str, list[float]] = {}
+    for run in runs:
+        if "analyst" in run["spec"] or run["spec"]["variant"] != "defaults":
+            continue
+        before, after = run["segment"]["iou"], run["adapt_segment"]["iou"]
+        for name in before:
+            if before[name] is not None and after[name] is not None:
+                changes.setdefault(name, []).append(100 * (after[name] - before[name]))
+    if not changes:
+        return []
+    parts = [
+        f"{name} {np.mean(values):+.1f} (lower on {sum(v < 0 for v in values)} of {len(values)})"
+        for name, values in changes.items()
+    ]
+    return [
+        "IoU change per class (no labels, defaults; images where the class is in the labels or a map): "
+        + ", ".join(parts)
+        + "."
+    ]
+
+
 def write_markdown(summary: dict, accuracy: dict, runs: list[dict], path: Path) -> None:
     """docs/safe-adaptation.md: the tables of this benchmark, every number from its runs."""
     lines = [
@@ -379,6 +402,8 @@ def write_markdown(summary: dict, accuracy: dict, runs: list[dict], path: Path) 
         *estimate_lines(runs),
         "",
         *vanished_lines(runs),
+        "",
+        *class_lines(runs),
         "",
         "## Every run",
         "",
