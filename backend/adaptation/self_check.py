@@ -214,7 +214,8 @@ def decide(signals: Signals, max_confident_changed: float = MAX_CONFIDENT_CHANGE
     by its neighbour) also flips those it was sure of. Over the 18 held-out images of tiles 5 and 6 this share
     was at most 11 % in a run that gained (a +24 point one) and 29 % in the one that lost 9 points; smaller
     losses (up to 4 points) changed under 0.1 %, like most gains, and no label-free signal measured tells
-    them apart (docs/safe-adaptation.md).
+    them apart. On tiles 1-4, out of sample, no run passed 0.7 %: their losses (up to 7 points) are of that
+    kind (docs/safe-adaptation.md).
     """
     share = signals.confident_changed
     if share > max_confident_changed:
