@@ -291,13 +291,15 @@ def sum_strip(
     if carried is not None and grid.carry_in is not None:
         cols = slice(grid.carry_in, grid.carry_in + carried.weight.shape[-1])
         sums.probs[:, :, cols], sums.weight[:, cols], sums.valid[:, cols] = carried
+    weighted = np.empty((n_classes, r1 - r0, grid.tile_w), np.float32)  # one buffer for every tile's product
     for kept, batch in tiles.batches:
         check_cancelled(is_cancelled)
         probs = _predict_batch(predict, batch, n_classes)
         for (left, c0, c1, valid), tile_probs in zip(kept, probs, strict=True):
             cols = slice(left - col0 + c0, left - col0 + c1)
             weight = weights[r0:r1, c0:c1]
-            sums.probs[:, r0:r1, cols] += tile_probs[:, r0:r1, c0:c1] * weight
+            product = np.multiply(tile_probs[:, r0:r1, c0:c1], weight, out=weighted[:, :, : c1 - c0])
+            sums.probs[:, r0:r1, cols] += product
             sums.weight[r0:r1, cols] += weight
             sums.valid[r0:r1, cols] |= valid
         sums.tiles += len(kept)
@@ -328,27 +330,43 @@ class Carried(NamedTuple):
 
 
 class _StripAccumulator:
-    """Running probability sums for ``tile`` rows x ROI width, shifted down as rows are finished."""
+    """The sums of the rows that the strips added so far have not finished (the top rows of the next strip,
+    which it adds to): a strip's sums become the running sums, so only the overlap is ever added twice."""
 
-    def __init__(self, n_classes: int, rows: int, width: int) -> None:
-        self.probs = np.zeros((n_classes, rows, width), np.float32)
-        self.weight = np.zeros((rows, width), np.float32)
-        self.valid = np.zeros((rows, width), bool)
+    def __init__(self) -> None:
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._strip: StripSums | None = None
 
     def add(self, strip: StripSums) -> None:
-        self.probs += strip.probs
-        self.weight += strip.weight
-        self.valid |= strip.valid
+        if self._pending is not None:
+            probs, weight, valid = self._pending
+            rows = weight.shape[0]
+            strip.probs[:, :rows] += probs
+            strip.weight[:rows] += weight
+            strip.valid[:rows] |= valid
+        self._strip = strip
 
-    def take(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """Remove the top ``rows`` rows: (blended probabilities [K, rows, W], valid [rows, W])."""
-        weight = self.weight[:rows]
-        probs = self.probs[:, :rows] / np.where(weight > 0, weight, 1.0)
-        valid = self.valid[:rows].copy()
-        for buffer in (self.probs, self.weight, self.valid):
-            buffer[..., : buffer.shape[-2] - rows, :] = buffer[..., rows:, :]
-            buffer[..., buffer.shape[-2] - rows :, :] = 0
-        return probs, valid
+    def take(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The top ``rows`` rows of the running sums, finished: (probability sums [K, rows, W], their weights
+        [rows, W], valid [rows, W]); the rows below wait for the next strip."""
+        strip = self._strip
+        if strip is None:
+            raise ValueError("add a strip before taking its rows")
+        self._pending = (strip.probs[:, rows:], strip.weight[rows:], strip.valid[rows:])
+        return strip.probs[:, :rows], strip.weight[:rows], strip.valid[:rows]
+
+
+def class_argmax(scores: np.ndarray) -> np.ndarray:
+    """``scores.argmax(axis=0)`` for [K, H, W] as uint8, one class plane at a time: numpy's argmax over the first
+    axis walks K values at a stride of H x W per pixel, several times slower. Ties go to the lower class, as there."""
+    best = scores[0].copy()
+    index = np.zeros(best.shape, np.uint8)
+    higher = np.empty(best.shape, bool)
+    for k in range(1, scores.shape[0]):
+        np.greater(scores[k], best, out=higher)
+        index[higher] = k
+        np.maximum(best, scores[k], out=best)
+    return index
 
 
 def _predict_batch(predict: Predict, batch: np.ndarray, n_classes: int) -> np.ndarray:
@@ -435,7 +453,7 @@ class StripAssembler:
         if previous is not None and self._next != previous.grid.strips:
             raise ValueError(f"panel at column {previous.start} got {self._next} of {previous.grid.strips} strips")
         self._panel, self._next = panel, 0
-        self._accumulator = _StripAccumulator(len(self.classes), panel.grid.tile_h, int(panel.grid.window.width))
+        self._accumulator = _StripAccumulator()
         self._writer.begin_columns(panel.start, panel.stop - panel.start)
 
     def add(self, strip: StripSums) -> None:
@@ -447,12 +465,15 @@ class StripAssembler:
         self._next += 1
         self._tiles += strip.tiles
         self._accumulator.add(strip)
-        probs, valid = self._accumulator.take(self._panel.grid.finished_rows(strip.index))
+        sums, weight, valid = self._accumulator.take(self._panel.grid.finished_rows(strip.index))
         own = slice(self._panel.offset, self._panel.offset + self._panel.stop - self._panel.start)
-        probs, valid = probs[:, :, own], valid[:, own]
-        labels = np.where(valid, self._values[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
+        sums, weight, valid = sums[:, :, own], weight[:, own], valid[:, own]
+        # A pixel's weight divides all its classes alike, so the classes come from the sums; probabilities are
+        # only divided out for the confidence and entropy rasters.
+        labels = np.where(valid, self._values[class_argmax(sums)], CLASS_NODATA).astype(np.uint8)
         self._counts += np.bincount(labels.ravel(), minlength=256)
         _, confidence, entropy = self.paths
+        probs = sums / np.where(weight > 0, weight, 1.0) if confidence is not None or entropy is not None else None
         self._writer.write_rows(
             labels,
             np.where(valid, probs.max(axis=0), np.nan).astype(np.float32) if confidence is not None else None,
