@@ -18,6 +18,7 @@ from backend.segmentation.sliding_window import (
     RasterJob,
     TileGrid,
     blend_weights,
+    class_argmax,
     kept_spans,
     segment_jobs,
     segment_scene,
@@ -501,3 +502,13 @@ def test_a_tiling_adjusted_by_the_user_keeps_the_cards_stride_to_tile_ratio():
     assert card.adjusted(tile=256, stride=100, blend="hann") == Tiling(256, 100, "hann")
     with pytest.raises(BadInput, match="stride 600"):
         card.adjusted(stride=600)
+
+
+def test_class_argmax_equals_numpys_argmax_over_the_class_axis_ties_to_the_lower_class():
+    rng = np.random.default_rng(3)
+    scores = rng.random((5, 37, 53), dtype=np.float32)
+    scores[:, :4] = np.round(scores[:, :4])  # many ties: 0s and 1s
+    labels = class_argmax(scores)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, scores.argmax(axis=0))
+    assert (labels[:4] < 4).any() and (labels[4:] == 4).any()
