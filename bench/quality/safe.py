@@ -55,14 +55,19 @@ VARIANTS: dict[str, dict] = {
 
 
 def scenes(loto_models: Path | None) -> list[dict]:
-    """(model folder, held-out tile, image part) of every scene of the protocol that has its model."""
+    """(model folder, held-out tile, image part) of every scene of the protocol: the shipped model's, and with
+    ``loto_models`` the leave-one-tile-out models' (a run whose model is not there is reported from the cache or
+    left out, see :func:`execute`)."""
     found = [{"model": SHIPPED_MODEL, "tile": SHIPPED_HELD_OUT_TILE, "part": part} for part in PARTS]
     if loto_models is not None:
         for tile in range(1, 6):
             folder = loto_models / f"held-out-{tile}"
-            if (folder / "model.safetensors").is_file():
-                found += [{"model": str(folder), "tile": tile, "part": part} for part in PARTS]
+            found += [{"model": str(folder), "tile": tile, "part": part} for part in PARTS]
     return found
+
+
+def has_model(spec: dict) -> bool:
+    return (Path(spec["model"]) / "model.safetensors").is_file()
 
 
 def run_key(spec: dict) -> str:
@@ -142,21 +147,22 @@ def execute(specs: list[dict], cache: Path, workers: int, cached_only: bool = Fa
     paths = [cache / "runs" / f"{run_key(spec)}.json" for spec in specs]
     todo = [(spec, path) for spec, path in zip(specs, paths, strict=True) if not path.is_file()]
     print(f"{len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to do", flush=True)
-    if cached_only:
-        print(f"--cached-only: the report leaves out the {len(todo)} runs not made", flush=True)
-        return [json.loads(path.read_text()) for path in paths if path.is_file()]
+    made = [] if cached_only else [(spec, path) for spec, path in todo if has_model(spec)]
+    if len(made) < len(todo):
+        why = "--cached-only" if cached_only else "their model folder holds no model"
+        print(f"{len(todo) - len(made)} runs not cached are left out of the report ({why})", flush=True)
     with ProcessPoolExecutor(workers) as pool:
-        futures = {pool.submit(run_scene, spec): path for spec, path in todo}
+        futures = {pool.submit(run_scene, spec): path for spec, path in made}
         for done, future in enumerate(as_completed(futures), 1):
             result = future.result()
             futures[future].write_text(json.dumps(result))
             spec = result["spec"]
             print(
-                f"[{done}/{len(todo)}] {spec['variant']} tile {spec['tile']} part {spec['part']}: "
+                f"[{done}/{len(made)}] {spec['variant']} tile {spec['tile']} part {spec['part']}: "
                 f"{100 * result['segment']['miou']:.1f} -> {100 * result['adapt_segment']['miou']:.1f}",
                 flush=True,
             )
-    return [json.loads(path.read_text()) for path in paths]
+    return [json.loads(path.read_text()) for path in paths if path.is_file()]
 
 
 def kept(run: dict) -> bool:
@@ -315,6 +321,8 @@ def model_lines(runs: list[dict]) -> list[str]:
             held_out = json.loads(card.read_text())["metrics"]["held_out"].get(f"tile_{tile}", {})
             miou = f"{100 * held_out['miou']:.1f}" if "miou" in held_out else "not in its card"
             lines.append(f"| {tile} | `{Path(model).name}` | {miou} |")
+        else:
+            lines.append(f"| {tile} | `{Path(model).name}` | not on the machine that wrote this (its runs cached) |")
     return lines
 
 
