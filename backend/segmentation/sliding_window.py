@@ -335,23 +335,17 @@ class _StripAccumulator:
 
     def __init__(self) -> None:
         self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._strip: StripSums | None = None
 
-    def add(self, strip: StripSums) -> None:
+    def finish(self, strip: StripSums, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Add the rows still pending into ``strip`` (in place) and return its top ``rows`` rows, finished:
+        (probability sums [K, rows, W], their weights [rows, W], valid [rows, W]); the rows below wait for the
+        next strip."""
         if self._pending is not None:
             probs, weight, valid = self._pending
-            rows = weight.shape[0]
-            strip.probs[:, :rows] += probs
-            strip.weight[:rows] += weight
-            strip.valid[:rows] |= valid
-        self._strip = strip
-
-    def take(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The top ``rows`` rows of the running sums, finished: (probability sums [K, rows, W], their weights
-        [rows, W], valid [rows, W]); the rows below wait for the next strip."""
-        strip = self._strip
-        if strip is None:
-            raise ValueError("add a strip before taking its rows")
+            overlap = weight.shape[0]
+            strip.probs[:, :overlap] += probs
+            strip.weight[:overlap] += weight
+            strip.valid[:overlap] |= valid
         self._pending = (strip.probs[:, rows:], strip.weight[rows:], strip.valid[rows:])
         return strip.probs[:, :rows], strip.weight[:rows], strip.valid[:rows]
 
@@ -464,8 +458,7 @@ class StripAssembler:
             raise ValueError(f"strip {strip.index} came before strip {self._next}")
         self._next += 1
         self._tiles += strip.tiles
-        self._accumulator.add(strip)
-        sums, weight, valid = self._accumulator.take(self._panel.grid.finished_rows(strip.index))
+        sums, weight, valid = self._accumulator.finish(strip, self._panel.grid.finished_rows(strip.index))
         own = slice(self._panel.offset, self._panel.offset + self._panel.stop - self._panel.start)
         sums, weight, valid = sums[:, :, own], weight[:, own], valid[:, own]
         # A pixel's weight divides all its classes alike, so the classes come from the sums; probabilities are
