@@ -10,7 +10,8 @@ it, and the teacher follows. Three guards, each off by default and measured in d
 anchor (the student's predictions pulled towards the unadapted model's), class-balanced pseudo-label
 weights, and a teacher that averages its predictions over flips and quarter turns. A fourth is for an
 analyst's labels, which push the classes they leave out down everywhere: where the unadapted model is sure
-of such a class, its prediction is the pseudo-label (``protect_unlabelled``, off: measured worse on average).
+of such a class, its prediction is the pseudo-label (``protect_unlabelled``, off: on 27 images of tiles 1, 4
+and 6 with 20 polygons by class area it cost 1.5 points on average and did not lift the worst image).
 """
 
 from __future__ import annotations
