@@ -52,6 +52,11 @@ VARIANTS: dict[str, dict] = {
         "extra": {"anchor_weight": 1.0, "class_balance": 0.5, "teacher_views": 4}
     },
 }
+# --analyst K,placement,seed[,flag...]: AdaptConfig settings on top of the defaults with the analyst's polygons
+ANALYST_FLAGS: dict[str, dict] = {
+    "protected": {"protect_unlabelled": True},  # classes no polygon shows: the unadapted model's sure pixels
+    "anchor": {"anchor_weight": 1.0},
+}
 
 
 def scenes(loto_models: Path | None) -> list[dict]:
@@ -317,6 +322,8 @@ def model_lines(runs: list[dict]) -> list[str]:
     models = {r["spec"]["tile"]: r["spec"]["model"] for r in runs}  # one model a tile, wherever it was run from
     for tile, model in sorted(models.items()):
         card = Path(model) / "model_card.json"
+        if not card.is_file():  # run from another checkout (a worktree): the shipped model is in this one too
+            card = REPO / "resources" / "models" / Path(model).name / "model_card.json"
         if card.is_file():
             held_out = json.loads(card.read_text())["metrics"]["held_out"].get(f"tile_{tile}", {})
             miou = f"{100 * held_out['miou']:.1f}" if "miou" in held_out else "not in its card"
@@ -447,7 +454,7 @@ def main(
     docs: Annotated[Path, typer.Option(help="the report")] = REPO / "docs" / "safe-adaptation.md",
     analyst: Annotated[
         list[str] | None,
-        typer.Option(help="K,placement,seed[,protected]: also the defaults with a simulated analyst's K polygons"),
+        typer.Option(help="K,placement,seed[,protected][,anchor]: the defaults with a simulated analyst's K polygons"),
     ] = None,
     analyst_only: Annotated[bool, typer.Option(help="only the runs with the analyst's polygons")] = False,
     cached_only: Annotated[bool, typer.Option(help="report the cached runs, make none")] = False,
@@ -461,12 +468,14 @@ def main(
         else [{**scene, "variant": name, "options": VARIANTS[name]} for name in chosen for scene in every]
     )
     for setting in analyst or []:  # the product's defaults with the simulated analyst's polygons
-        count, placement, seed, *protected = setting.split(",")
+        count, placement, seed, *flags = setting.split(",")
+        unknown = [flag for flag in flags if flag not in ANALYST_FLAGS]
+        if unknown:
+            raise typer.BadParameter(f"--analyst {setting}: unknown {unknown}; known: {', '.join(ANALYST_FLAGS)}")
         drawn = {"polygons": int(count), "placement": placement, "seed": int(seed)}
-        name = f"defaults, {count} polygons by {placement}"
-        options: dict = {}
-        if protected == ["protected"]:  # the classes the polygons leave out protected (AdaptConfig)
-            name, options = f"{name}, protected", {"extra": {"protect_unlabelled": True}}
+        name = ", ".join([f"defaults, {count} polygons by {placement}", *flags])
+        extra = {key: value for flag in flags for key, value in ANALYST_FLAGS[flag].items()}
+        options: dict = {"extra": extra} if extra else {}
         specs += [{**scene, "variant": name, "options": options, "analyst": drawn} for scene in every]
     runs = execute(specs, cache, workers, cached_only)
     summary, accuracy = summarize(runs), check_accuracy(runs)
