@@ -55,7 +55,7 @@ VARIANTS: dict[str, dict] = {
 # --analyst K,placement,seed[,flag...]: AdaptConfig settings on top of the defaults with the analyst's polygons
 ANALYST_FLAGS: dict[str, dict] = {
     "protected": {"protect_unlabelled": True},  # classes no polygon shows: the unadapted model's sure pixels
-    "anchor": {"anchor_weight": 1.0},
+    "anchor": VARIANTS["anchor 1"]["extra"],
 }
 
 
@@ -167,7 +167,12 @@ def execute(specs: list[dict], cache: Path, workers: int, cached_only: bool = Fa
                 f"{100 * result['segment']['miou']:.1f} -> {100 * result['adapt_segment']['miou']:.1f}",
                 flush=True,
             )
-    return [json.loads(path.read_text()) for path in paths if path.is_file()]
+    # a cached run keeps its results; its spec is this call's, so its model is where this checkout finds it
+    return [
+        {**json.loads(path.read_text()), "spec": spec}
+        for spec, path in zip(specs, paths, strict=True)
+        if path.is_file()
+    ]
 
 
 def kept(run: dict) -> bool:
@@ -319,11 +324,9 @@ def model_lines(runs: list[dict]) -> list[str]:
         "| held-out tile | model | its mIoU on the tile (model card: confusion summed over the nine images) |",
         "|---|---|---|",
     ]
-    models = {r["spec"]["tile"]: r["spec"]["model"] for r in runs}  # one model a tile, wherever it was run from
+    models = {r["spec"]["tile"]: r["spec"]["model"] for r in runs}  # one model a tile, as this checkout finds it
     for tile, model in sorted(models.items()):
         card = Path(model) / "model_card.json"
-        if not card.is_file():  # run from another checkout (a worktree): the shipped model is in this one too
-            card = REPO / "resources" / "models" / Path(model).name / "model_card.json"
         if card.is_file():
             held_out = json.loads(card.read_text())["metrics"]["held_out"].get(f"tile_{tile}", {})
             miou = f"{100 * held_out['miou']:.1f}" if "miou" in held_out else "not in its card"
