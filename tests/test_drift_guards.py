@@ -75,6 +75,19 @@ def test_the_anchor_keeps_self_training_closer_to_the_unadapted_model():
     assert changed[5.0] < changed[0.0]
 
 
+def test_the_anchor_leaves_the_analysts_labelled_pixels_to_their_labels():
+    """Every pixel labelled: the anchor has nothing to hold, so it changes neither the losses nor the weights."""
+    labelled = striped_samples()
+    results = {
+        weight: adapt(fresh_model(), labelled, small_config(mode="da", confidence=0.3, steps=6, anchor_weight=weight))
+        for weight in (0.0, 5.0)
+    }
+    assert results[5.0].losses == pytest.approx(results[0.0].losses)
+    anchored = results[5.0].model.state_dict()
+    for name, free in results[0.0].model.state_dict().items():
+        assert torch.allclose(free.float(), anchored[name].float()), name
+
+
 def test_the_self_check_sees_no_change_between_a_model_and_its_copy_and_a_collapse_after_a_biased_head():
     model = fresh_model().eval()
     samples = [{"image": s["image"]} for s in striped_samples()]

@@ -48,7 +48,8 @@ class AdaptConfig:
     ``class_quantile`` q, each class's threshold is lowered to the q-quantile of the confidences of the
     pixels the teacher gives that class in the batch (class-balanced self-training), so classes the
     teacher is unsure of, often the rare ones, are not left out and unlearned.
-    DA's guards against drift: ``anchor_weight`` weighs KL(unadapted || student) on the target pixels;
+    DA's guards against drift: ``anchor_weight`` weighs KL(unadapted || student) on the target pixels no label
+    covers;
     ``class_balance`` p weighs each pseudo-labelled class by (its share of the batch's pseudo-labels)^-p;
     ``teacher_views`` (1, 2, 4 or 8) averages the teacher over that many flips and quarter turns.
     DA samples may carry a ``mask`` (an analyst's few labelled polygons): their pixels take the label instead of
@@ -386,8 +387,8 @@ def _self_training_loss(
     per_pixel = F.cross_entropy(logits, pseudo, ignore_index=IGNORE_INDEX, reduction="none")
     counted = (pseudo != IGNORE_INDEX).float()
     loss = loss + (per_pixel * pixel_weight * counted).sum() / counted.sum().clamp(min=1.0)
-    if config.anchor_weight > 0:
-        loss = loss + config.anchor_weight * anchor_divergence(anchor, images, logits, target["valid"])
+    if config.anchor_weight > 0:  # the analyst's pixels follow their labels, not the unadapted model
+        loss = loss + config.anchor_weight * anchor_divergence(anchor, images, logits, target["valid"] & ~labelled)
     if (known != IGNORE_INDEX).any():
         loss = loss + config.label_weight * F.cross_entropy(logits, known, ignore_index=IGNORE_INDEX)
     return loss, float(confident.float().mean())
