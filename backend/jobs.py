@@ -477,7 +477,10 @@ def held_out_samples(reader: SceneReader, roi: Roi, shapes: LabelShapes, size: i
 
 def _check_labels(path: str, scene: RasterLike) -> None:
     """A label raster must lie on the scene's grid."""
-    info = inspect_raster(path)
+    try:
+        info = inspect_raster(path)
+    except BadInput as exc:  # is_vector said it is no vector file either
+        raise BadInput(f"{path}: neither a class raster nor a vector file of labels that GDAL can read") from exc
     if (info.width, info.height) != (scene.width, scene.height):
         raise BadInput(
             f"{path}: label raster is {info.width} x {info.height}, the scene is {scene.width} x {scene.height}"

@@ -112,8 +112,8 @@ def truncated(tmp_path: Path) -> Path:
     return path
 
 
-def text_named_tif(tmp_path: Path) -> Path:
-    path = tmp_path / "notes.tif"
+def text_named_tif(tmp_path: Path, name: str = "notes.tif") -> Path:
+    path = tmp_path / name
     path.write_text("this is not a raster\n")
     return path
 

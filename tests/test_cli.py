@@ -141,6 +141,10 @@ def bad_input_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list, str]]:
             ["adapt", scene, "--adapter-out", tmp_path / "a.safetensors", "--mode", "dg", "--labels", other_size],
             "small_labels.tif",
         ),
+        "labels unreadable": (
+            ["adapt-segment", scene, "-o", tmp_path / "o.tif", "--labels", rasters.text_named_tif(tmp_path, "l.gpkg")],
+            "l.gpkg: neither a class raster nor a vector file",
+        ),
         "dg without labels": (["adapt", scene, "--adapter-out", tmp_path / "a.safetensors", "--mode", "dg"], "labels"),
         "top-k not a whole count": (["adapt-segment", scene, "-o", tmp_path / "o.tif", "--top-k", "2.5"], "top-k 2.5"),
         "top-k zero": (["adapt-segment", scene, "-o", tmp_path / "o.tif", "--top-k", "0"], "top-k 0"),
