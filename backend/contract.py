@@ -62,11 +62,15 @@ ADAPT_DEFAULTS: dict[str, Any] = {
     "confidence": 0.7,  # DA: pseudo-label confidence threshold
     "class_quantile": 0.5,  # DA: class-wise thresholds (see AdaptConfig); None: one threshold for all
     "source_samples": False,  # DA: mix in labelled crops of the model's training tiles (DACS)
+    "anchor_weight": None,  # DA: KL to the unadapted model's predictions; None: DEFAULT_ANCHOR_WEIGHT
     "lr": 1e-3,
     "ema_momentum": 0.99,
     "seed": 0,
 }
 DEFAULT_RESELECT_EVERY = {"dg": 100, "da": 50}  # steps between Fisher re-selections, by mode
+# DA's anchor, by whether the analyst labelled some pixels (docs/safe-adaptation.md): without labels it halves the
+# images that end more than a point below segment; with them it gives up most of the labels' gain
+DEFAULT_ANCHOR_WEIGHT = {"without labels": 1.0, "with labels": 0.0}
 DEFAULT_LABEL_FIELD = "class"  # the field of a vector label file holding class names or values
 DEFAULT_LABEL_BUFFER_M = 5.0  # points and lines of a vector label file become shapes this wide on each side
 DEFAULT_SUGGESTED_SPOTS = 20  # suggest-labels: how many places to label
@@ -235,6 +239,7 @@ class AdaptOptions:
     confidence: float = ADAPT_DEFAULTS["confidence"]
     class_quantile: float | None = ADAPT_DEFAULTS["class_quantile"]
     source_samples: bool = option("--source-samples", ADAPT_DEFAULTS["source_samples"])
+    anchor_weight: float | None = ADAPT_DEFAULTS["anchor_weight"]
     lr: float = ADAPT_DEFAULTS["lr"]
     ema_momentum: float = ADAPT_DEFAULTS["ema_momentum"]
     seed: int = option("--seed", ADAPT_DEFAULTS["seed"])
@@ -289,6 +294,7 @@ class AdaptOptions:
             class_quantile=self.class_quantile,
             lr=self.lr,
             ema_momentum=self.ema_momentum,
+            anchor_weight=self.anchor_weight,
             seed=self.seed,
         )
         # extra's gate settings refine the options' k and interval rather than silently resetting them

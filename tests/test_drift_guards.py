@@ -18,9 +18,11 @@ from backend.adaptation.adapt import (
     unlabelled_classes,
     unview,
     view,
+    with_default_anchor,
 )
 from backend.adaptation.self_check import Signals, decide, measure
 from backend.analysis.metrics import IGNORE_INDEX
+from backend.contract import DEFAULT_ANCHOR_WEIGHT
 from tests.test_adapt import fresh_model, small_config, striped_samples
 
 
@@ -86,6 +88,20 @@ def test_the_anchor_leaves_the_analysts_labelled_pixels_to_their_labels():
     anchored = results[5.0].model.state_dict()
     for name, free in results[0.0].model.state_dict().items():
         assert torch.allclose(free.float(), anchored[name].float()), name
+
+
+def test_by_default_self_training_alone_is_anchored_and_the_analysts_labels_are_not():
+    unlabelled = [{"image": s["image"]} for s in striped_samples()]
+    no_labels = [{**s, "mask": torch.full_like(s["mask"], IGNORE_INDEX)} for s in striped_samples()]
+    some_labels = [{**s, "mask": torch.where(s["mask"] == 1, 1, IGNORE_INDEX)} for s in striped_samples()]
+    default = AdaptConfig(mode="da")
+    assert default.anchor_weight is None
+    assert with_default_anchor(default, unlabelled).anchor_weight == DEFAULT_ANCHOR_WEIGHT["without labels"] == 1.0
+    assert with_default_anchor(default, no_labels).anchor_weight == 1.0
+    assert with_default_anchor(default, some_labels).anchor_weight == DEFAULT_ANCHOR_WEIGHT["with labels"] == 0.0
+    assert with_default_anchor(AdaptConfig(mode="da", anchor_weight=0.5), unlabelled).anchor_weight == 0.5
+    result = adapt(fresh_model(), unlabelled, small_config(mode="da", confidence=0.3, steps=2))
+    assert result.config.anchor_weight == 1.0  # the adapter checkpoint records the weight that trained it
 
 
 def test_the_self_check_sees_no_change_between_a_model_and_its_copy_and_a_collapse_after_a_biased_head():

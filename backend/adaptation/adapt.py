@@ -6,19 +6,21 @@ the confident fraction), and labelled source samples, when given, are trained on
 target images with ClassMix (DACS). In both, only the gated-on toolbox modules and the head train.
 
 Self-training can drift: a class the teacher is unsure of loses its pseudo-labels, the student unlearns
-it, and the teacher follows. Three guards, each off by default and measured in docs/safe-adaptation.md: an
-anchor (the student's predictions pulled towards the unadapted model's), class-balanced pseudo-label
-weights, and a teacher that averages its predictions over flips and quarter turns. A fourth is for an
-analyst's labels, which push the classes they leave out down everywhere: where the unadapted model is sure
-of such a class, its prediction is the pseudo-label (``protect_unlabelled``, off: on 27 images of tiles 1, 4
-and 6 with 20 polygons by class area it cost 1.5 points on average and did not lift the worst image).
+it, and the teacher follows. Three guards, measured in docs/safe-adaptation.md: an anchor (the student's
+predictions pulled towards the unadapted model's; on by default without labels, where it halves the images
+that end more than a point below segment, off with an analyst's labels, where it gives up most of their gain),
+class-balanced pseudo-label weights and a teacher that averages its predictions over flips and quarter turns
+(both off). A fourth is for an analyst's labels, which push the classes they leave out down everywhere:
+where the unadapted model is sure of such a class, its prediction is the pseudo-label (``protect_unlabelled``,
+off: on 27 images of tiles 1, 4 and 6 with 20 polygons by class area it cost 1.5 points on average and did
+not lift the worst image).
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from backend.adaptation.augment import Sample, class_mix_masks, orient, photometric_jitter, sample_batch
 from backend.adaptation.fisher_gate import FisherGate, GateConfig
 from backend.analysis.metrics import IGNORE_INDEX
-from backend.contract import ADAPT_DEFAULTS, DEFAULT_RESELECT_EVERY
+from backend.contract import ADAPT_DEFAULTS, DEFAULT_ANCHOR_WEIGHT, DEFAULT_RESELECT_EVERY
 from backend.model.network import SegmentationModel
 from backend.model.toolbox import ToolboxConfig
 from backend.progress import CancelFn, ProgressFn, check_cancelled, never_cancelled, no_progress
@@ -49,7 +51,7 @@ class AdaptConfig:
     pixels the teacher gives that class in the batch (class-balanced self-training), so classes the
     teacher is unsure of, often the rare ones, are not left out and unlearned.
     DA's guards against drift: ``anchor_weight`` weighs KL(unadapted || student) on the target pixels no label
-    covers;
+    covers (None: ``DEFAULT_ANCHOR_WEIGHT``'s, by whether the samples carry an analyst's labels);
     ``class_balance`` p weighs each pseudo-labelled class by (its share of the batch's pseudo-labels)^-p;
     ``teacher_views`` (1, 2, 4 or 8) averages the teacher over that many flips and quarter turns.
     DA samples may carry a ``mask`` (an analyst's few labelled polygons): their pixels take the label instead of
@@ -74,7 +76,7 @@ class AdaptConfig:
     confidence: float = ADAPT_DEFAULTS["confidence"]
     class_quantile: float | None = ADAPT_DEFAULTS["class_quantile"]
     class_mix: bool = True
-    anchor_weight: float = 0.0
+    anchor_weight: float | None = ADAPT_DEFAULTS["anchor_weight"]
     class_balance: float = 0.0
     teacher_views: int = 1
     label_weight: float = 1.0
@@ -93,7 +95,7 @@ class AdaptConfig:
             raise ValueError("confidence and ema_momentum must be in [0, 1)")
         if self.class_quantile is not None and not 0.0 <= self.class_quantile <= 1.0:
             raise ValueError(f"class_quantile must be in [0, 1], got {self.class_quantile}")
-        if self.anchor_weight < 0 or self.class_balance < 0 or self.label_weight < 0:
+        if (self.anchor_weight or 0.0) < 0 or self.class_balance < 0 or self.label_weight < 0:
             raise ValueError("anchor_weight, class_balance and label_weight must be >= 0")
         if self.teacher_views not in VIEW_COUNTS:
             raise ValueError(f"teacher_views must be one of {VIEW_COUNTS}, got {self.teacher_views}")
@@ -135,9 +137,9 @@ def adapt(
     """Adapt ``model`` in place. DG: ``samples`` are labelled. DA: ``samples`` are the unlabelled
     target; ``source`` optional labelled samples. Raises :class:`Cancelled` within a step of a cancel.
     """
-    config = config or AdaptConfig()
     if not samples:
         raise ValueError("adaptation needs at least one sample")
+    config = with_default_anchor(config or AdaptConfig(), samples)
     if config.mode == "dg" and any(s.get("mask") is None for s in samples):
         raise ValueError("DG adaptation needs labelled samples (a 'mask' in every sample)")
     torch.manual_seed(config.seed)
@@ -257,6 +259,15 @@ def _make_teacher(model: SegmentationModel) -> SegmentationModel:
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher
+
+
+def with_default_anchor(config: AdaptConfig, samples: list[Sample]) -> AdaptConfig:
+    """``config`` with its anchor weight resolved: labels anchor the map themselves, so only self-training alone
+    holds to the unadapted model by default. The result records the weight used."""
+    if config.anchor_weight is not None:
+        return config
+    labelled = any(s.get("mask") is not None and bool((s["mask"] != IGNORE_INDEX).any()) for s in samples)
+    return replace(config, anchor_weight=DEFAULT_ANCHOR_WEIGHT["with labels" if labelled else "without labels"])
 
 
 def _make_anchor(model: SegmentationModel) -> SegmentationModel:
