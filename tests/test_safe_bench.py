@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"
 
 from analyst import draw_disks
 from rounds import BOX, disk_in_box, room_per_pixel
-from safe import check_accuracy, class_lines, per_tile, summarize, target_lines, vanished_lines
+from safe import check_accuracy, class_lines, paired_lines, per_tile, summarize, target_lines, vanished_lines
 
 from backend.analysis.metrics import IGNORE_INDEX
 
@@ -128,4 +128,19 @@ def test_the_per_class_line_averages_each_class_iou_change_over_the_images_that_
     assert class_lines([first, second]) == [
         "IoU change per class (no labels, defaults; images where the class is in the labels or a map): "
         "Road +5.0 (lower on 1 of 2), Water -10.0 (lower on 1 of 1)."
+    ]
+
+
+def test_a_flagged_analyst_variant_is_paired_with_the_same_polygons_without_the_flag_on_the_images_both_ran():
+    def analyst(variant: str, gain: float, part: int) -> dict:
+        result = run(variant, gain, 0.0, part=part)
+        result["spec"]["analyst"] = {"polygons": 20, "placement": "classes", "seed": 0}
+        return result
+
+    base, flagged = "defaults, 20 polygons by classes", "defaults, 20 polygons by classes, anchor"
+    runs = [analyst(base, 0.10, 1), analyst(base, -0.02, 2), analyst(base, 0.30, 3)]
+    runs += [analyst(flagged, 0.04, 1), analyst(flagged, 0.01, 2), run("defaults", 0.5, 0.0, part=1)]
+    assert paired_lines(runs) == [
+        f"- {flagged}, against the same polygons without `anchor`, on the 2 images both ran (checked): "
+        "+2.50 against +4.00, worst +1.0 against -2.0, higher on 1."
     ]
