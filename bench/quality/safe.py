@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict] = {
     "no anchor": {"anchor_weight": 0.0},
     "no anchor, balance 0.5": {"anchor_weight": 0.0, "extra": {"class_balance": 0.5}},
     "teacher 4 views": {"extra": {"teacher_views": 4}},
+    "60 steps": {"steps": 60},
 }
 # --analyst K,placement,seed[,flag...]: AdaptConfig settings on top of the defaults with the analyst's polygons
 ANALYST_FLAGS: dict[str, dict] = {
@@ -485,11 +486,12 @@ def main(
         typer.Option(help="K,placement,seed[,protected][,anchor]: the defaults with a simulated analyst's K polygons"),
     ] = None,
     analyst_only: Annotated[bool, typer.Option(help="only the runs with the analyst's polygons")] = False,
+    tiles: Annotated[list[int] | None, typer.Option("--tile", help="only these held-out tiles (default: all)")] = None,
     cached_only: Annotated[bool, typer.Option(help="report the cached runs, make none")] = False,
 ) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     chosen = variants or list(VARIANTS)
-    every = scenes(loto_models)
+    every = [scene for scene in scenes(loto_models) if not tiles or scene["tile"] in tiles]
     specs = (
         []
         if analyst_only
