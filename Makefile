@@ -70,8 +70,8 @@ bench-quality: setup
 	$(PY) bench/quality/run.py --out results/quality.json
 	$(PY) bench/quality/module_effect.py --out results/module_effect.json
 	$(PY) bench/quality/safe.py --out results/safe_adaptation.json --variant defaults --variant "no anchor" \
-		--variant "no anchor, balance 0.5" --variant "teacher 4 views" --analyst 20,area,0 --analyst 20,classes,0 \
-		--analyst 20,area,0,protected --analyst 20,classes,0,anchor \
+		--variant "no anchor, balance 0.5" --variant "teacher 4 views" --variant "60 steps" --analyst 20,area,0 \
+		--analyst 20,classes,0 --analyst 20,area,0,protected --analyst 20,classes,0,anchor \
 		--loto-models $(LOTO_MODELS)
 	$(PY) bench/quality/rounds.py --out results/label_rounds.json
 

@@ -265,22 +265,26 @@ def target_lines(summary: dict) -> list[str]:
 
 
 def paired_lines(runs: list[dict]) -> list[str]:
-    """Each analyst variant with a flag against the same polygons without it, on the images both ran."""
+    """Each variant against what it changes, on the images both ran: without labels the defaults, with the
+    analyst's polygons the same polygons without its flag."""
     by_variant: dict[str, dict[tuple[int, int], dict]] = {}
     for run in runs:
         by_variant.setdefault(run["spec"]["variant"], {})[run["spec"]["tile"], run["spec"]["part"]] = run
     lines = []
-    for name, flagged in by_variant.items():
-        base = ", ".join(name.split(", ")[:2])
-        if "analyst" not in next(iter(flagged.values()))["spec"] or base == name or base not in by_variant:
+    for name, changed in by_variant.items():
+        analyst = "analyst" in next(iter(changed.values()))["spec"]
+        base = ", ".join(name.split(", ")[:2]) if analyst else "defaults"
+        if base == name or base not in by_variant:
             continue
-        both = sorted(set(flagged) & set(by_variant[base]))
-        with_flag = gains([flagged[key] for key in both], with_check=True)
-        without = gains([by_variant[base][key] for key in both], with_check=True)
+        against = f"the same polygons without `{name.split(', ')[2]}`" if analyst else "the defaults"
+        both = sorted(set(changed) & set(by_variant[base]))
+        variant = gains([changed[key] for key in both], with_check=True)
+        reference = gains([by_variant[base][key] for key in both], with_check=True)
         lines.append(
-            f"- {name}, against the same polygons without `{name.split(', ')[2]}`, on the {len(both)} images both "
-            f"ran (checked): {with_flag.mean():+.2f} against {without.mean():+.2f}, worst {with_flag.min():+.1f} "
-            f"against {without.min():+.1f}, higher on {int((with_flag > without).sum())}."
+            f"- {name}, against {against}, on the {len(both)} images both ran (checked): {variant.mean():+.2f} "
+            f"against {reference.mean():+.2f}, worst {variant.min():+.1f} against {reference.min():+.1f}, below -1 "
+            f"on {int((variant < -1).sum())} against {int((reference < -1).sum())}, higher on "
+            f"{int((variant > reference).sum())}, within 0.5 on {int((abs(variant - reference) <= 0.5).sum())}."
         )
     return lines
 
