@@ -72,6 +72,7 @@ bench-quality: setup
 	$(PY) bench/quality/safe.py --out results/safe_adaptation.json --variant defaults --variant "no anchor" \
 		--variant "no anchor, balance 0.5" --variant "teacher 4 views" --variant "60 steps" --analyst 20,area,0 \
 		--analyst 20,classes,0 --analyst 20,area,0,protected --analyst 20,classes,0,anchor \
+		--analyst 5,classes,0 --analyst 10,classes,0 --analyst 40,classes,0 \
 		--loto-models $(LOTO_MODELS)
 	$(PY) bench/quality/rounds.py --out results/label_rounds.json
 

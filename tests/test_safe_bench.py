@@ -141,10 +141,13 @@ def test_a_flagged_analyst_variant_is_paired_with_the_same_polygons_without_the_
     runs = [analyst(base, 0.10, 1), analyst(base, -0.02, 2), analyst(base, 0.30, 3)]
     runs += [analyst(flagged, 0.04, 1), analyst(flagged, 0.01, 2)]
     runs += [run("defaults", -0.02, 0.0, part=1), run("defaults", 0.1, 0.0, part=2)]
-    runs += [run("no anchor", 0.01, 0.0, part=2)]
+    runs += [run("no anchor", 0.01, 0.0, part=2), analyst("defaults, 5 polygons by classes", 0.0, 3)]
+    runs[-1]["spec"]["analyst"]["polygons"] = 5
     assert paired_lines(runs) == [
         f"- {flagged}, against the same polygons without `anchor`, on the 2 images both ran (checked): "
         "+2.50 against +4.00, worst +1.0 against -2.0, below -1 on 0 against 1, higher on 1, within 0.5 on 0.",
         "- no anchor, against the defaults, on the 1 images both ran (checked): +1.00 against +10.00, worst +1.0 "
         "against +10.0, below -1 on 0 against 0, higher on 0, within 0.5 on 0.",
+        "- defaults, 5 polygons by classes, against 20 polygons, on the 1 images both ran (checked): +0.00 against "
+        "+30.00, worst +0.0 against +30.0, below -1 on 0 against 0, higher on 0, within 0.5 on 0.",
     ]

@@ -272,11 +272,14 @@ def paired_lines(runs: list[dict]) -> list[str]:
         by_variant.setdefault(run["spec"]["variant"], {})[run["spec"]["tile"], run["spec"]["part"]] = run
     lines = []
     for name, changed in by_variant.items():
-        analyst = "analyst" in next(iter(changed.values()))["spec"]
-        base = ", ".join(name.split(", ")[:2]) if analyst else "defaults"
+        drawn = next(iter(changed.values()))["spec"].get("analyst")
+        base, against = "defaults", "the defaults"
+        if drawn and name.count(", ") > 1:
+            base, against = ", ".join(name.split(", ")[:2]), f"the same polygons without `{name.split(', ')[2]}`"
+        elif drawn:
+            base, against = name.replace(f"{drawn['polygons']} polygons", "20 polygons"), "20 polygons"
         if base == name or base not in by_variant:
             continue
-        against = f"the same polygons without `{name.split(', ')[2]}`" if analyst else "the defaults"
         both = sorted(set(changed) & set(by_variant[base]))
         variant = gains([changed[key] for key in both], with_check=True)
         reference = gains([by_variant[base][key] for key in both], with_check=True)
