@@ -10,7 +10,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "quality"
 
 from analyst import draw_disks
 from rounds import BOX, disk_in_box, room_per_pixel
-from safe import check_accuracy, class_lines, paired_lines, per_tile, summarize, target_lines, vanished_lines
+from safe import (
+    analyst_variant,
+    check_accuracy,
+    class_lines,
+    paired_lines,
+    per_tile,
+    summarize,
+    target_lines,
+    vanished_lines,
+)
 
 from backend.analysis.metrics import IGNORE_INDEX
 
@@ -151,3 +160,9 @@ def test_a_flagged_analyst_variant_is_paired_with_the_same_polygons_without_the_
         "- defaults, 5 polygons by classes, against 20 polygons, on the 1 images both ran (checked): +0.00 against "
         "+30.00, worst +0.0 against +30.0, below -1 on 0 against 0, higher on 0, within 0.5 on 0.",
     ]
+
+
+def test_an_analyst_variant_names_its_seed_unless_it_is_0_so_seeds_never_share_a_name():
+    drawn = {"polygons": 20, "placement": "classes", "seed": 0}
+    assert analyst_variant(drawn, []) == "defaults, 20 polygons by classes"
+    assert analyst_variant({**drawn, "seed": 1}, ["anchor"]) == "defaults, 20 polygons by classes, seed 1, anchor"

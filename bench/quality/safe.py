@@ -264,6 +264,13 @@ def target_lines(summary: dict) -> list[str]:
     return lines
 
 
+def analyst_variant(drawn: dict, flags: list[str]) -> str:
+    """The name of the runs with the analyst's ``drawn`` polygons and ``flags``; seed 0 goes unnamed, as it did
+    before there were others."""
+    seed = f", seed {drawn['seed']}" if drawn["seed"] else ""
+    return ", ".join([f"defaults, {drawn['polygons']} polygons by {drawn['placement']}{seed}", *flags])
+
+
 def paired_lines(runs: list[dict]) -> list[str]:
     """Each variant against what it changes, on the images both ran: without labels the defaults, with the
     analyst's polygons the same polygons without its flag."""
@@ -274,10 +281,11 @@ def paired_lines(runs: list[dict]) -> list[str]:
     for name, changed in by_variant.items():
         drawn = next(iter(changed.values()))["spec"].get("analyst")
         base, against = "defaults", "the defaults"
-        if drawn and name.count(", ") > 1:
-            base, against = ", ".join(name.split(", ")[:2]), f"the same polygons without `{name.split(', ')[2]}`"
+        if drawn and name != analyst_variant(drawn, []):
+            base = analyst_variant(drawn, [])
+            against = f"the same polygons without `{name.removeprefix(base + ', ')}`"
         elif drawn:
-            base, against = name.replace(f"{drawn['polygons']} polygons", "20 polygons"), "20 polygons"
+            base, against = analyst_variant({**drawn, "polygons": 20}, []), "20 polygons"
         if base == name or base not in by_variant:
             continue
         both = sorted(set(changed) & set(by_variant[base]))
@@ -510,7 +518,7 @@ def main(
         if unknown:
             raise typer.BadParameter(f"--analyst {setting}: unknown {unknown}; known: {', '.join(ANALYST_FLAGS)}")
         drawn = {"polygons": int(count), "placement": placement, "seed": int(seed)}
-        name = ", ".join([f"defaults, {count} polygons by {placement}", *flags])
+        name = analyst_variant(drawn, flags)
         extra = {key: value for flag in flags for key, value in ANALYST_FLAGS[flag].items()}
         options: dict = {"extra": extra} if extra else {}
         specs += [{**scene, "variant": name, "options": options, "analyst": drawn} for scene in every]
